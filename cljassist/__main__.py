@@ -1,0 +1,3 @@
+from cljassist.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,25 @@
+"""Errors a user can act on. Each carries a one-line message that the CLI prints as-is."""
+
+
+class CljassistError(Exception):
+    """Base for every error that should reach the user as a clear one-line message."""
+
+
+class ModelNotFound(CljassistError):
+    pass
+
+
+class ModelLoadError(CljassistError):
+    pass
+
+
+class ReplUnavailable(CljassistError):
+    """The nREPL could not be reached, or went away mid-request."""
+
+
+class ReplTimeout(CljassistError):
+    pass
+
+
+class InputError(CljassistError):
+    """Unreadable file, cursor out of range, malformed case file, bad config."""

@@ -1,0 +1,1 @@
+"""Fixtures that start the real Debian nREPL (filled in by the REPL work)."""
