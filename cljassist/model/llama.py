@@ -1,0 +1,444 @@
+"""The local GGUF model: a thin, deterministic wrapper over ``llama_cpp.Llama``.
+
+``llama_cpp`` is imported lazily, inside :class:`LocalModel`, so that importing
+this module (and the pure-Python parts of the package) stays fast.
+
+Decoding is deterministic: the prompt is evaluated once, the ``n`` most
+probable distinct first tokens start ``n`` branches, and each branch continues
+greedily.  Between branches the context is rewound to the end of the prompt, so
+the prompt's KV cache is computed once per call.  Across calls, the longest
+common token prefix with what is already in the KV cache is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from cljassist.errors import ModelLoadError, ModelNotFound
+from cljassist.model.fim import FimFormat, detect_fim_format
+from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
+
+# tokenizer.ggml.token_type value of control tokens (BOS, EOS, FIM markers, ...)
+_TOKEN_TYPE_CONTROL = 3
+
+
+@dataclass
+class Generation:
+    """One completion candidate."""
+
+    text: str
+    logprob: float  # sum of the chosen tokens' log-probabilities (natural log, <= 0)
+    n_tokens: int  # tokens generated (the one that triggered a text stop included)
+    finish: str  # 'stop' | 'eos' | 'length' | 'deadline'
+    ms: float  # wall time of this branch (the shared prompt evaluation not included)
+    token_ids: tuple[int, ...] = ()  # the generated ids (a stop token never included)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log-softmax of a 1-D array, in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = np.max(x)
+    if not np.isfinite(m):
+        m = 0.0
+    shifted = x - m
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def utf8_complete_len(b: bytes) -> int:
+    """Length of the longest prefix of ``b`` that does not end inside a UTF-8 sequence."""
+    n = len(b)
+    # Look back at most 3 bytes for the lead byte of a trailing sequence.
+    for back in range(1, min(4, n) + 1):
+        c = b[n - back]
+        if c & 0xC0 == 0x80:  # continuation byte: keep looking for the lead
+            continue
+        if c & 0x80 == 0:  # ASCII
+            return n
+        need = 2 if c & 0xE0 == 0xC0 else 3 if c & 0xF0 == 0xE0 else 4 if c & 0xF8 == 0xF0 else 1
+        return n if back >= need else n - back
+    return n
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str | None) -> Iterator[None]:
+    """Send file descriptor 2 (where llama.cpp/ggml write) to ``path`` (or /dev/null) meanwhile."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = 2
+    try:
+        saved = os.dup(fd)
+    except OSError:
+        yield
+        return
+    target = os.open(path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(target, fd)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(target)
+
+
+def _default_threads() -> int:
+    """One core less than the process may use (at least 1).
+
+    The editor and the Clojure REPL run beside the model; and with llama.cpp's
+    spinning thread barriers, asking for every core of a busy 2-core laptop made
+    prompt evaluation 2-3x slower and far less steady than one thread.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, n - 1)
+
+
+class LocalModel:
+    """A GGUF model loaded with llama.cpp, generating deterministic FIM candidates.
+
+    ``last_stats`` after :meth:`generate_candidates`::
+
+        prompt_tokens    tokens of the (possibly truncated) prompt
+        reused_tokens    prompt tokens whose KV cache was kept from the previous call
+        prompt_ms        time to evaluate the rest of the prompt
+        gen_ms           time of all branches
+        truncated_tokens prompt tokens dropped (0 when none)
+        truncation       how they were dropped (only when some were)
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelNotFound(f"model file not found: {self.path}")
+        self.meta: GgufMetadata = read_gguf_metadata(self.path)
+        self.name: str = self.meta.name
+        self.fim: FimFormat = detect_fim_format(self.meta)
+        self.last_stats: dict[str, Any] = {}
+
+        try:
+            import llama_cpp  # noqa: PLC0415 - lazy on purpose
+        except ImportError as e:
+            raise ModelLoadError(
+                "llama-cpp-python is not installed: pip install llama-cpp-python"
+            ) from e
+        self._lc = llama_cpp
+
+        threads = n_threads or _default_threads()
+        train_ctx = int(self.meta.get(f"{self.meta.architecture}.context_length", 0) or 0)
+        if train_ctx > 0:
+            n_ctx = min(n_ctx, train_ctx)
+        fd, log_path = tempfile.mkstemp(prefix="cljassist-llama-", suffix=".log")
+        os.close(fd)
+        try:
+            with _stderr_to(log_path):
+                self._llm = llama_cpp.Llama(
+                    model_path=str(self.path),
+                    n_ctx=n_ctx,
+                    n_batch=n_batch,
+                    n_ubatch=n_batch,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    logits_all=False,
+                    # a full-size sliding-window cache can be cut back to any
+                    # position, which the per-branch rewind needs (Gemma 3 etc.)
+                    swa_full=True,
+                    verbose=False,
+                )
+        except Exception as e:  # llama_cpp raises ValueError/RuntimeError with little detail
+            detail = ""
+            with contextlib.suppress(OSError):
+                lines = [ln.strip() for ln in Path(log_path).read_text(errors="replace").splitlines()]
+                lines = [ln for ln in lines if ln]
+                if lines:
+                    detail = f" ({lines[-1][:200]})"
+            raise ModelLoadError(f"cannot load model {self.path}: {e}{detail}") from e
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(log_path)
+
+        llm = self._llm
+        self.n_ctx: int = int(llm.n_ctx())
+        self.n_threads = threads
+        self._n_vocab = int(llm.n_vocab())
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._mem = llama_cpp.llama_get_memory(llm.ctx)
+        self._piece_cache: dict[int, bytes] = {}
+        self._stop_ids = self._collect_stop_ids()
+        self._head_ids = self._collect_head_ids()
+
+    # ------------------------------------------------------------------ tokens
+
+    def tokenize(self, text: str, special: bool = True, add_bos: bool = False) -> list[int]:
+        """Token ids of ``text``.  ``special``: parse special-token texts such as
+        ``<|fim_prefix|>`` into their ids.  ``add_bos``: add BOS if the model's
+        tokenizer asks for it (tokenizer.ggml.add_bos_token)."""
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` (special-token texts count as one token; no BOS)."""
+        return len(self.tokenize(text, special=True, add_bos=False))
+
+    def _piece(self, tok: int) -> bytes:
+        b = self._piece_cache.get(tok)
+        if b is None:
+            lc = self._lc
+            size = 64
+            while True:
+                buf = (ctypes.c_char * size)()
+                n = lc.llama_token_to_piece(self._vocab, int(tok), buf, size, 0, False)
+                if n < 0:
+                    size = -n + 1
+                    continue
+                b = bytes(buf[:n])
+                break
+            self._piece_cache[tok] = b
+        return b
+
+    def _detok_bytes(self, ids: Sequence[int]) -> bytes:
+        return b"".join(self._piece(t) for t in ids)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` (control tokens render as nothing; invalid UTF-8 as U+FFFD)."""
+        return self._detok_bytes(ids).decode("utf-8", errors="replace")
+
+    def _collect_stop_ids(self) -> frozenset[int]:
+        """Ids that end a candidate: EOG per llama.cpp, EOS/EOT, the FIM stop texts, control tokens."""
+        ids: set[int] = set()
+        index = {t: i for i, t in enumerate(self.meta.tokens)} if self.meta.tokens else {}
+        for text in (*self.fim.stop, *self.fim.tokens.values()):
+            if text in index:
+                ids.add(index[text])
+        for key in ("eos", "eot", "eom", "fim_pad", "fim_rep", "fim_sep"):
+            tid = self.meta.special_token_ids().get(key)
+            if tid is not None and 0 <= tid < self._n_vocab:
+                ids.add(tid)
+        types = self.meta.get("tokenizer.ggml.token_type")
+        if types is not None and len(types) == len(self.meta.tokens):
+            ids.update(int(i) for i in np.nonzero(np.asarray(types) == _TOKEN_TYPE_CONTROL)[0])
+        return frozenset(i for i in ids if 0 <= i < self._n_vocab)
+
+    def _is_stop(self, tok: int) -> bool:
+        return tok in self._stop_ids or bool(self._lc.llama_vocab_is_eog(self._vocab, tok))
+
+    # ------------------------------------------------------------------ KV cache
+
+    def _rewind(self, n: int) -> None:
+        """Keep only the first ``n`` evaluated tokens (KV cache included)."""
+        llm = self._llm
+        if n >= llm.n_tokens:
+            return
+        ok = True
+        if self._mem is not None:
+            ok = bool(self._lc.llama_memory_seq_rm(self._mem, -1, n, -1))
+        if ok:
+            llm.n_tokens = n
+        else:  # e.g. a sliding-window cache that cannot drop a tail: start over
+            if self._mem is not None:
+                self._lc.llama_memory_seq_rm(self._mem, -1, 0, -1)
+            llm.n_tokens = 0
+
+    def _eval(self, tokens: Sequence[int]) -> np.ndarray:
+        """Evaluate ``tokens`` after the current position; the next-token logits (a copy)."""
+        self._llm.eval(list(tokens))
+        ptr = self._lc.llama_get_logits_ith(self._llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+
+    def _load_prompt(self, ids: list[int]) -> tuple[np.ndarray, int]:
+        """Make ``ids`` the evaluated context, reusing the common prefix; (logits, reused)."""
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens]
+        limit = min(len(cached), len(ids) - 1)  # always evaluate at least the last token
+        common = 0
+        if limit > 0:
+            a = np.asarray(cached[:limit])
+            b = np.asarray(ids[:limit], dtype=a.dtype)
+            diff = np.nonzero(a != b)[0]
+            common = int(diff[0]) if diff.size else limit
+        self._rewind(common)
+        reused = int(llm.n_tokens)
+        logits = self._eval(ids[reused:])
+        return logits, reused
+
+    # ------------------------------------------------------------------ generation
+
+    def _fit_prompt(self, ids: list[int], max_tokens: int) -> tuple[list[int], int, int]:
+        """Left-truncate ``ids`` to n_ctx - max_tokens; (ids, dropped, kept_head).
+
+        Rule: the leading run of control tokens (BOS, a FIM prefix marker) is
+        kept; the oldest tokens right after it are dropped.
+        """
+        budget = max(1, self.n_ctx - max(0, max_tokens))
+        if len(ids) <= budget:
+            return ids, 0, 0
+        head = 0
+        while head < len(ids) and head < budget // 2 and ids[head] in self._head_ids:
+            head += 1
+        tail = budget - head
+        dropped = len(ids) - head - tail
+        return ids[:head] + ids[len(ids) - tail :], dropped, head
+
+    def _collect_head_ids(self) -> frozenset[int]:
+        """BOS and the FIM marker tokens: kept at the start when a prompt is truncated."""
+        out: set[int] = set()
+        bos = self.meta.special_token_ids().get("bos")
+        if bos is not None:
+            out.add(bos)
+        wanted = {t for t in self.fim.tokens.values() if t}
+        if wanted:
+            out.update(i for i, text in enumerate(self.meta.tokens) if text in wanted)
+        return frozenset(out)
+
+    def generate_candidates(
+        self,
+        prompt: str,
+        n: int,
+        max_tokens: int,
+        stop: Callable[[str], int | None],
+        deadline_s: float | None = None,
+    ) -> list[Generation]:
+        """Up to ``n`` deterministic candidates continuing ``prompt``.
+
+        Branch i starts with the i-th most probable first token (stop tokens
+        excluded), then continues greedily.  After each token, ``stop(text)`` is
+        called with the candidate's whole text so far (a trailing incomplete UTF-8
+        sequence held back); an int k ends the candidate with ``text[:k]``.  A
+        candidate also ends on EOS/EOT/control tokens (not included in the text)
+        and after ``max_tokens`` tokens.
+
+        ``deadline_s`` is a wall-clock budget in seconds for the whole call,
+        prompt evaluation included.  A branch running past it ends with
+        finish='deadline' and keeps its text; branches not started by then are
+        left out (so fewer than ``n`` may come back).  Candidates come back in
+        branch order (most probable first token first).
+        """
+        t0 = time.perf_counter()
+        end_at = t0 + deadline_s if deadline_s is not None else None
+        n = max(0, int(n))
+        max_tokens = max(1, int(max_tokens))
+        ids = self.tokenize(prompt, special=True, add_bos=True)
+        if not ids:
+            ids = self.tokenize(" ", special=True, add_bos=True)
+        ids, dropped, head = self._fit_prompt(ids, max_tokens)
+
+        logits, reused = self._load_prompt(ids)
+        t1 = time.perf_counter()
+        stats: dict[str, Any] = {
+            "prompt_tokens": len(ids),
+            "reused_tokens": reused,
+            "prompt_ms": (t1 - t0) * 1000.0,
+            "gen_ms": 0.0,
+            "truncated_tokens": dropped,
+        }
+        if dropped:
+            stats["truncation"] = (
+                f"dropped the {dropped} oldest prompt tokens after the first {head} "
+                f"control token(s) to fit n_ctx={self.n_ctx} - max_tokens={max_tokens}"
+            )
+        self.last_stats = stats
+        if n == 0:
+            return []
+
+        prompt_len = len(ids)
+        lp0 = log_softmax(logits)
+        order = np.argsort(-lp0, kind="stable")
+        firsts: list[int] = []
+        for tok in order[: n + len(self._stop_ids) + 8]:
+            t = int(tok)
+            if not self._is_stop(t):
+                firsts.append(t)
+                if len(firsts) == n:
+                    break
+
+        out: list[Generation] = []
+        for first in firsts:
+            if end_at is not None and time.perf_counter() >= end_at and out:
+                break
+            out.append(self._branch(prompt_len, first, float(lp0[first]), max_tokens, stop, end_at))
+        stats["gen_ms"] = (time.perf_counter() - t1) * 1000.0
+        return out
+
+    def _branch(
+        self,
+        prompt_len: int,
+        first: int,
+        first_lp: float,
+        max_tokens: int,
+        stop: Callable[[str], int | None],
+        end_at: float | None,
+    ) -> Generation:
+        tb = time.perf_counter()
+        self._rewind(prompt_len)
+        if self._llm.n_tokens < prompt_len:  # the cache could not be cut back: re-evaluate
+            prompt = [int(t) for t in self._llm.input_ids[:prompt_len]]
+            self._llm.eval(prompt[self._llm.n_tokens :])
+        toks = [first]
+        logprob = first_lp
+        raw = self._piece(first)
+        finish = "length"
+        text: str | None = None
+        while True:
+            usable = raw[: utf8_complete_len(raw)].decode("utf-8", errors="replace")
+            k = stop(usable)
+            if k is not None:
+                text = usable[: max(0, int(k))]
+                finish = "stop"
+                break
+            if len(toks) >= max_tokens:
+                finish = "length"
+                break
+            if end_at is not None and time.perf_counter() >= end_at:
+                finish = "deadline"
+                break
+            lp = log_softmax(self._eval([toks[-1]]))
+            nxt = int(np.argmax(lp))
+            if self._is_stop(nxt):
+                finish = "eos"
+                break
+            toks.append(nxt)
+            logprob += float(lp[nxt])
+            raw += self._piece(nxt)
+        if text is None:
+            text = raw[: utf8_complete_len(raw)].decode("utf-8", errors="replace")
+        return Generation(
+            text=text,
+            logprob=logprob,
+            n_tokens=len(toks),
+            finish=finish,
+            ms=(time.perf_counter() - tb) * 1000.0,
+            token_ids=tuple(toks),
+        )
+
+    def close(self) -> None:
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                llm.close()
+            self._llm = None
+
+    def __repr__(self) -> str:
+        return f"LocalModel({self.name!r}, fim={self.fim.family}, n_ctx={getattr(self, 'n_ctx', '?')})"
+
+
+__all__ = ["LocalModel", "Generation", "log_softmax", "utf8_complete_len"]
