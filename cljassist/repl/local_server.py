@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from cljassist.errors import ReplUnavailable
 from cljassist.repl.discovery import PORT_FILE
@@ -155,10 +155,10 @@ def start_local_nrepl(
     return server
 
 
-def main_serve(project_dir: Path | str | None = None) -> int:
+def main_serve(project_dir: Path | str | None = None, extra_classpath: Sequence[str] = ()) -> int:
     """``cljassist nrepl [DIR]``: serve nREPL for DIR in the foreground until Ctrl-C."""
     project_dir = Path(project_dir or ".").absolute()
-    server = start_local_nrepl(project_dir)
+    server = start_local_nrepl(project_dir, extra_classpath=extra_classpath)
     print(f"nREPL on {server.endpoint} (.nrepl-port written in {project_dir})", flush=True)
     try:
         code = server.process.wait()

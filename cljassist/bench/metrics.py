@@ -1,0 +1,89 @@
+"""Benchmark metrics exactly as shared/bench/FORMAT.md defines them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def collapse_whitespace(text: str) -> str:
+    return " ".join(text.split())
+
+
+def exact_match(suggestion: str | None, middle: str) -> bool:
+    return suggestion is not None and collapse_whitespace(suggestion) == collapse_whitespace(middle)
+
+
+def levenshtein(a: str, b: str) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def edit_similarity(suggestion: str | None, middle: str) -> float:
+    """1 - normalized Levenshtein distance; 0 when nothing was offered."""
+    if suggestion is None:
+        return 0.0
+    longest = max(len(suggestion), len(middle))
+    return 1.0 if longest == 0 else 1.0 - levenshtein(suggestion, middle) / longest
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+@dataclass
+class CaseResult:
+    id: str
+    category: str
+    offered: bool
+    suggestion: str | None
+    em: bool
+    es: float
+    balanced: bool | None  # None: not offered, or the reference itself is not balanced
+    compiles: bool | None
+    ms: float
+    model_ms: float
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "category": self.category, "offered": self.offered, "suggestion": self.suggestion,
+                "em": self.em, "es": round(self.es, 4), "balanced": self.balanced, "compiles": self.compiles,
+                "ms": round(self.ms, 1), "model_ms": round(self.model_ms, 1)}
+
+
+def summarize(results: list[CaseResult], repl: bool) -> dict:
+    n = len(results)
+    offered = [r for r in results if r.offered]
+    judged_balance = [r for r in offered if r.balanced is not None]
+    judged_compile = [r for r in offered if r.compiles is not None]
+    total_ms = sum(r.ms for r in results)
+
+    def share(part: int, whole: int) -> float | None:
+        return round(part / whole, 4) if whole else None
+
+    return {
+        "n": n,
+        "offered": share(len(offered), n),
+        "EM": share(sum(r.em for r in results), n),
+        "precision": share(sum(r.em for r in offered), len(offered)),
+        "ES": round(sum(r.es for r in results) / n, 4) if n else None,
+        "balanced": share(sum(bool(r.balanced) for r in judged_balance), len(judged_balance)),
+        "compiles": share(sum(bool(r.compiles) for r in judged_compile), len(judged_compile)) if repl else None,
+        "p50_ms": _round(percentile([r.ms for r in results], 50)),
+        "p95_ms": _round(percentile([r.ms for r in results], 95)),
+        "model_share": round(sum(r.model_ms for r in results) / total_ms, 4) if total_ms else None,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

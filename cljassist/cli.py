@@ -1,0 +1,184 @@
+"""Command-line front-end. It only parses arguments, builds the engine and prints results.
+
+    cljassist complete FILE [--line L --column C] [--json]
+    cljassist nrepl [DIR]
+    cljassist bench CASES.jsonl [--limit N] [--json OUT] [--nrepl HOST:PORT | --no-repl]
+    cljassist bench make SRC_DIR OUT.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cljassist.config import Settings, load_settings
+from cljassist.errors import CljassistError, InputError, ReplUnavailable
+
+EXIT_ERROR = 2
+EXIT_REPL_UNREACHABLE = 3
+
+
+def _common_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF model file (default: config, then the bundled SmolLM2)")
+    p.add_argument("-n", "--candidates", type=int, help="candidates to generate (default 3)")
+    p.add_argument("--max-new-tokens", type=int, help="longest suggestion in tokens (default 64)")
+    p.add_argument("--threads", type=int, help="CPU threads for the model")
+    repl = p.add_mutually_exclusive_group()
+    repl.add_argument("--nrepl", metavar="HOST:PORT", help="nREPL to use (default: .nrepl-port near the file)")
+    repl.add_argument("--no-repl", action="store_true", help="complete without a REPL")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cljassist", description="Local, REPL-aware Clojure completion.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    complete = sub.add_parser("complete", help="suggest completions at a cursor in a file")
+    complete.add_argument("file")
+    complete.add_argument("--line", type=int, help="1-based line (omit when the file holds <CURSOR>)")
+    complete.add_argument("--column", type=int, help="1-based column, in characters")
+    complete.add_argument("--json", action="store_true", help="print a JSON object")
+    _common_model_options(complete)
+
+    nrepl = sub.add_parser("nrepl", help="start a local nREPL for DIR from the Debian jars")
+    nrepl.add_argument("dir", nargs="?", default=".")
+    nrepl.add_argument("--classpath", default="", help="extra classpath entries, ':'-separated (jars, source dirs)")
+
+    bench = sub.add_parser("bench", help="run benchmark cases (see shared bench/FORMAT.md); 'bench make' makes cases")
+    bench.add_argument("cases")
+    bench.add_argument("--limit", type=int)
+    bench.add_argument("--json", metavar="OUT.json")
+    _common_model_options(bench)
+    return parser
+
+
+def build_make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cljassist bench make", description="make benchmark cases from a Clojure source tree")
+    p.add_argument("src_dir")
+    p.add_argument("out")
+    p.add_argument("--limit", type=int, help="at most this many cases")
+    p.add_argument("--package", help="package label stored in each case (default: the directory name)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:2] == ["bench", "make"]:
+            from cljassist.bench.make_cases import main_make
+
+            args = build_make_parser().parse_args(argv[2:])
+            return main_make(args.src_dir, args.out, limit=args.limit, package=args.package, seed=args.seed)
+        args = build_parser().parse_args(argv)
+        if args.command == "complete":
+            return run_complete(args)
+        if args.command == "nrepl":
+            from cljassist.repl.local_server import main_serve
+
+            return main_serve(Path(args.dir), [e for e in args.classpath.split(":") if e])
+        if args.command == "bench":
+            from cljassist.bench.run import run_bench_command
+
+            return run_bench_command(args)
+    except ReplUnavailable as exc:
+        print(f"cljassist: {exc}", file=sys.stderr)
+        return EXIT_REPL_UNREACHABLE
+    except CljassistError as exc:
+        print(f"cljassist: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_ERROR
+
+
+def settings_from_args(args, near: Path | None) -> Settings:
+    return load_settings(near).with_overrides(
+        model=args.model, candidates=args.candidates, max_new_tokens=args.max_new_tokens,
+        threads=args.threads, nrepl=args.nrepl,
+    )
+
+
+def load_model(settings: Settings):
+    from cljassist.model.llama import LocalModel
+    from cljassist.model.locate import resolve_model_path
+
+    path = resolve_model_path(settings.model, None)
+    return LocalModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
+
+
+def connect_repl(settings: Settings, near: Path | None, no_repl: bool, explicit: bool):
+    """The context provider, or None. An explicitly named REPL that is unreachable is an error;
+    a discovered one (perhaps a stale .nrepl-port) only earns a warning."""
+    from cljassist.context import ReplContextProvider
+    from cljassist.repl.client import NreplClient
+    from cljassist.repl.discovery import resolve_endpoint
+
+    if no_repl:
+        return None, "off (--no-repl)"
+    try:
+        endpoint = resolve_endpoint(settings.nrepl, near)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if endpoint is None:
+        return None, "off (no .nrepl-port found; start one with 'cljassist nrepl DIR' or pass --nrepl HOST:PORT)"
+    try:
+        client = NreplClient.connect(*endpoint, timeout=settings.repl_timeout_ms / 1000)
+    except ReplUnavailable as exc:
+        if explicit:
+            raise ReplUnavailable(f"{exc}; completing without it needs --no-repl") from None
+        print(f"cljassist: warning: {exc}; completing without the REPL", file=sys.stderr)
+        return None, f"off (unreachable: {endpoint[0]}:{endpoint[1]})"
+    return ReplContextProvider(client, timeout_s=settings.repl_timeout_ms / 1000), f"{endpoint[0]}:{endpoint[1]}"
+
+
+def read_source_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a Clojure file") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def run_complete(args) -> int:
+    from cljassist.engine import CompletionRequest, Engine
+
+    path = Path(args.file)
+    text = read_source_file(path)
+    if args.line is None and args.column is None:
+        request = CompletionRequest.at_marker(text, str(path.resolve()))
+    elif args.line is None or args.column is None:
+        raise InputError("give both --line and --column, or neither (and put <CURSOR> in the file)")
+    else:
+        request = CompletionRequest.at_line_column(text, args.line, args.column, str(path.resolve()))
+    settings = settings_from_args(args, path.resolve())
+    provider, repl_label = connect_repl(settings, path.resolve(), args.no_repl, explicit=args.nrepl is not None)
+    engine = Engine(load_model(settings), settings, provider)
+    result = engine.complete(request)
+    if args.json:
+        print(json.dumps({
+            "suggestions": [{"text": s.text, "score": s.score, "checks": s.checks} for s in result.suggestions],
+            "ms": round(result.ms, 1),
+            "timings": result.timings,
+            "namespace": result.namespace,
+            "repl": result.repl if provider else repl_label,
+        }, ensure_ascii=False))
+        return 0
+    if provider is None:
+        print(f";; REPL {repl_label}", file=sys.stderr)
+    elif result.repl != "used":
+        print(f";; REPL {repl_label}: {result.repl}", file=sys.stderr)
+    if not result.suggestions:
+        print(f";; no suggestion passed the checks ({result.withheld} withheld, {result.ms:.0f} ms)")
+        return 0
+    for rank_no, s in enumerate(result.suggestions, 1):
+        passed = ",".join(k for k, v in s.checks.items() if v) or "-"
+        print(f"{rank_no}. [{s.score:.2f} {passed}] {s.text}")
+    print(f";; {result.ms:.0f} ms, namespace {result.namespace or '-'}")
+    return 0

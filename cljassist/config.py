@@ -1,0 +1,107 @@
+"""Settings: defaults, overridden by `.cljassist.edn` (project root, then home), then by CLI flags.
+
+Example `.cljassist.edn`:
+    {:model "/models/qwen2.5-coder-0.5b-q8_0.gguf"
+     :candidates 3
+     :max-new-tokens 64
+     :nrepl "127.0.0.1:7888"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cljassist.errors import InputError
+
+CONFIG_FILE_NAME = ".cljassist.edn"
+# Files that mark the root of a Clojure project; the config is looked up there first.
+PROJECT_MARKERS = (CONFIG_FILE_NAME, "deps.edn", "project.clj", "shadow-cljs.edn", "bb.edn", ".git")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None  # GGUF path; None means the bundled default model
+    candidates: int = 3
+    max_new_tokens: int = 64
+    n_ctx: int = 4096
+    threads: int | None = None
+    nrepl: str | None = None  # "HOST:PORT"; None means discover .nrepl-port
+    repl_timeout_ms: int = 2000
+    deadline_ms: int | None = None  # whole-request budget for generation; None = no limit
+    config_file: str | None = field(default=None, compare=False)
+
+    def with_overrides(self, **overrides) -> "Settings":
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# EDN keyword -> (Settings field, accepted Python types)
+_EDN_KEYS = {
+    "model": ("model", (str,)),
+    "candidates": ("candidates", (int,)),
+    "max-new-tokens": ("max_new_tokens", (int,)),
+    "n-ctx": ("n_ctx", (int,)),
+    "threads": ("threads", (int,)),
+    "nrepl": ("nrepl", (str,)),
+    "repl-timeout-ms": ("repl_timeout_ms", (int,)),
+    "deadline-ms": ("deadline_ms", (int,)),
+}
+
+
+def find_project_root(start: Path) -> Path | None:
+    here = start if start.is_dir() else start.parent
+    for directory in (here, *here.parents):
+        if any((directory / marker).exists() for marker in PROJECT_MARKERS):
+            return directory
+    return None
+
+
+def find_config_file(start: Path | None, home: Path | None = None) -> Path | None:
+    if start is not None:
+        root = find_project_root(start.resolve())
+        if root is not None and (root / CONFIG_FILE_NAME).is_file():
+            return root / CONFIG_FILE_NAME
+    home = home if home is not None else Path.home()
+    candidate = home / CONFIG_FILE_NAME
+    return candidate if candidate.is_file() else None
+
+
+def parse_config_text(text: str, source: str = CONFIG_FILE_NAME) -> dict:
+    import edn_format
+
+    try:
+        data = edn_format.loads(text)
+    except Exception as exc:  # edn_format raises several types; all mean "not valid EDN"
+        raise InputError(f"{source}: not valid EDN ({exc})") from None
+    if data is None:
+        return {}
+    if not hasattr(data, "items"):
+        raise InputError(f"{source}: expected a map like {{:model \"path.gguf\"}}, got {type(data).__name__}")
+    values = {}
+    for key, value in data.items():
+        name = getattr(key, "name", None) if not isinstance(key, str) else key
+        if name not in _EDN_KEYS:
+            known = ", ".join(":" + k for k in _EDN_KEYS)
+            raise InputError(f"{source}: unknown key {key!s} (known: {known})")
+        field_name, types = _EDN_KEYS[name]
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise InputError(f"{source}: :{name} must be a {types[0].__name__}, got {value!r}")
+        values[field_name] = value
+    if values.get("candidates") is not None and values["candidates"] < 1:
+        raise InputError(f"{source}: :candidates must be at least 1")
+    return values
+
+
+def load_settings(near: Path | None, home: Path | None = None) -> Settings:
+    path = find_config_file(near, home)
+    if path is None:
+        return Settings()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read config ({exc.strerror})") from None
+    values = parse_config_text(text, str(path))
+    if values.get("model") and not Path(values["model"]).is_absolute():
+        values["model"] = str((path.parent / values["model"]).resolve())  # relative to the config file
+    return Settings(config_file=str(path), **values)

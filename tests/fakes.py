@@ -1,0 +1,36 @@
+"""Small fakes for unit tests of the stages above and below the model. The end-to-end tests use
+the real GGUF model and the real nREPL instead."""
+
+from __future__ import annotations
+
+from cljassist.model.fim import load_fim_table
+from cljassist.model.llama import Generation
+
+
+class ScriptedModel:
+    """Plays back fixed texts as candidates, feeding them to the stop rule one character at a time
+    the way the real model feeds it one token at a time."""
+
+    name = "scripted"
+
+    def __init__(self, outputs: list[str], family: str = "left_to_right"):
+        self.outputs = outputs
+        self.fim = load_fim_table()[family]
+        self.prompts: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 3 + 1
+
+    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None):
+        self.prompts.append(prompt)
+        generations = []
+        for raw in self.outputs[:n]:
+            text, finish = raw, "eos"
+            for end in range(1, len(raw) + 1):
+                keep = stop(raw[:end])
+                if keep is not None:
+                    text, finish = raw[:keep], "stop"
+                    break
+            generations.append(Generation(text=text, logprob=-0.1 * len(text), n_tokens=max(1, len(text) // 3),
+                                          finish=finish, ms=1.0))
+        return generations

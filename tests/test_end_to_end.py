@@ -1,0 +1,61 @@
+"""The whole path for real: Debian nREPL + the bundled GGUF model, through the CLI and the engine."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cljassist.cli import main
+from cljassist.clojure_text.reader import imbalance
+from cljassist.config import Settings
+from cljassist.context import ReplContextProvider
+from cljassist.engine import CompletionRequest, Engine
+
+pytestmark = pytest.mark.integration
+DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
+
+
+def test_cli_completes_with_json_and_the_repl(nrepl_server, default_model, tmp_path, capsys, monkeypatch):
+    source = tmp_path / "todo.clj"
+    shutil.copy(DEMO / "src" / "demo" / "todo.clj", source)
+    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)  # load once per session
+    code = main(["complete", str(source), "--json", "--nrepl", f"{nrepl_server.host}:{nrepl_server.port}"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert set(out) >= {"suggestions", "ms", "timings"}
+    text = source.read_text()
+    prefix, suffix = text.split("<CURSOR>")
+    for s in out["suggestions"]:
+        assert set(s) == {"text", "score", "checks"} and 0 < s["score"] <= 1
+        assert imbalance(prefix + s["text"] + suffix) <= imbalance(prefix + suffix)
+        assert s["checks"]["balanced"] is True
+
+
+def test_engine_uses_live_namespace_context(nrepl_server, nrepl_client, default_model):
+    nrepl_client.eval("(require 'demo.core)", timeout=60)
+    text = (DEMO / "src" / "demo" / "core.clj").read_text()
+    offset = text.index("(str/join") + len("(str/jo")
+    engine = Engine(default_model, Settings(candidates=3), ReplContextProvider(nrepl_client))
+    result = engine.complete(CompletionRequest.at_offset(text, offset, "demo/core.clj"))
+    assert result.namespace == "demo.core" and result.repl == "used"
+    assert result.timings["context"] > 0 and result.timings["model"] > 0
+    assert all(imbalance(text[:offset] + s.text + text[offset:]) <= imbalance(text) for s in result.suggestions)
+
+
+def test_engine_without_repl_still_completes(default_model):
+    engine = Engine(default_model, Settings(candidates=2, max_new_tokens=24))
+    result = engine.complete(CompletionRequest("(defn add-one [x]\n  (+ x ", "))\n"))
+    assert result.repl == "off" and len(result.suggestions) <= 2
+    assert all(s.checks["balanced"] for s in result.suggestions)
+
+
+def test_bench_command_runs_public_cases(default_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)
+    out_json = tmp_path / "r.json"
+    cases = Path(__file__).resolve().parents[1] / "fixtures" / "bench" / "public.jsonl"
+    code = main(["bench", str(cases), "--limit", "6", "--no-repl", "--json", str(out_json), "--max-new-tokens", "24"])
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    assert report["cases"] == 6 and report["repl"] is False and report["overall"]["compiles"] is None
+    assert "overall" in capsys.readouterr().out
