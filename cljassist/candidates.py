@@ -104,17 +104,14 @@ def shape_candidate(raw: str, prefix: str, suffix: str, gap: GapContext) -> Shap
     text = text.rstrip()
     if gap.starts_after_space:
         text = text.lstrip()
-    text = _cut_to_complete_forms(text, gap)
-    if text != raw.strip() and "cut to complete forms" not in notes and _cut_happened(raw, text):
+    complete = _cut_to_complete_forms(text, gap)
+    if complete != text:
         notes.append("cut to complete forms")
+    text = complete
     if not text.strip():
         return Shaped("", False, tuple(notes + ["empty"]))
     ok = imbalance(prefix + text + suffix) <= imbalance(prefix + suffix)
     return Shaped(text, ok, tuple(notes))
-
-
-def _cut_happened(raw: str, text: str) -> bool:
-    return len(text.strip()) < len(raw.strip())
 
 
 def _remove_suffix_overlap(text: str, suffix: str, gap: GapContext) -> str:

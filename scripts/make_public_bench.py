@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cljassist.bench.make_cases import CATEGORIES, assign_ids, make_cases, write_jsonl  # noqa: E402
+from cljassist.bench.make_cases import CATEGORIES, assign_ids, interleave, make_cases, write_jsonl  # noqa: E402
 from cljassist.corpus import Split, package_sources  # noqa: E402
 
 SEED = 20240601
@@ -42,18 +42,6 @@ def _library_tree(package: str, dest: Path) -> Path:
     return dest
 
 
-def _interleave(lists):
-    iters = [iter(x) for x in lists if x]
-    while iters:
-        alive = []
-        for it in iters:
-            item = next(it, None)
-            if item is not None:
-                yield item
-                alive.append(it)
-        iters = alive
-
-
 def _package_order(cases: list[dict], rng: random.Random) -> list[dict]:
     """One package's cases of one category: across files round-robin, xref mixed in."""
     by_file: dict[str, list[dict]] = {}
@@ -63,7 +51,7 @@ def _package_order(cases: list[dict], rng: random.Random) -> list[dict]:
     for group in files:
         rng.shuffle(group)
     rng.shuffle(files)
-    ordered = list(_interleave(files))
+    ordered = list(interleave(files))
     xref = [c for c in ordered if c["xref"]]
     plain = [c for c in ordered if not c["xref"]]
     out: list[dict] = []
@@ -96,7 +84,7 @@ def build(per_category: int, seed: int = SEED) -> list[dict]:
         rng.shuffle(packages)  # which packages get the extra round when quotas don't divide
         streams = [_package_order(pool[cat][p], random.Random(f"{seed}|{cat}|{p}")) for p in packages]
         picked = []
-        for case in _interleave(streams):
+        for case in interleave(streams):
             if len(picked) >= per_category:
                 break
             picked.append(case)

@@ -802,7 +802,7 @@ def make_balanced_cases(
     return _cases(chosen, package, max_context_chars)
 
 
-def _interleave(groups: list[list[dict]]) -> Iterator[dict]:
+def interleave(groups: list[list[dict]]) -> Iterator[dict]:
     """Round-robin over several lists."""
     iters = [iter(g) for g in groups if g]
     while iters:
@@ -836,11 +836,11 @@ def select_balanced(cases: list[dict], total: int, seed: int = 0) -> list[dict]:
                 _stable_rng(seed, pkg, rel, cat, "select").shuffle(group)
                 files.append(group)
             _stable_rng(seed, pkg, cat, "files").shuffle(files)
-            packages.append(list(_interleave(files)))
+            packages.append(list(interleave(files)))
         _stable_rng(seed, cat, "packages").shuffle(packages)
-        streams.append(_interleave(packages))
+        streams.append(interleave(packages))
     out: list[dict] = []
-    for case in _interleave([list(_take(s, total)) for s in streams]):
+    for case in interleave([list(_take(s, total)) for s in streams]):
         if len(out) >= total:
             break
         out.append(case)
