@@ -59,3 +59,30 @@ def test_bench_command_runs_public_cases(default_model, tmp_path, capsys, monkey
     report = json.loads(out_json.read_text())
     assert report["cases"] == 6 and report["repl"] is False and report["overall"]["compiles"] is None
     assert "overall" in capsys.readouterr().out
+
+
+def test_bench_command_with_repl_loads_case_namespaces(nrepl_server, default_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)
+    case = {"id": "demo-1", "category": "symbol", "ns": "demo.core", "file": "demo/core.clj", "package": "demo",
+            "xref": False, "prefix": "(ns demo.core (:require [clojure.string :as str]))\n(defn f [xs] (str/jo",
+            "suffix": "in \",\" xs))\n", "middle": "in"}
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps(case) + "\n")
+    out_json = tmp_path / "r.json"
+    code = main(["bench", str(cases), "--nrepl", f"{nrepl_server.host}:{nrepl_server.port}", "--json", str(out_json),
+                 "--max-new-tokens", "16"])
+    assert code == 0
+    assert "loaded 1 of 1 case namespaces" in capsys.readouterr().err
+    assert json.loads(out_json.read_text())["repl"] is True
+
+
+def test_stale_port_file_warns_and_completes_without_repl(default_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)
+    (tmp_path / ".nrepl-port").write_text("1")  # nothing listens on port 1
+    source = tmp_path / "a.clj"
+    source.write_text("(ns a)\n(defn inc2 [x] (+ x <CURSOR>))\n")
+    code = main(["complete", str(source), "--json", "--max-new-tokens", "16"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "warning" in captured.err and "completing without the REPL" in captured.err
+    assert json.loads(captured.out)["repl"].startswith("off (unreachable")
