@@ -1,24 +1,136 @@
-"""Live REPL context stage: what the running program knows about the cursor's namespace.
+"""Live REPL context stage: what the running program knows about the code around the cursor.
 
-Runs on a tooling session of our own (cloned once), never on the user's session, and only reads:
-`find-ns`, `ns-aliases` and the `completions` op. A namespace that is not loaded yields no context
-(we never load it silently); `ensure_loaded` loads one when a caller asks for it explicitly.
+What it gathers, for the cursor's namespace (most relevant first, as the prompt stage expects):
+
+1. the vars matching the symbol being typed (``str/jo`` -> ``clojure.string/join``) with arglists and
+   the first sentence of their docstrings;
+2. the vars the enclosing top-level form refers to (locals and special forms skipped), closest to
+   the cursor first, then the ``alias/x`` vars used in the forms nearby;
+3. the public names of the aliased namespaces the code near the cursor uses;
+4. the namespace's aliases and (non-``clojure.core``) refers.
+
+How:
+
+* Everything runs on a tooling session of our own, cloned once per connection (again after
+  ``connection_generation`` changes), never on the user's session. Into it we load a small read-only
+  helper namespace (`HELPER_NS`), so that each gather is ONE eval of a short call whose arguments
+  are string / number literals only: names are validated by strict regexes *and* passed as string
+  literals that the helper turns into symbols with `symbol` (never `read-string`), and the session
+  runs with ``*read-eval*`` false. Nothing the user typed is ever spliced in as code.
+* Caching: the Python side keeps, per namespace, the namespace's fingerprint (a cheap hash over
+  ``ns-map`` / ``ns-aliases`` identities and the interned vars' metadata identities), its aliases and
+  refers, per-(namespace, symbol) var info keyed by the var's metadata identity, per-prefix matches
+  and the publics of aliased namespaces keyed by those namespaces' fingerprints. Each gather sends
+  what it already knows; the helper recomputes the (microsecond-cheap) fingerprints and resolutions
+  and sends back only what changed, so on a warm cache the reply is a few dozen bytes. A namespace
+  changed by an eval / load-file is therefore seen on the next gather without any hook;
+  `ReplContextProvider.invalidate` exists for front-ends that want to drop the cache anyway.
+* A namespace that is not loaded (``find-ns`` is nil) yields no context and ``ns_loaded=False``; it
+  is never loaded silently -- `ReplContextProvider.ensure_loaded` does that when a caller asks.
+
+How lines are written, and the limits on how many, are data: the ``[context]`` section of
+``prompts/completion.toml``.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
 
 import edn_format
 
+from cljassist.clojure_text.cursor import FN_LIKE, LET_LIKE, CursorContext
+from cljassist.clojure_text.reader import Node, parse
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.repl.client import NreplClient
 
-# Namespace names we are willing to splice into code we send; anything else is not a namespace.
+__all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_context_settings", "HELPER_NS"]
+
+# Namespace names we are willing to send; anything else is not a namespace.
 _NS_NAME = re.compile(r"^[A-Za-z_*+!?<>=.\-][\w*+!?<>=.\-']*$")
-MAX_COMPLETIONS = 12
+# A Clojure symbol as we accept it: optional `ns/` part, then a name; no delimiters, quotes,
+# backslashes, whitespace, `;`, `@`, `^`, `~` or backticks anywhere.
+_SYM_START = r"(?:[^\W\d]|[*+!\-_?<>=$&.|])"
+_SYM_REST = r"[\w*+!\-_?<>=$&%.|'#]*"
+_SYMBOL = re.compile(rf"^(?:{_SYM_START}{_SYM_REST}/)?(?:/|{_SYM_START}{_SYM_REST})$")
+_QUALIFIER = re.compile(rf"^{_SYM_START}{_SYM_REST}$")
+
+SPECIAL_FORMS = frozenset(
+    ["def", "if", "do", "let*", "quote", "var", "fn*", "loop*", "recur", "throw", "try", "catch", "finally",
+     "monitor-enter", "monitor-exit", "new", "set!", ".", "letfn*", "case*", "import*", "deftype*", "reify*", "&",
+     "nil", "true", "false"]
+)
+_FOR_LIKE = frozenset(["for", "doseq"])
+_DEFN_LIKE = frozenset(["defn", "defn-", "defmacro"])
+
+HELPER_NS = "cljassist.context.v1"
+
+# The helper namespace loaded into our tooling session. Read-only: it looks namespaces up with
+# find-ns and reads ns-map / ns-aliases / var metadata; it never requires or evaluates anything.
+# Var info travels packed as "qualified\tmeta-id\targlists\tdoc\tmacro" strings: the EDN reader on
+# our side lexes one long string far faster than the same data as nested collections.
+# The helper namespace's source: read-only queries, loaded once into our tooling session.
+_HELPER_SOURCE = (Path(__file__).resolve().parent / "resources" / "context_v1.clj").read_text(encoding="utf-8")
+
+# Our session prints plainly whatever the user's settings; then the helper is loaded.
+_INSTALL = (
+    "(do (try (set! *print-length* nil) (catch Throwable _)) (try (set! *print-level* nil) (catch Throwable _))"
+    " (try (set! *print-meta* false) (catch Throwable _)) (try (set! *print-namespace-maps* false) (catch Throwable _))"
+    " (clojure.core/load-string {src}) (try (set! *read-eval* false) (catch Throwable _))"
+    f" (clojure.core/str (clojure.core/ns-name (clojure.core/find-ns '{HELPER_NS}))))"
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings (prompts/completion.toml [context])
+
+
+@dataclass(frozen=True)
+class ContextSettings:
+    var: str = "{name} {arglists}{doc}"
+    doc: str = " - {doc}"
+    aliases: str = "aliases: {items}"
+    alias_item: str = "{alias} = {namespace}"
+    refers: str = "referred: {items}"
+    publics: str = "{alias}/ ({namespace}): {names}"
+    doc_chars: int = 90
+    arglists_chars: int = 80
+    max_matches: int = 6
+    max_form_vars: int = 12
+    max_nearby_vars: int = 6
+    max_public_names: int = 40
+    max_form_symbols: int = 64
+    max_nearby_symbols: int = 16
+    nearby_chars: int = 2000
+    skip_namespaces: tuple[str, ...] = ("clojure.core",)
+
+
+@lru_cache(maxsize=4)
+def load_context_settings(path: Path | None = None) -> ContextSettings:
+    """The [context] keys of completion.toml; missing keys keep their defaults."""
+    from cljassist.prompt import prompts_dir  # late: prompt.py needs nothing from here
+
+    file = path or prompts_dir() / "completion.toml"
+    try:
+        section = tomllib.loads(file.read_text(encoding="utf-8")).get("context", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        section = {}
+    known = ContextSettings.__dataclass_fields__
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if key in known:
+            values[key] = tuple(value) if key == "skip_namespaces" else value
+    return ContextSettings(**values)
+
+
+# ----------------------------------------------------------------------------------------------
+# Results and caches
 
 
 @dataclass(frozen=True)
@@ -27,6 +139,57 @@ class LiveContext:
     ns_loaded: bool
     lines: tuple[str, ...]  # most relevant first; the prompt stage decides how many fit
     ms: float
+    cache_hit: bool = False  # the REPL confirmed everything we held; nothing new was fetched
+    evals: int = 0  # eval round-trips this gather made (1 when warm; more after a (re)connect)
+
+
+@dataclass(frozen=True)
+class VarInfo:
+    qualified: str
+    meta_id: int
+    arglists: str
+    doc: str
+    macro: bool = False
+
+    @classmethod
+    def unpack(cls, packed: str) -> "VarInfo":
+        parts = packed.split("\t")
+        parts += [""] * (5 - len(parts))
+        try:
+            meta_id = int(parts[1])
+        except ValueError:
+            meta_id = 0
+        return cls(parts[0], meta_id, parts[2], parts[3], parts[4] == "m")
+
+    @property
+    def namespace(self) -> str:
+        return self.qualified.partition("/")[0]
+
+    @property
+    def name(self) -> str:
+        return self.qualified.partition("/")[2]
+
+
+@dataclass
+class _NsInfo:
+    fp: int
+    aliases: dict[str, str]
+    refers: list[tuple[str, str]]  # (name, qualified)
+
+
+_UNRESOLVED = VarInfo("", -1, "", "")
+_MAX_CACHED = 4096  # entries per cache before it is simply cleared
+
+
+@dataclass
+class _Refs:
+    """Symbols near the cursor, each once, closest first."""
+
+    form: list[str] = field(default_factory=list)  # in the enclosing top-level form
+    nearby: list[str] = field(default_factory=list)  # qualified ones in the forms around it
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 class ReplContextProvider:
@@ -35,54 +198,494 @@ class ReplContextProvider:
         self.timeout_s = timeout_s
         self._session: str | None = None
         self._generation = None
+        self._lock = threading.RLock()
+        self._ns: dict[str, _NsInfo] = {}
+        self._vars: dict[tuple[str, str], VarInfo] = {}
+        self._matches: dict[tuple[str, str], tuple[int, list[VarInfo]]] = {}
+        self._publics: dict[str, tuple[int, list[VarInfo]]] = {}
+        self._evals = 0
+
+    # -- session ---------------------------------------------------------------------------------
 
     @property
     def session(self) -> str:
-        """Our tooling session; cloned again after the client reconnected to a restarted server."""
-        generation = getattr(self.client, "connection_generation", None)
-        if self._session is None or generation != self._generation:
-            self._session = self.client.clone()
-            self._generation = getattr(self.client, "connection_generation", None)
-        return self._session
+        """Our tooling session; cloned (and the helper loaded) again after a reconnect."""
+        with self._lock:
+            generation = getattr(self.client, "connection_generation", None)
+            if self._session is None or generation != self._generation:
+                self._session = None
+                self._clear()
+                session = self.client.clone(timeout=max(self.timeout_s, 10.0))
+                self._install(session)
+                self._session = session
+                self._generation = getattr(self.client, "connection_generation", None)
+            return self._session
 
-    def gather(self, namespace: str | None, symbol_prefix: str) -> LiveContext:
+    def _install(self, session: str) -> None:
+        code = _INSTALL.format(src=clj_string(_HELPER_SOURCE))
+        result = self._eval(code, session, max(self.timeout_s, 10.0))
+        if not result.ok or result.values[-1:] != [clj_string(HELPER_NS)]:
+            raise ReplUnavailable(f"could not load the context helper: {_first_line(result.err) or result.ex}")
+
+    def close(self) -> None:
+        """Close our tooling session (the provider clones a new one if used again)."""
+        with self._lock:
+            session, self._session = self._session, None
+            if session is not None:
+                try:
+                    self.client.close_session(session, timeout=self.timeout_s)
+                except (ReplUnavailable, ReplTimeout):
+                    pass
+
+    def _eval(self, code: str, session: str, timeout: float):
+        self._evals += 1
+        return self.client.eval(code, session=session, timeout=timeout)
+
+    # -- cache -----------------------------------------------------------------------------------
+
+    def invalidate(self, namespace: str | None = None) -> None:
+        """Forget what is cached about `namespace` (everything when None); for front-ends that know
+        a namespace changed (eval, load-file, save). Not needed for correctness: every gather checks."""
+        with self._lock:
+            if namespace is None:
+                self._clear()
+                return
+            self._ns.pop(namespace, None)
+            self._publics.pop(namespace, None)
+            for cache in (self._vars, self._matches):
+                for key in [k for k in cache if k[0] == namespace]:
+                    del cache[key]
+
+    def _clear(self) -> None:
+        self._ns.clear()
+        self._vars.clear()
+        self._matches.clear()
+        self._publics.clear()
+
+    # -- gather ----------------------------------------------------------------------------------
+
+    def gather(
+        self,
+        namespace: str | None,
+        symbol_prefix: str = "",
+        cursor: CursorContext | None = None,
+        text: str | None = None,
+    ) -> LiveContext:
+        """Context for a cursor in `namespace`. With `cursor` (from `analyze_cursor(text, offset)`)
+        and the whole `text`, the vars the code around the cursor uses are included too.
+
+        Raises only ReplUnavailable / ReplTimeout on REPL trouble."""
         started = time.perf_counter()
         if namespace is None or not _NS_NAME.match(namespace):
             return LiveContext(namespace, False, (), _ms(started))
-        aliases = self._aliases(namespace)
-        if aliases is None:
-            return LiveContext(namespace, False, (), _ms(started))
-        lines: list[str] = []
-        if len(symbol_prefix) >= 2:
-            names = [c.get("candidate", "") for c in self.client.completions(symbol_prefix, ns=namespace, session=self.session)]
-            names = [n for n in names if n and n != symbol_prefix][:MAX_COMPLETIONS]
-            if names:
-                lines.append(f"names starting with {symbol_prefix}: " + " ".join(names))
-        if aliases:
-            lines.append("aliases: " + ", ".join(f"{a} = {n}" for a, n in sorted(aliases.items())))
-        return LiveContext(namespace, True, tuple(lines), _ms(started))
+        settings = load_context_settings()
+        refs = _Refs()
+        if cursor is not None and text is not None:
+            try:
+                refs = _references(text, cursor, settings)
+            except Exception:  # unreadable text: carry on with the namespace-level context
+                refs = _Refs()
+        qualifier, name_prefix, bare = _typed(symbol_prefix)
+        quals = _unique(([qualifier] if qualifier else []) + [s.partition("/")[0] for s in refs.form + refs.nearby if _qualified(s)])
+        syms = _unique(refs.form + refs.nearby)
 
-    def _aliases(self, namespace: str) -> dict[str, str] | None:
-        code = (
-            f"(when-let [n (find-ns '{namespace})]"
-            " (into {} (map (fn [[a t]] [(str a) (str (ns-name t))])) (ns-aliases n)))"
+        with self._lock:
+            evals_before = self._evals
+            try:
+                reply = self._query(namespace, settings, bare, quals, syms)
+                if reply is None:
+                    self.invalidate(namespace)
+                    return LiveContext(namespace, False, (), _ms(started), evals=self._evals - evals_before)
+                fetched = self._absorb(namespace, reply, bare, syms)
+                lines = self._render(namespace, settings, reply, qualifier, name_prefix, bare, refs)
+            except (ReplUnavailable, ReplTimeout):
+                raise
+            except Exception as exc:  # a garbled or unexpected reply: report it as REPL trouble
+                self.invalidate(namespace)
+                raise ReplUnavailable(f"context query in {namespace} failed: {type(exc).__name__}: {exc}") from None
+            return LiveContext(namespace, True, tuple(lines), _ms(started), cache_hit=not fetched,
+                               evals=self._evals - evals_before)
+
+    def _query(self, namespace: str, settings: ContextSettings, bare: str | None, quals: list[str], syms: list[str]):
+        for attempt in range(2):
+            session = self.session
+            code = self._request(namespace, settings, bare, quals, syms)
+            try:
+                result = self._eval(code, session, self.timeout_s)
+            except ReplUnavailable:
+                # the connection dropped and came back under us (a restarted REPL): our session is
+                # gone with it; clone a new one and ask again, once
+                if attempt or getattr(self.client, "connection_generation", None) == self._generation:
+                    raise
+                continue
+            if not result.ok and HELPER_NS in (result.err or "") and not attempt:
+                # the helper namespace went away (remove-ns?): load it again, once
+                self._install(session)
+                continue
+            if not result.ok or not result.values:
+                raise ReplUnavailable(f"context query in {namespace} failed: {_first_line(result.err) or result.ex}")
+            return edn_format.loads(result.values[-1])
+        raise ReplUnavailable(f"context query in {namespace} failed twice")
+
+    def _request(self, namespace: str, settings: ContextSettings, bare: str | None, quals: list[str], syms: list[str]) -> str:
+        """The one call we send: only string and number literals, names validated before."""
+        ns_info = self._ns.get(namespace)
+        known: dict[str, int] = {}
+        if ns_info is not None:
+            known[namespace] = ns_info.fp
+            for q in quals:
+                target = ns_info.aliases.get(q, q)
+                if target in self._publics:
+                    known[target] = self._publics[target][0]
+        prefix_fp = self._matches[(namespace, bare)][0] if bare and (namespace, bare) in self._matches else None
+        ids = [self._vars[(namespace, s)].meta_id if (namespace, s) in self._vars else 0 for s in syms]
+        return "({}/gather {} {} {} {} {} {} {} {})".format(
+            HELPER_NS,
+            clj_string(namespace),
+            "{" + " ".join(f"{clj_string(k)} {int(v)}" for k, v in known.items()) + "}",
+            clj_string(bare) if bare else "nil",
+            "nil" if prefix_fp is None else str(int(prefix_fp)),
+            _clj_vector(quals),
+            _clj_vector(syms),
+            "[" + " ".join(str(int(i)) for i in ids) + "]",
+            _clj_vector(n for n in settings.skip_namespaces if _NS_NAME.match(n)),
         )
-        result = self.client.eval(code, session=self.session, timeout=self.timeout_s)
-        if result.ex or not result.values:
-            return None
-        value = edn_format.loads(result.values[-1])
-        return None if value is None else {str(k): str(v) for k, v in value.items()}
+
+    def _absorb(self, namespace: str, reply, bare: str | None, syms: list[str]) -> bool:
+        """Store what the reply brought; whether it brought anything."""
+        fetched = False
+        fp = int(reply[_K_FP])
+        ns_data = reply.get(_K_NS)
+        if ns_data is not None:
+            fetched = True
+            aliases = {str(k): str(v) for k, v in (ns_data.get(_K_ALIASES) or {}).items()}
+            refers = [tuple(r.split("\t", 1)) for r in ns_data.get(_K_REFERS) or () if "\t" in r]
+            self._ns[namespace] = _NsInfo(fp, aliases, refers)
+        elif namespace in self._ns:
+            self._ns[namespace].fp = fp
+        publics = reply.get(_K_PUBLICS) or {}
+        fps = reply.get(_K_FPS) or {}
+        if publics:
+            fetched = True
+            if len(self._publics) > 256:
+                self._publics.clear()
+            for target, packed in publics.items():
+                self._publics[str(target)] = (int(fps.get(target, 0)), [VarInfo.unpack(p) for p in packed])
+        matches = reply.get(_K_MATCHES)
+        if bare and matches is not None:
+            fetched = True
+            if len(self._matches) > _MAX_CACHED:
+                self._matches.clear()
+            self._matches[(namespace, bare)] = (fp, [VarInfo.unpack(p) for p in matches])
+        var_updates = reply.get(_K_VARS) or ()
+        if var_updates:
+            fetched = True
+            if len(self._vars) + len(var_updates) > _MAX_CACHED:
+                self._vars.clear()
+            for packed in var_updates:
+                index, _, rest = packed.partition("\t")
+                sym = syms[int(index)]
+                self._vars[(namespace, sym)] = VarInfo.unpack(rest) if rest else _UNRESOLVED
+        return fetched
+
+    # -- rendering -------------------------------------------------------------------------------
+
+    def _render(self, namespace, settings: ContextSettings, reply, qualifier, name_prefix, bare, refs: _Refs) -> list[str]:
+        lines: list[str] = []
+        shown: set[str] = set()
+        quals = {str(k): str(v) for k, v in (reply.get(_K_QUALS) or {}).items()}
+        skip = set(settings.skip_namespaces)
+
+        def add_var(info: VarInfo) -> None:
+            if info.qualified and info.qualified not in shown:
+                shown.add(info.qualified)
+                lines.append(_var_line(info, settings))
+
+        # 1. the symbol being typed
+        typed: list[VarInfo] = []
+        if qualifier is not None and qualifier in quals and quals[qualifier] in self._publics:
+            candidates = [v for v in self._publics[quals[qualifier]][1] if v.name.startswith(name_prefix)]
+            candidates.sort(key=lambda v: (v.name != name_prefix, len(v.name), v.name))
+            typed = candidates
+        elif bare and (namespace, bare) in self._matches:
+            typed = list(self._matches[(namespace, bare)][1])
+        for info in typed[: settings.max_matches]:
+            add_var(info)
+
+        # 2. vars of the enclosing form, then qualified vars used nearby
+        for syms, limit in ((refs.form, settings.max_form_vars), (refs.nearby, settings.max_nearby_vars)):
+            n = 0
+            for sym in syms:
+                info = self._vars.get((namespace, sym))
+                if info is None or not info.qualified or info.namespace in skip or info.qualified in shown:
+                    continue
+                add_var(info)
+                n += 1
+                if n >= limit:
+                    break
+
+        # 3. what else the aliased namespaces in use offer
+        for q, target in quals.items():
+            if target in skip or target not in self._publics:
+                continue
+            names = [v.name for v in self._publics[target][1] if v.qualified not in shown][: settings.max_public_names]
+            if names:
+                lines.append(settings.publics.format(alias=q, namespace=target, names=" ".join(names)))
+
+        # 4. aliases and refers
+        ns_info = self._ns.get(namespace)
+        if ns_info is not None:
+            if ns_info.aliases:
+                items = ", ".join(settings.alias_item.format(alias=a, namespace=t) for a, t in sorted(ns_info.aliases.items()))
+                lines.append(settings.aliases.format(items=items))
+            refers = [q for _, q in ns_info.refers if q.partition("/")[0] not in skip]
+            if refers:
+                lines.append(settings.refers.format(items=", ".join(refers)))
+        return lines
+
+    # -- explicit loading ------------------------------------------------------------------------
 
     def ensure_loaded(self, namespace: str) -> bool:
-        """Explicit, opt-in: `require` a namespace so its context becomes available."""
+        """Explicit, opt-in: `require` a namespace so its context becomes available. Never called
+        by `gather`."""
         if not _NS_NAME.match(namespace):
             return False
-        code = f"(try (require '{namespace}) true (catch Throwable _ false))"
+        # the user's files load as they would in their REPL (our session reads with *read-eval* off)
+        code = f"(try (binding [*read-eval* true] (require (symbol {clj_string(namespace)}))) true (catch Throwable _ false))"
         try:
-            result = self.client.eval(code, session=self.session, timeout=max(self.timeout_s, 30.0))
+            with self._lock:
+                result = self._eval(code, self.session, max(self.timeout_s, 30.0))
         except (ReplTimeout, ReplUnavailable):
             return False
+        self.invalidate(namespace)
         return result.values[-1:] == ["true"]
+
+
+_K_FP, _K_NS, _K_ALIASES, _K_REFERS, _K_PUBLICS, _K_FPS, _K_MATCHES, _K_VARS, _K_QUALS = (
+    edn_format.Keyword(k) for k in ("fp", "ns", "aliases", "refers", "publics", "fps", "matches", "vars", "quals")
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the code around the cursor (no evaluation)
+
+
+def _references(text: str, cursor: CursorContext, settings: ContextSettings) -> _Refs:
+    """The symbols the code around the cursor refers to, closest first: those in the enclosing
+    top-level form, and the qualified ones in the forms around it."""
+    offset = cursor.offset
+    reach = settings.nearby_chars
+    top = cursor.top_level
+    if top is not None:
+        # an unclosed form (the usual state while typing) runs to the end of the text: end it
+        # where the next form starting at column 0 begins
+        j = text.find("\n(", offset, top[1])
+        if j >= 0:
+            top = (top[0], j)
+    lo, hi = _window(text, offset, top, reach)
+    source = text[lo:hi]
+    nodes = parse(source)
+    locals_: set[str] = set(cursor.locals)
+    found: list[tuple[str, int]] = []
+    for node in nodes:
+        _walk(node, source, lo, found, locals_)
+    best: dict[str, int] = {}
+    in_form: dict[str, bool] = {}
+    for sym, pos in found:
+        if pos == cursor.symbol_start and cursor.symbol_prefix:
+            continue  # the symbol being typed: partial
+        if sym in locals_ or sym in SPECIAL_FORMS or sym.startswith("%") or not _SYMBOL.match(sym):
+            continue
+        if sym.endswith(".") or (sym.startswith(".") and sym != ".."):
+            continue  # interop
+        distance = abs(pos - offset)
+        inside = top is not None and top[0] <= pos < top[1]
+        if sym not in best or distance < best[sym]:
+            best[sym] = distance
+        in_form[sym] = in_form.get(sym, False) or inside
+    ordered = sorted(best, key=lambda s: best[s])
+    form = [s for s in ordered if in_form[s]][: settings.max_form_symbols]
+    nearby = [s for s in ordered if not in_form[s] and _qualified(s)][: settings.max_nearby_symbols]
+    return _Refs(form, nearby)
+
+
+def _window(text: str, offset: int, top: tuple[int, int] | None, reach: int) -> tuple[int, int]:
+    """A span around the cursor that starts and ends at top-level form boundaries where it can."""
+    if top is not None and top[0] >= offset - reach:
+        j = text.find("\n(", max(0, offset - reach), top[0])
+        lo = j + 1 if j >= 0 else top[0]
+    else:
+        lo = max(0, offset - reach)
+        if lo > 0:
+            j = text.find("\n(" if top is None else "\n", lo, offset)
+            lo = j + 1 if j >= 0 else offset
+    end = min(len(text), offset + reach)
+    if top is not None and top[1] <= end:
+        j = text.rfind("\n(", top[1], end)
+        hi = j if j >= 0 and end < len(text) else (end if end == len(text) else top[1])
+    else:
+        j = text.rfind("\n", offset, end)
+        hi = end if end == len(text) else (j if j >= 0 else end)
+    return lo, max(lo, hi)
+
+
+def _walk(node: Node, src: str, base: int, out: list[tuple[str, int]], locals_: set[str]) -> None:
+    kind = node.kind
+    if kind == "symbol":
+        out.append((src[node.start:node.end], base + node.start))
+        return
+    if kind in ("quote", "string", "regex", "comment", "keyword", "number", "char"):
+        return
+    kids = node.children
+    if kind in ("meta", "tagged") and len(kids) == 2:
+        kids = kids[1:]  # the metadata / tag is not a reference
+    if kind == "list" and kids and kids[0].kind == "symbol":
+        head = src[kids[0].start:kids[0].end]
+        if head.startswith(("clojure.core/", "cljs.core/")):
+            head = head.partition("/")[2]
+        _bound(head, kids, src, locals_)
+        if head.startswith("def") and len(kids) > 1:
+            # the name being defined is not a reference
+            for i, c in enumerate(kids):
+                if i != 1:
+                    _walk(c, src, base, out, locals_)
+            return
+    for c in kids:
+        _walk(c, src, base, out, locals_)
+
+
+def _bound(head: str, kids: tuple[Node, ...], src: str, locals_: set[str]) -> None:
+    """Add the names a binding form binds (anywhere in the form: a conservative over-approximation)."""
+    if head in LET_LIKE or head in _FOR_LIKE:
+        if len(kids) > 1 and kids[1].kind == "vector":
+            vec = kids[1].children
+            for i in range(0, len(vec), 2):
+                c = vec[i]
+                if c.kind == "keyword" and src[c.start:c.end] == ":let" and i + 1 < len(vec) and vec[i + 1].kind == "vector":
+                    inner = vec[i + 1].children
+                    for j in range(0, len(inner), 2):
+                        _names(inner[j], src, locals_)
+                elif c.kind != "keyword":
+                    _names(c, src, locals_)
+    elif head in FN_LIKE:
+        first = 1
+        if len(kids) > 1 and kids[1].kind == "symbol":
+            _names(kids[1], src, locals_)
+            first = 2
+        _params(kids, first, src, locals_)
+    elif head in _DEFN_LIKE:
+        _params(kids, 2, src, locals_)
+    elif head == "defmethod":
+        _params(kids, 3, src, locals_)
+    elif head in ("catch", "as->"):
+        if len(kids) > 2:
+            _names(kids[2], src, locals_)
+    elif head == "letfn" and len(kids) > 1 and kids[1].kind == "vector":
+        for spec in kids[1].children:
+            if spec.kind == "list" and spec.children:
+                _names(spec.children[0], src, locals_)
+                _params(spec.children, 1, src, locals_)
+    elif head in ("reify", "deftype", "defrecord", "extend-type", "extend-protocol", "proxy"):
+        if head in ("deftype", "defrecord") and len(kids) > 2:
+            _names(kids[2], src, locals_)
+        for c in kids:
+            if c.kind == "list" and c.children and c.children[0].kind == "symbol":
+                _params(c.children, 1, src, locals_)
+
+
+def _params(kids: tuple[Node, ...], first: int, src: str, locals_: set[str]) -> None:
+    for c in kids[first:]:
+        target = c.children[-1] if c.kind == "meta" and c.children else c
+        if target.kind == "vector":
+            _names(target, src, locals_)
+            return
+        if target.kind == "list" and target.children:
+            params = target.children[0]
+            params = params.children[-1] if params.kind == "meta" and params.children else params
+            if params.kind == "vector":
+                _names(params, src, locals_)
+
+
+def _names(pattern: Node, src: str, locals_: set[str]) -> None:
+    if pattern.kind == "symbol":
+        name = src[pattern.start:pattern.end]
+        if "/" not in name:
+            locals_.add(name)
+        return
+    if pattern.kind == "meta" and pattern.children:
+        _names(pattern.children[-1], src, locals_)
+        return
+    for c in pattern.children:
+        _names(c, src, locals_)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _typed(prefix: str) -> tuple[str | None, str, str | None]:
+    """(qualifier, name part, None) for `q/na`; (None, '', prefix) for a bare prefix worth matching."""
+    if not prefix or prefix.startswith((":", "#", "'", "@", "^", "`", "~", "\\")):
+        return None, "", None
+    if "/" in prefix[1:]:
+        qualifier, _, name = prefix.partition("/")
+        if _QUALIFIER.match(qualifier) and (name == "" or _SYMBOL.match(name)):
+            return qualifier, name, None
+        return None, "", None
+    if len(prefix) >= 2 and _SYMBOL.match(prefix):
+        return None, "", prefix
+    return None, "", None
+
+
+def _qualified(sym: str) -> bool:
+    return "/" in sym[1:] and sym != "/"
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def clj_string(s: str) -> str:
+    """`s` as a Clojure (and EDN) string literal: only `\\` and `"` need escaping."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _clj_vector(items: Iterable[str]) -> str:
+    return "[" + " ".join(clj_string(s) for s in items) + "]"
+
+
+def _var_line(info: VarInfo, settings: ContextSettings) -> str:
+    arglists = info.arglists
+    if arglists.startswith("(quote ") and arglists.endswith(")"):
+        arglists = arglists[len("(quote "):-1]
+    arglists = _truncate(arglists, settings.arglists_chars)
+    if info.macro:
+        arglists = (arglists + " macro").strip()
+    doc = _first_sentence(info.doc, settings.doc_chars)
+    line = settings.var.format(name=info.qualified, arglists=arglists, doc=settings.doc.format(doc=doc) if doc else "")
+    return " ".join(line.split())
+
+
+def _first_sentence(doc: str, limit: int) -> str:
+    doc = " ".join(doc.split())
+    m = re.search(r"(?<=[.!?])\s", doc)
+    if m:
+        doc = doc[: m.start()]
+    return _truncate(doc, limit)
+
+
+def _truncate(s: str, limit: int) -> str:
+    if len(s) <= limit:
+        return s
+    cut = s[: max(0, limit - 3)]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut + "..."
+
+
+def _first_line(s: str | None) -> str:
+    return (s or "").strip().splitlines()[0] if (s or "").strip() else ""
 
 
 def _ms(started: float) -> float:

@@ -1,0 +1,136 @@
+"""Measure the live REPL context stage: how long `ReplContextProvider.gather` takes.
+
+    python scripts/measure_context.py [--n 200] [--show]
+
+Starts the local Debian nREPL for fixtures/demo, requires demo.core (explicitly), then times:
+
+* warm: N gathers at cursors spread over fixtures/demo/src/demo/core.clj (session, helper and
+  caches in place: one small eval per gather);
+* cold cache: the same cursors after `invalidate()` each time (the session and helper stay, the
+  namespace data, var info and publics are fetched again);
+* cold start: a new provider each time (clone a session + load the helper + fetch everything).
+
+Each gather includes reading the code around the cursor; `analyze_cursor` (stage 1, done by the
+engine before this stage) is not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cljassist.clojure_text.cursor import analyze_cursor  # noqa: E402
+from cljassist.context import ReplContextProvider  # noqa: E402
+from cljassist.repl.client import NreplClient  # noqa: E402
+from cljassist.repl.local_server import start_local_nrepl  # noqa: E402
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def report(label: str, values: list[float]) -> None:
+    print(f"{label:<12} n={len(values):<4} p50={percentile(values, 50):6.2f} ms  p95={percentile(values, 95):6.2f} ms"
+          f"  max={max(values):6.2f} ms  mean={statistics.fmean(values):6.2f} ms")
+
+
+def cursors(text: str, count: int) -> list[int]:
+    """Offsets spread over the file: after the ns form, at ends of symbols and inside forms."""
+    start = text.index("(defn")
+    spots = [i for i in range(start, len(text)) if text[i] in " )\n" and text[i - 1] not in " \n("]
+    step = max(1, len(spots) // count)
+    return spots[::step][:count]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200, help="warm gathers (default 200)")
+    parser.add_argument("--cold", type=int, default=20, help="cold-cache and cold-start gathers (default 20)")
+    parser.add_argument("--show", action="store_true", help="print the context lines at a few cursors")
+    args = parser.parse_args()
+
+    source = ROOT / "fixtures" / "demo" / "src" / "demo" / "core.clj"
+    text = source.read_text(encoding="utf-8")
+    offsets = cursors(text, 40)
+    # the engine analyses the cursor before this stage; do it once per cursor, outside the timing
+    contexts = [analyze_cursor(text, off) for off in offsets]
+
+    started = time.perf_counter()
+    server = start_local_nrepl(ROOT / "fixtures" / "demo", timeout=180)
+    print(f"nREPL on {server.endpoint} started in {time.perf_counter() - started:.1f}s")
+    try:
+        client = NreplClient.connect(server.host, server.port)
+        provider = ReplContextProvider(client, timeout_s=5.0)
+        if not provider.ensure_loaded("demo.core"):
+            print("could not require demo.core", file=sys.stderr)
+            return 1
+
+        def gather(p: ReplContextProvider, i: int):
+            c = contexts[i % len(contexts)]
+            return p.gather(c.namespace, c.symbol_prefix, cursor=c, text=text)
+
+        # cold start: a fresh provider (new session, helper loaded, nothing cached)
+        cold_start = []
+        for i in range(args.cold):
+            p = ReplContextProvider(client, timeout_s=5.0)
+            t = time.perf_counter()
+            gather(p, i)
+            cold_start.append((time.perf_counter() - t) * 1000)
+            p.close()
+
+        # warm-up: one pass over all cursors, then the JIT has seen the helper
+        for i in range(len(contexts) * 2):
+            gather(provider, i)
+
+        warm, hits, evals = [], 0, 0
+        for i in range(args.n):
+            live = gather(provider, i)
+            warm.append(live.ms)
+            hits += live.cache_hit
+            evals += live.evals
+
+        cold_cache = []
+        for i in range(args.cold):
+            provider.invalidate()
+            t = time.perf_counter()
+            gather(provider, i)
+            cold_cache.append((time.perf_counter() - t) * 1000)
+
+        # one round-trip of the smallest eval, for scale
+        rtt = []
+        for _ in range(50):
+            t = time.perf_counter()
+            client.eval("nil", session=provider.session)
+            rtt.append((time.perf_counter() - t) * 1000)
+
+        print(f"cursors: {len(contexts)} in {source.relative_to(ROOT)}")
+        report("warm", warm)
+        print(f"{'':<12} cache hits {hits}/{args.n}, evals per gather {evals / args.n:.2f}")
+        report("cold cache", cold_cache)
+        report("cold start", cold_start)
+        report("eval nil", rtt)
+        if args.show:
+            for i in (0, len(contexts) // 3, 2 * len(contexts) // 3):
+                c = contexts[i]
+                live = gather(provider, i)
+                line_no = text.count("\n", 0, c.offset) + 1
+                print(f"\n-- line {line_no}, typing {c.symbol_prefix!r}:")
+                for line in live.lines:
+                    print("   ", line)
+        client.close()
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
