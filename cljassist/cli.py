@@ -25,6 +25,12 @@ def _common_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--candidates", type=int, help="candidates to generate (default 3)")
     p.add_argument("--max-new-tokens", type=int, help="longest suggestion in tokens (default 64)")
     p.add_argument("--threads", type=int, help="CPU threads for the model")
+    p.add_argument("--eval", dest="eval_mode", choices=("off", "safe"),
+                   help="evaluate suggestions made only of allowlisted pure functions (default off)")
+    p.add_argument("--show-failing", action="store_true", default=None,
+                   help="also show suggestions that failed a REPL check, with the error")
+    p.add_argument("--no-verify", dest="verify", action="store_false", default=None,
+                   help="skip the REPL checks (read, compile)")
     repl = p.add_mutually_exclusive_group()
     repl.add_argument("--nrepl", metavar="HOST:PORT", help="nREPL to use (default: .nrepl-port near the file)")
     repl.add_argument("--no-repl", action="store_true", help="complete without a REPL")
@@ -49,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("cases")
     bench.add_argument("--limit", type=int)
     bench.add_argument("--json", metavar="OUT.json")
+    bench.add_argument("--compare", action="store_true",
+                       help="with a REPL: also report EM without context and precision/compiles without verification")
     _common_model_options(bench)
     return parser
 
@@ -96,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 def settings_from_args(args, near: Path | None) -> Settings:
     return load_settings(near).with_overrides(
         model=args.model, candidates=args.candidates, max_new_tokens=args.max_new_tokens,
-        threads=args.threads, nrepl=args.nrepl,
+        threads=args.threads, nrepl=args.nrepl, eval_mode=args.eval_mode, show_failing=args.show_failing,
+        verify=args.verify,
     )
 
 
@@ -133,6 +142,15 @@ def connect_repl(settings: Settings, near: Path | None, no_repl: bool, explicit:
     return ReplContextProvider(client, timeout_s=settings.repl_timeout_ms / 1000), f"{endpoint[0]}:{endpoint[1]}"
 
 
+def make_verifier(provider, settings: Settings):
+    """REPL checks share the context provider's connection (each uses its own tooling session)."""
+    if provider is None or not settings.verify:
+        return None
+    from cljassist.repl_verify import ReplVerifier
+
+    return ReplVerifier(provider.client, timeout_s=settings.repl_timeout_ms / 1000, eval_mode=settings.eval_mode)
+
+
 def read_source_file(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -144,6 +162,15 @@ def read_source_file(path: Path) -> str:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def suggestion_json(s) -> dict:
+    out = {"text": s.text, "score": s.score, "checks": s.checks}
+    if s.error:
+        out["error"] = s.error
+    if s.value is not None:
+        out["value"] = s.value
+    return out
 
 
 def run_complete(args) -> int:
@@ -159,11 +186,11 @@ def run_complete(args) -> int:
         request = CompletionRequest.at_line_column(text, args.line, args.column, str(path.resolve()))
     settings = settings_from_args(args, path.resolve())
     provider, repl_label = connect_repl(settings, path.resolve(), args.no_repl, explicit=args.nrepl is not None)
-    engine = Engine(load_model(settings), settings, provider)
+    engine = Engine(load_model(settings), settings, provider, make_verifier(provider, settings))
     result = engine.complete(request)
     if args.json:
         print(json.dumps({
-            "suggestions": [{"text": s.text, "score": s.score, "checks": s.checks} for s in result.suggestions],
+            "suggestions": [suggestion_json(s) for s in result.suggestions],
             "ms": round(result.ms, 1),
             "timings": result.timings,
             "namespace": result.namespace,
@@ -180,5 +207,9 @@ def run_complete(args) -> int:
     for rank_no, s in enumerate(result.suggestions, 1):
         passed = ",".join(k for k, v in s.checks.items() if v) or "-"
         print(f"{rank_no}. [{s.score:.2f} {passed}] {s.text}")
+        if s.value is not None:
+            print(f"     => {s.value}")
+        if s.error:
+            print(f"     !! {s.error}")
     print(f";; {result.ms:.0f} ms, namespace {result.namespace or '-'}")
     return 0

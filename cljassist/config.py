@@ -30,6 +30,9 @@ class Settings:
     nrepl: str | None = None  # "HOST:PORT"; None means discover .nrepl-port
     repl_timeout_ms: int = 2000
     deadline_ms: int | None = None  # whole-request budget for generation; None = no limit
+    verify: bool = True  # check candidates in the REPL when one is connected
+    show_failing: bool = False  # show candidates that failed a REPL check, with their error
+    eval_mode: str = "off"  # "off" | "safe": evaluate allowlisted pure forms (opt-in only)
     config_file: str | None = field(default=None, compare=False)
 
     def with_overrides(self, **overrides) -> "Settings":
@@ -46,7 +49,11 @@ _EDN_KEYS = {
     "nrepl": ("nrepl", (str,)),
     "repl-timeout-ms": ("repl_timeout_ms", (int,)),
     "deadline-ms": ("deadline_ms", (int,)),
+    "verify": ("verify", (bool,)),
+    "show-failing": ("show_failing", (bool,)),
+    "eval": ("eval_mode", (str,)),
 }
+EVAL_MODES = ("off", "safe")
 
 
 def find_project_root(start: Path) -> Path | None:
@@ -85,9 +92,13 @@ def parse_config_text(text: str, source: str = CONFIG_FILE_NAME) -> dict:
             known = ", ".join(":" + k for k in _EDN_KEYS)
             raise InputError(f"{source}: unknown key {key!s} (known: {known})")
         field_name, types = _EDN_KEYS[name]
-        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+        if isinstance(value, edn_format.Keyword):
+            value = value.name  # :eval :safe and :eval "safe" mean the same
+        if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
             raise InputError(f"{source}: :{name} must be a {types[0].__name__}, got {value!r}")
         values[field_name] = value
+    if values.get("eval_mode") is not None and values["eval_mode"] not in EVAL_MODES:
+        raise InputError(f"{source}: :eval must be one of {', '.join(EVAL_MODES)}")
     if values.get("candidates") is not None and values["candidates"] < 1:
         raise InputError(f"{source}: :candidates must be at least 1")
     return values

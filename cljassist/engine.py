@@ -12,16 +12,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cljassist.candidates import GapContext, make_stop_rule
-from cljassist.clojure_text.cursor import analyze_cursor
+from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
 from cljassist.config import Settings
 from cljassist.context import LiveContext, ReplContextProvider
 from cljassist.errors import InputError, ReplTimeout, ReplUnavailable
 from cljassist.model.llama import LocalModel
 from cljassist.prompt import build_prompt, load_templates
 from cljassist.rank import Suggestion, rank
-from cljassist.verify import structural_check
+from cljassist.verify import Candidate, repl_checks, structural_check
+
+if TYPE_CHECKING:
+    from cljassist.repl_verify import ReplVerifier
 
 CURSOR_MARKER = "<CURSOR>"
 
@@ -67,13 +71,21 @@ class CompletionResult:
     namespace: str | None = None
     repl: str = "off"  # "off" | "used" | "ns-not-loaded" | "failed: <reason>"
     withheld: int = 0  # candidates produced but not offered
+    candidates: list[Candidate] = field(default_factory=list)  # every candidate with its checks
 
 
 class Engine:
-    def __init__(self, model: LocalModel, settings: Settings = Settings(), repl: ReplContextProvider | None = None):
+    def __init__(
+        self,
+        model: LocalModel,
+        settings: Settings = Settings(),
+        repl: ReplContextProvider | None = None,
+        verifier: "ReplVerifier | None" = None,
+    ):
         self.model = model
         self.settings = settings
         self.repl = repl
+        self.verifier = verifier
 
     def complete(self, request: CompletionRequest) -> CompletionResult:
         started = time.perf_counter()
@@ -86,7 +98,7 @@ class Engine:
         lap("analysis")
 
         # 2. Live REPL context (optional: completion works without a REPL).
-        live, repl_state = self._live_context(cursor.namespace, cursor.symbol_prefix)
+        live, repl_state = self._live_context(cursor, request.prefix + request.suffix)
         lap("context")
 
         # 3. Prompt within the token budget.
@@ -113,12 +125,17 @@ class Engine:
         )
         lap("model")
 
-        # 5. Verification: structure now; REPL checks plug in here.
+        # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval.
         candidates = [structural_check(g, request.prefix, request.suffix, gap) for g in generations]
+        if self.verifier is not None and self.settings.verify:
+            try:
+                repl_checks(candidates, self.verifier, request.prefix, request.suffix)
+            except (ReplUnavailable, ReplTimeout) as exc:
+                repl_state = f"failed: {exc}"  # the structural verdicts stand; REPL checks stay None
         lap("verify")
 
         # 6. Ranking.
-        suggestions = rank(candidates, limit=self.settings.candidates)
+        suggestions = rank(candidates, limit=self.settings.candidates, show_failing=self.settings.show_failing)
         lap("rank")
         return CompletionResult(
             suggestions=suggestions,
@@ -127,13 +144,14 @@ class Engine:
             namespace=cursor.namespace,
             repl=repl_state,
             withheld=len(candidates) - len(suggestions),
+            candidates=candidates,
         )
 
-    def _live_context(self, namespace: str | None, symbol_prefix: str) -> tuple[LiveContext | None, str]:
+    def _live_context(self, cursor: CursorContext, text: str) -> tuple[LiveContext | None, str]:
         if self.repl is None:
             return None, "off"
         try:
-            live = self.repl.gather(namespace, symbol_prefix)
+            live = self.repl.gather(cursor.namespace, cursor.symbol_prefix, cursor=cursor, text=text)
         except (ReplUnavailable, ReplTimeout) as exc:
             return None, f"failed: {exc}"
         return live, "used" if live.ns_loaded else "ns-not-loaded"

@@ -1,15 +1,22 @@
 """Verification stage: every candidate's checks, recorded by name in `checks`.
 
-Issue 2 ships the structural check (the balance invariant). The REPL checks (read, compile,
-opt-in eval) are separate steps with the same shape; a check that did not run is recorded as None.
+1. structure: the balance invariant (candidates.shape_candidate);
+2. in the REPL (when one is connected): reads safely, compiles in the cursor's namespace with the
+   cursor's locals bound, and, only when the user opted in, evaluates (repl_verify.ReplVerifier).
+A check that did not run is recorded as None; a candidate with a failed check is withheld unless
+the user asked to see failures with their errors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cljassist.candidates import GapContext, Shaped, shape_candidate
 from cljassist.model.llama import Generation
+
+if TYPE_CHECKING:
+    from cljassist.repl_verify import ReplVerdict, ReplVerifier
 
 CHECK_NAMES = ("balanced", "reads", "compiles", "evaluated")
 
@@ -22,10 +29,12 @@ class Candidate:
     finish: str
     checks: dict[str, bool | None] = field(default_factory=lambda: dict.fromkeys(CHECK_NAMES))
     notes: list[str] = field(default_factory=list)
+    error: str | None = None  # why a check failed, one line
+    value: str | None = None  # printed value, when evaluated
 
     @property
-    def offerable(self) -> bool:
-        """Withheld if any check that ran failed."""
+    def passed_all(self) -> bool:
+        """No check that ran has failed."""
         return bool(self.text) and not any(v is False for v in self.checks.values())
 
 
@@ -34,4 +43,20 @@ def structural_check(generation: Generation, prefix: str, suffix: str, gap: GapC
     candidate = Candidate(shaped.text, generation.logprob, generation.n_tokens, generation.finish)
     candidate.checks["balanced"] = shaped.balanced
     candidate.notes.extend(shaped.notes)
+    if not shaped.balanced:
+        candidate.error = "cannot be made balanced"
     return candidate
+
+
+def repl_checks(candidates: list[Candidate], verifier: "ReplVerifier", prefix: str, suffix: str) -> None:
+    """Run the REPL checks on each structurally sound candidate; identical texts are checked once."""
+    verdicts: dict[str, "ReplVerdict"] = {}
+    for c in candidates:
+        if not c.passed_all:
+            continue
+        if c.text not in verdicts:
+            verdicts[c.text] = verifier.verify(prefix, c.text, suffix)
+        verdict = verdicts[c.text]
+        c.checks["reads"], c.checks["compiles"], c.checks["evaluated"] = verdict.reads, verdict.compiles, verdict.evaluated
+        c.error = c.error or verdict.error
+        c.value = verdict.value

@@ -31,3 +31,12 @@ def test_bad_config_gives_clear_errors(text, message):
 
 def test_cli_flags_override_config():
     assert Settings(candidates=5).with_overrides(candidates=None, model="x").candidates == 5
+
+
+def test_eval_and_verification_options():
+    values = parse_config_text("{:eval :safe :show-failing true :verify false}")
+    assert values == {"eval_mode": "safe", "show_failing": True, "verify": False}
+    with pytest.raises(InputError, match=":eval must be one of"):
+        parse_config_text('{:eval "everything"}')
+    with pytest.raises(InputError, match="must be a bool"):
+        parse_config_text("{:verify 1}")

@@ -6,6 +6,7 @@ and with `--json OUT.json` writes the machine-readable result described in bench
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -13,7 +14,9 @@ from pathlib import Path
 
 from cljassist.bench.metrics import CaseResult, edit_similarity, exact_match, summarize
 from cljassist.clojure_text.reader import is_balanced
-from cljassist.engine import CompletionRequest, Engine
+from cljassist.engine import CompletionRequest, CompletionResult, Engine
+from cljassist.rank import rank
+from cljassist.verify import Candidate
 from cljassist.errors import InputError
 
 REQUIRED_FIELDS = {"id": str, "prefix": str, "suffix": str, "middle": str, "category": str}
@@ -48,20 +51,75 @@ def load_cases(path: Path, limit: int | None = None) -> list[dict]:
 
 
 def run_case(engine: Engine, case: dict) -> CaseResult:
+    return _complete_case(engine, case)[0]
+
+
+def _complete_case(engine: Engine, case: dict) -> tuple[CaseResult, CompletionResult]:
     request = CompletionRequest(case["prefix"], case["suffix"], case.get("file"))
     started = time.perf_counter()
     result = engine.complete(request)
     ms = (time.perf_counter() - started) * 1000
     top = result.suggestions[0] if result.suggestions else None
-    text = top.text if top else None
+    return _score(case, top.text if top else None, top.checks if top else None, ms, result.timings), result
+
+
+def _score(case: dict, text: str | None, checks: dict | None, ms: float, timings: dict) -> CaseResult:
     reference_balanced = is_balanced(case["prefix"] + case["middle"] + case["suffix"])
-    balanced = is_balanced(case["prefix"] + text + case["suffix"]) if (top and reference_balanced) else None
-    compiles = top.checks.get("compiles") if top else None
+    balanced = is_balanced(case["prefix"] + text + case["suffix"]) if (text is not None and reference_balanced) else None
     return CaseResult(
-        id=case["id"], category=case["category"], offered=top is not None, suggestion=text,
+        id=case["id"], category=case["category"], offered=text is not None, suggestion=text,
         em=exact_match(text, case["middle"]), es=edit_similarity(text, case["middle"]),
-        balanced=balanced, compiles=compiles, ms=ms, model_ms=result.timings.get("model", 0.0),
+        balanced=balanced, compiles=(checks or {}).get("compiles"), ms=ms, model_ms=timings.get("model", 0.0),
     )
+
+
+def _unverified_top(result: CompletionResult) -> Candidate | None:
+    """What ranking would have offered without the REPL checks (structure only)."""
+    plain = [dataclasses.replace(c, checks={"balanced": c.checks["balanced"]}) for c in result.candidates]
+    ranked = rank(plain, limit=1)
+    if not ranked:
+        return None
+    return next(c for c in result.candidates if c.text == ranked[0].text)
+
+
+def run_comparison(with_context: Engine, without_context: Engine, cases: list[dict], progress=None) -> dict:
+    """Same cases, one run: EM with and without REPL context; precision and compiles with and
+    without REPL verification (the verdicts of the unverified top are still measured)."""
+    variants: dict[str, list[CaseResult]] = {"no_context": [], "context_verified": [], "context_unverified": []}
+    for i, case in enumerate(cases, 1):
+        variants["no_context"].append(_complete_case(without_context, case)[0])
+        verified, result = _complete_case(with_context, case)
+        variants["context_verified"].append(verified)
+        top = _unverified_top(result)
+        variants["context_unverified"].append(
+            _score(case, top.text if top else None, top.checks if top else None, verified.ms, result.timings))
+        if progress and (i % 25 == 0 or i == len(cases)):
+            progress(f"  {i}/{len(cases)} cases (comparison)")
+
+    def row(subset_ids: set[str] | None) -> dict:
+        pick = lambda name: [r for r in variants[name] if subset_ids is None or r.id in subset_ids]  # noqa: E731
+        s = {name: summarize(pick(name), repl=True) for name in variants}
+        return {
+            "n": s["no_context"]["n"],
+            "EM_without_context": s["no_context"]["EM"], "EM_with_context": s["context_verified"]["EM"],
+            "precision_without_verification": s["context_unverified"]["precision"],
+            "precision_with_verification": s["context_verified"]["precision"],
+            "compiles_without_verification": s["context_unverified"]["compiles"],
+            "compiles_with_verification": s["context_verified"]["compiles"],
+            "offered_without_verification": s["context_unverified"]["offered"],
+            "offered_with_verification": s["context_verified"]["offered"],
+        }
+
+    by_category = {}
+    for category in _ordered_categories(variants["no_context"]):
+        by_category[category] = row({c["id"] for c in cases if c["category"] == category})
+    xref_ids = {c["id"] for c in cases if c.get("xref")}
+    return {"overall": row(None), "by_category": by_category, "xref": row(xref_ids) if xref_ids else None,
+            "results": {name: [r.to_json() for r in rs] for name, rs in variants.items()}}
+
+
+def _ordered_categories(results: list[CaseResult]) -> list[str]:
+    return sorted({r.category for r in results}, key=lambda c: (CATEGORY_ORDER + (c,)).index(c))
 
 
 def run_bench(engine: Engine, cases: list[dict], repl_used: bool, model_name: str, progress=None) -> dict:
@@ -70,13 +128,17 @@ def run_bench(engine: Engine, cases: list[dict], repl_used: bool, model_name: st
         results.append(run_case(engine, case))
         if progress and (i % 25 == 0 or i == len(cases)):
             progress(f"  {i}/{len(cases)} cases")
-    categories = sorted({r.category for r in results}, key=lambda c: (CATEGORY_ORDER + (c,)).index(c))
+    return make_report(results, repl_used, model_name)
+
+
+def make_report(results: list[CaseResult], repl_used: bool, model_name: str) -> dict:
     return {
         "cases": len(results),
         "model": model_name,
         "repl": repl_used,
         "overall": summarize(results, repl_used),
-        "by_category": {c: summarize([r for r in results if r.category == c], repl_used) for c in categories},
+        "by_category": {c: summarize([r for r in results if r.category == c], repl_used)
+                        for c in _ordered_categories(results)},
         "results": [r.to_json() for r in results],
     }
 
@@ -95,6 +157,28 @@ def format_table(report: dict) -> str:
     return header + "\n" + "\n".join(lines)
 
 
+COMPARISON_COLUMNS = (
+    ("n", "n"),
+    ("EM_without_context", "EM -ctx"), ("EM_with_context", "EM +ctx"),
+    ("precision_without_verification", "prec -verify"), ("precision_with_verification", "prec +verify"),
+    ("compiles_without_verification", "compiles -verify"), ("compiles_with_verification", "compiles +verify"),
+    ("offered_without_verification", "offered -verify"), ("offered_with_verification", "offered +verify"),
+)
+
+
+def format_comparison(comparison: dict) -> str:
+    rows = [("category",) + tuple(label for _, label in COMPARISON_COLUMNS)]
+    named = list(comparison["by_category"].items())
+    if comparison.get("xref"):
+        named.append(("xref", comparison["xref"]))
+    for name, row in named + [("overall", comparison["overall"])]:
+        rows.append((name,) + tuple(_cell(row.get(key)) for key, _ in COMPARISON_COLUMNS))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "with/without REPL context (verification on) and with/without REPL verification (context on):\n" + "\n".join(lines)
+
+
 def _cell(value) -> str:
     if value is None:
         return "-"
@@ -104,7 +188,7 @@ def _cell(value) -> str:
 
 
 def run_bench_command(args) -> int:
-    from cljassist.cli import connect_repl, load_model, settings_from_args
+    from cljassist.cli import connect_repl, load_model, make_verifier, settings_from_args
 
     cases_path = Path(args.cases)
     cases = load_cases(cases_path, args.limit)
@@ -119,9 +203,27 @@ def run_bench_command(args) -> int:
         print(f"REPL {repl_label}: loaded {loaded} of {len(namespaces)} case namespaces", file=sys.stderr)
     else:
         print(f"REPL {repl_label}", file=sys.stderr)
-    engine = Engine(model, settings, provider)
-    report = run_bench(engine, cases, provider is not None, model.name, progress=lambda m: print(m, file=sys.stderr))
+    progress = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    verifier = make_verifier(provider, settings)
+    engine = Engine(model, settings, provider, verifier)
+    if args.compare:
+        if provider is None:
+            raise InputError("--compare needs a REPL: pass --nrepl HOST:PORT or run where a .nrepl-port is found")
+        comparison = run_comparison(engine, Engine(model, settings, None, verifier), cases, progress)
+        verified = [CaseResult(**_case_fields(r)) for r in comparison["results"]["context_verified"]]
+        report = make_report(verified, True, model.name)
+        report["comparison"] = comparison
+    else:
+        report = run_bench(engine, cases, provider is not None, model.name, progress)
     print(format_table(report))
+    if "comparison" in report:
+        print()
+        print(format_comparison(report["comparison"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def _case_fields(result_json: dict) -> dict:
+    return {k: result_json[k] for k in ("id", "category", "offered", "suggestion", "em", "es", "balanced",
+                                        "compiles", "ms", "model_ms")}
