@@ -1,0 +1,599 @@
+"""REPL verification of a completion candidate: does it read, compile (and, opt-in, evaluate)
+in the user's live REPL?  Each step lands in the candidate's ``checks`` (reads/compiles/evaluated).
+
+How one verification goes:
+
+1. In Python, the text after insertion (prefix + suggestion + suffix) is parsed around the
+   insertion and the form to check is chosen: the smallest form enclosing the whole suggestion,
+   widened where a part cannot stand alone (a binding vector, an fn arity, a method, a ``case``
+   or threading-macro step, anything under a quote, ``#(...)`` or a reader conditional, a form
+   holding ``recur``); a bare symbol is checked in its enclosing list.  When no one form holds
+   the suggestion, the top-level forms it touches are checked.  Locals come from
+   ``analyze_cursor`` at the insertion point.
+2. One nREPL ``eval`` in a tooling session of our own (cloned once, cloned again after a
+   reconnect) sends a short call with the chosen text as a *string literal*.  The helper it
+   calls is compiled once per session and kept in that session's own thread binding of
+   ``*command-line-args*`` (no var, no namespace, invisible to other sessions); resending the
+   whole helper each time cost ~50 ms of compiling.  In the JVM it: reads every form with ``*read-eval*`` false, no data readers and no default
+   data reader fn (``#=`` and unknown tags are read errors; ``#inst``/``#uuid`` stay), with
+   ``:read-cond :allow``; refuses forms with a list head from ``refused_heads``
+   (prompts/verify.toml) at any depth; snapshots every namespace's mappings and aliases, the
+   namespace set and the cursor namespace's var roots; compiles ``(fn* [locals...] FORM)`` with
+   ``*ns*`` bound to the cursor namespace -- creating the fn object compiles the body and never
+   runs it; snapshots again and reports any change; answers an EDN map.
+3. ``eval_mode="safe"``: when the form compiled and uses nothing but allowlisted pure vars
+   (no locals, no special forms beyond if/let/do/quote/fn), a second eval evaluates it with
+   ``*print-length*``/``*print-level*`` bounds and returns the printed value.
+
+Every eval has a time limit: past it our session is interrupted and the step is reported as
+not finished (compiles None, "verification timed out"; evaluated False, "timed out").
+`verify` never raises for REPL trouble: an unreachable REPL gives a verdict of Nones with the
+reason in ``error``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import edn_format
+
+from cljassist.clojure_text.cursor import (
+    DEFN_LIKE, FN_LIKE, FOR_LIKE, LET_LIKE, METHOD_HOSTS, CursorContext, analyze_cursor,
+)
+from cljassist.clojure_text.reader import Node, _parse
+from cljassist.errors import ReplTimeout, ReplUnavailable
+from cljassist.prompt import prompts_dir
+from cljassist.repl.client import NreplClient
+
+__all__ = ["ReplVerdict", "ReplVerifier", "VerifyRules", "load_rules", "clj_string", "choose_target", "Target"]
+
+
+@dataclass(frozen=True)
+class ReplVerdict:
+    reads: bool | None  # None = not attempted
+    compiles: bool | None
+    evaluated: bool | None  # only with eval opted in
+    error: str | None  # one line: why it failed
+    value: str | None  # printed value (truncated) when evaluated
+    ms: float
+    skipped: str | None = None  # one line: why a step was not attempted (not a failure)
+
+    def record(self, checks: dict) -> None:
+        """Write reads/compiles/evaluated into a Candidate's ``checks`` (None = did not run)."""
+        checks["reads"] = self.reads
+        checks["compiles"] = self.compiles
+        checks["evaluated"] = self.evaluated
+
+
+# ------------------------------------------------------------------------------------------------
+# Rules (data in prompts/verify.toml)
+
+
+@dataclass(frozen=True)
+class VerifyRules:
+    refused_heads: frozenset[str]
+    toplevel_compiled: frozenset[str]
+    allowlist: frozenset[str]  # qualified var names, "clojure.core/inc"
+    print_length: int
+    print_level: int
+    max_value_chars: int
+
+
+@lru_cache(maxsize=4)
+def load_rules(path: Path | None = None) -> VerifyRules:
+    data = tomllib.loads((path or prompts_dir() / "verify.toml").read_text(encoding="utf-8"))
+    ev = data.get("eval", {})
+    allow = frozenset(
+        f"{ns}/{name}" for ns, names in ev.items() if isinstance(names, list) for name in names
+    )
+    return VerifyRules(
+        refused_heads=frozenset(data["refused_heads"]),
+        toplevel_compiled=frozenset(data.get("toplevel_compiled", ())),
+        allowlist=allow,
+        print_length=int(ev.get("print_length", 20)),
+        print_level=int(ev.get("print_level", 5)),
+        max_value_chars=int(ev.get("max_value_chars", 200)),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Clojure literals
+
+
+def clj_string(s: str) -> str:
+    """A Clojure string literal whose value is exactly `s` (never code)."""
+    out = s.replace("\\", "\\\\").replace('"', '\\"')
+    # lone surrogates cannot travel as UTF-8: Clojure's \\uXXXX escape rebuilds the same char
+    if any("\ud800" <= ch <= "\udfff" for ch in out):
+        out = "".join(f"\\u{ord(ch):04X}" if "\ud800" <= ch <= "\udfff" else ch for ch in out)
+    return f'"{out}"'
+
+
+def _clj_strings(items, kind: str = "[") -> str:
+    close = "]" if kind == "[" else "}"
+    return kind + " ".join(clj_string(x) for x in items) + close
+
+
+# ------------------------------------------------------------------------------------------------
+# Choosing what to check (pure Python, no REPL)
+
+_LEAF_KINDS = frozenset(["symbol", "keyword", "number", "string", "char", "regex", "symbolic", "invalid"])
+_DATA_COLLS = frozenset(["vector", "map", "set", "namespaced-map"])
+_QUOTING = frozenset(["quote", "syntax-quote"])
+# list heads whose vector/map children are binding patterns, not data
+_BINDING_HEADS = (
+    LET_LIKE | FOR_LIKE | FN_LIKE | DEFN_LIKE | METHOD_HOSTS
+    | frozenset(["letfn", "defmethod", "catch", "as->", "defprotocol", "definterface", "case", "condp",
+                 "ns", "if-let", "when-let", "loop*", "let*", "letfn*", "fn*"])
+)
+# list heads whose list children are not calls on their own
+_REWRITING_HEADS = METHOD_HOSTS | frozenset(
+    ["->", "->>", "some->", "some->>", "cond->", "cond->>", "as->", "..", "doto", "case", "condp",
+     "defprotocol", "definterface", "extend", "letfn", "proxy-super"]
+)
+_RECUR_TARGETS = FN_LIKE | DEFN_LIKE | frozenset(["loop", "loop*", "defmethod"])
+_TOP_WRAPPERS = frozenset(["comment", "do"])
+_DEF_NAME = re.compile(
+    r"^\((?:clojure\.core/)?def(?:n-?|macro|once|multi)?[ \t\r\n,]+(?:\^[^\s(\[{]+[ \t\r\n,]+)*"
+    r"([^\s()\[\]{}\"';@^`~\\,#][^\s()\[\]{}\"';@^`~\\,]*)",
+    re.M,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to send: the text of the form(s) to read and compile, and how."""
+
+    text: str
+    top_level: bool  # forms stand at the top level (def-like heads are unwrapped, not refused)
+    namespace: str
+    locals: tuple[str, ...]  # bound as fn params around the form
+    extras: tuple[str, ...]  # bound too, but only where the namespace does not resolve them
+    skip_compile: str | None = None  # why the form is not compiled (reads still checked)
+
+
+def _head(node: Node, text: str) -> str | None:
+    if node.kind == "list" and node.children and node.children[0].kind == "symbol":
+        h = text[node.children[0].start:node.children[0].end]
+        return h[len("clojure.core/"):] if h.startswith("clojure.core/") else h
+    return None
+
+
+def _has_recur(node: Node, text: str) -> bool:
+    """A `recur` whose target lies outside `node`."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.kind == "symbol" and text[n.start:n.end] == "recur":
+            return True
+        if n is not node and (n.kind == "fn" or _head(n, text) in _RECUR_TARGETS):
+            continue
+        stack.extend(n.children)
+    return False
+
+
+def _path(nodes: list[Node], start: int, end: int) -> list[Node]:
+    """Nodes enclosing [start, end), outermost first (a leaf counts when it holds the span)."""
+    path: list[Node] = []
+    level = nodes
+    while True:
+        found = None
+        for c in level:
+            if c.start <= start and end <= c.end and not (start == end and start in (c.start, c.end)):
+                found = c
+                break
+            if c.start > end:
+                break
+        if found is None:
+            return path
+        path.append(found)
+        level = list(found.children)
+
+
+def _choose_index(path: list[Node], text: str) -> tuple[int, str | None]:
+    """Index in `path` of the form to compile, and a reason not to compile it (or None)."""
+    heads = [_head(n, text) for n in path]
+    if any(h in ("ns", "in-ns") for h in heads):
+        return 0, "not compiled: inside an (ns ...) form"
+    i = len(path) - 1
+    # whatever sits under these cannot be checked apart from them: take the outermost
+    for j, n in enumerate(path):
+        if n.kind in _QUOTING or heads[j] == "quote" or n.kind == "fn":
+            i = min(i, j)
+            break
+    for j in range(len(path) - 1, -1, -1):
+        if path[j].kind in ("reader-cond", "reader-cond-splicing"):
+            i = min(i, j if path[j].kind == "reader-cond" or j == 0 else j - 1)
+    changed = True
+    while changed and i > 0:
+        changed = False
+        node, parent = path[i], path[i - 1]
+        ph = heads[i - 1]
+        if node.kind in _LEAF_KINDS or node.kind in ("meta", "tagged", "deref", "var", "unquote", "unquote-splicing"):
+            climb = True  # a symbol (maybe a macro or special form name) is checked in its form
+        elif node.kind in _DATA_COLLS:
+            climb = parent.kind in _DATA_COLLS or ph in _BINDING_HEADS
+        elif node.kind == "list":
+            first = node.children[0] if node.children else None
+            climb = (
+                (first is not None and first.kind == "vector")  # an arity: ([x] ...)
+                or heads[i] in ("catch", "finally")
+                or ph in _REWRITING_HEADS
+                or (parent.kind == "vector" and i >= 2 and heads[i - 2] == "letfn")
+            )
+        else:
+            climb = False
+        if not climb and _needs_recur_target(node, heads[i], text):
+            climb = True
+        if climb:
+            i -= 1
+            changed = True
+    return i, None
+
+
+def _needs_recur_target(node: Node, head: str | None, text: str) -> bool:
+    return node.kind != "fn" and head not in _RECUR_TARGETS and _has_recur(node, text)
+
+
+def choose_target(prefix: str, suggestion: str, suffix: str) -> Target | None:
+    """The form(s) to read and compile for `suggestion` inserted between prefix and suffix;
+    None when the suggestion adds no form (whitespace, a comment)."""
+    text = prefix + suggestion + suffix
+    ins_start, ins_end = len(prefix), len(prefix) + len(suggestion)
+    cursor = _cursor(prefix, suffix)
+    namespace = cursor.namespace or "user"
+    if cursor.top_level:
+        base = cursor.top_level[0]
+    else:  # between top-level forms: the parse can start at the insertion (not in a comment)
+        base = 0 if cursor.in_comment or cursor.in_string else ins_start
+
+    def stop(node: Node) -> bool:  # offsets relative to `base`
+        return node.end >= ins_end - base
+
+    nodes = _parse(text[base:], False, None, stop) if base else _parse(text, False, None, stop)
+    if base:
+        nodes = [_shift(n, base) for n in nodes]
+    path = _path(nodes, ins_start, ins_end)
+    extras = set(_file_defs(prefix, suffix))
+    if not path:
+        touched = [n for n in nodes if n.end > ins_start and n.start < ins_end]
+        if not touched:
+            return None
+        form = text[touched[0].start:touched[-1].end]
+        return Target(form, True, namespace, (), tuple(sorted(x for x in extras if x in form)))
+    i, skip = _choose_index(path, text)
+    chosen = path[i]
+    heads = [_head(n, text) for n in path[:i]]
+    top = all(h in _TOP_WRAPPERS for h in heads)
+    for n, h in zip(path[:i], heads):
+        if h in DEFN_LIKE or h in ("def", "defonce", "defmulti"):
+            if len(n.children) > 1 and n.children[1].kind == "symbol":
+                extras.add(text[n.children[1].start:n.children[1].end])
+        if h == "defmacro":
+            extras.update(("&form", "&env"))
+    locals_ = tuple(x for x in cursor.locals if x)
+    form = text[chosen.start:chosen.end]
+    return Target(form, top, namespace, locals_,
+                  tuple(sorted(x for x in extras - set(locals_) if x in form)), skip)
+
+
+def _shift(node: Node, by: int) -> Node:
+    return Node(node.kind, node.start + by, node.end + by, tuple(_shift(c, by) for c in node.children), node.closed)
+
+
+_defs_lock = threading.Lock()
+_cursor_cache: tuple[str, str, CursorContext] | None = None
+
+
+def _cursor(prefix: str, suffix: str) -> CursorContext:
+    """The cursor's namespace, locals and top-level form, once per (prefix, suffix): they are
+    read off the text before the insertion point, the same for every candidate of a request
+    (the engine verifies several), so the file is parsed once, not once per candidate."""
+    global _cursor_cache
+    with _defs_lock:
+        c = _cursor_cache
+        if c is not None and c[0] == prefix and c[1] == suffix:
+            return c[2]
+    cursor = analyze_cursor(prefix + suffix, len(prefix))
+    with _defs_lock:
+        _cursor_cache = (prefix, suffix, cursor)
+    return cursor
+
+
+_defs_cache: tuple[str, str, tuple[str, ...]] | None = None
+
+
+def _file_defs(prefix: str, suffix: str) -> tuple[str, ...]:
+    """Names the file defines at the top level (bound when the REPL does not know them yet:
+    a helper written above but not evaluated yet is not an unresolved symbol)."""
+    global _defs_cache
+    with _defs_lock:
+        c = _defs_cache
+        if c is not None and c[0] == prefix and c[1] == suffix:
+            return c[2]
+    names = tuple(dict.fromkeys(m.group(1) for part in (prefix, suffix) for m in _DEF_NAME.finditer(part)))
+    names = tuple(n for n in names if "/" not in n)
+    with _defs_lock:
+        _defs_cache = (prefix, suffix, names)
+    return names
+
+
+# ------------------------------------------------------------------------------------------------
+# The Clojure side. One expression, applied to literal arguments; evaluated in clojure.core so
+# every name below resolves whatever the user did to their `user` namespace. It defines nothing.
+
+_CHECK_FN = r"""
+(fn [refused top-compiled allow plen plevel maxc]
+ (fn [mode text nsn locals extras top? want-eval?]
+ (let [n (find-ns (symbol nsn))
+       line (fn [^Throwable e]
+              (let [r (loop [e e] (if-let [c (.getCause e)] (recur c) e))
+                    m (or (.getMessage ^Throwable r) (.getName (class r)))
+                    m (if (instance? ClassNotFoundException r) (str "no such class: " m) m)
+                    m (first (.split (str m) "\n"))]
+                (subs m 0 (min 300 (count m)))))
+       cns #{nil "clojure.core"}
+       core? (fn [h] (and (symbol? h) (contains? cns (namespace h))))
+       refused? (fn [h] (and (symbol? h) (contains? refused (name h))
+                             (or (core? h)
+                                 (let [v (when n (try (ns-resolve n h) (catch Throwable _ nil)))]
+                                   (and (var? v) (= "clojure.core" (str (.ns ^clojure.lang.Var v))))))))
+       refused-in (fn walk [f]
+                    (or (when-let [m (meta f)] (walk (dissoc m :line :column)))
+                        (cond (seq? f) (or (when (refused? (first f)) (str (first f))) (some walk f))
+                              (coll? f) (some walk f))))
+       read-all (fn []
+                  (binding [*read-eval* false *data-readers* {} *default-data-reader-fn* nil
+                            *ns* (or n (the-ns 'user))]
+                    (let [r (clojure.lang.LineNumberingPushbackReader. (java.io.StringReader. text))
+                          eof (Object.)]
+                      (loop [acc []]
+                        (let [f (read {:eof eof :read-cond :allow} r)]
+                          (if (identical? eof f) acc (recur (conj acc f))))))))
+       unwrap (fn unwrap [f]
+                (let [h (when (seq? f) (first f))]
+                  (cond
+                    (not top?) [[f nil]]
+                    (and (core? h) (#{"comment" "do"} (name h))) (mapcat unwrap (rest f))
+                    (not (and (core? h) (contains? refused (name h)))) [[f nil]]
+                    :else
+                    [(let [h (name h)]
+                      (cond
+                        (not (contains? top-compiled h)) [nil (str "not compiled: top-level (" h " ...)")]
+                        (#{"def" "defonce"} h) (if (>= (count f) 3) [(last f) nil] [nil "nothing to compile"])
+                        (= "defmethod" h) (if (>= (count f) 4) [(list* 'clojure.core/fn (drop 3 f)) nil "a definition"]
+                                            [nil "nothing to compile"])
+                        :else
+                        (let [[_ nm & more] f
+                              more (drop-while (fn [x] (or (string? x) (map? x))) more)
+                              more (if (and (seq? (first more)) (map? (last more))) (butlast more) more)]
+                          (if (and (symbol? nm) (seq more))
+                            [(cond->> (list* 'clojure.core/fn nm more)
+                               (= h "defmacro") (list 'fn* '[&form &env]))
+                             nil "a definition"]
+                            [nil "nothing to compile"]))))])))
+       snap (fn []
+              [(into {} (map (fn [^clojure.lang.Namespace x] [x [(.getMappings x) (.getAliases x)]])) (all-ns))
+               (into {} (map (fn [[k ^clojure.lang.Var v]] [k (.getRawRoot v)])) (ns-interns n))])
+       same? (fn [[a ra] [b rb]]
+               (and (= (count a) (count b)) (= (count ra) (count rb))
+                    (every? (fn [[k [m al]]] (let [[m2 al2] (get b k)] (and (identical? m m2) (identical? al al2)))) a)
+                    (every? (fn [[k v]] (and (contains? rb k) (identical? v (get rb k)))) ra)))
+       local-syms (set (map symbol locals))
+       params (vec (distinct (concat (map symbol locals)
+                                     (when n (remove (fn [s] (try (ns-resolve n s) (catch Throwable _ true)))
+                                                     (map symbol extras))))))
+       params (vec (remove (fn [s] (or (namespace s) (= '& s))) params))
+       wrap (fn [cforms]
+              (let [used (set (filter symbol? (tree-seq coll? seq cforms)))
+                    ps (filterv used params)]
+                (map (fn [f] (if (<= (count ps) 20)
+                               (list 'fn* ps f)
+                               (list 'fn* [] (list 'let* (vec (mapcat (fn [p] [p nil]) ps)) f))))
+                     cforms)))
+       unsafe (fn unsafe [env f]
+                (cond
+                  (symbol? f) (cond (contains? env f) nil
+                                    (contains? local-syms f) (str "uses local " f)
+                                    :else (let [v (try (ns-resolve n f) (catch Throwable _ nil))]
+                                            (if (and (var? v) (contains? allow (str (.ns ^clojure.lang.Var v) "/" (.sym ^clojure.lang.Var v))))
+                                              nil
+                                              (str "not on allowlist: " f))))
+                  (seq? f) (let [h (first f)
+                                 hn (when (core? h) (name h))]
+                             (cond
+                               (= 'quote h) nil
+                               (= 'if h) (if (<= 3 (count f) 4) (some (fn [x] (unsafe env x)) (rest f)) "malformed if")
+                               (= 'do h) (some (fn [x] (unsafe env x)) (rest f))
+                               (= "let" hn) (let [[_ bv & body] f]
+                                              (if (and (vector? bv) (even? (count bv)) (every? simple-symbol? (take-nth 2 bv)))
+                                                (loop [env env [s i & more] (seq bv)]
+                                                  (if (nil? s)
+                                                    (some (fn [x] (unsafe env x)) body)
+                                                    (or (unsafe env i) (recur (conj env s) more))))
+                                                "let with destructuring"))
+                               (or (= 'fn* h) (= "fn" hn))
+                               (let [[params & body] (if (symbol? (second f)) (nnext f) (next f))]
+                                 (if (and (vector? params) (every? simple-symbol? params))
+                                   (some (fn [x] (unsafe (into env params) x)) body)
+                                   "fn form with destructuring or several arities"))
+                               (keyword? h) (some (fn [x] (unsafe env x)) (rest f))
+                               :else (some (fn [x] (unsafe env x)) f)))
+                  (map? f) (some (fn [x] (unsafe env x)) (mapcat identity f))
+                  (coll? f) (some (fn [x] (unsafe env x)) f)
+                  :else nil))
+       forms (try (read-all) (catch Throwable e e))]
+   (if (instance? Throwable forms)
+     {:reads false :error (line forms)}
+     (let [un (vec (mapcat unwrap forms))
+           skip (some second un)
+           cforms (vec (keep first un))]
+       (cond
+         (nil? n) {:reads true :skip (str "namespace " nsn " is not loaded in the REPL")}
+         (= mode "eval")
+         (binding [*ns* n]
+           (try
+             (let [v (reduce (fn [_ f] (eval f)) nil cforms)
+                   s (binding [*print-length* plen *print-level* plevel] (pr-str v))]
+               {:evaluated true :value (if (> (count s) maxc) (str (subs s 0 maxc) "...") s)})
+             (catch Throwable e {:evaluated false :error (line e)})))
+         :else
+         (if-let [h (some refused-in cforms)]
+           {:reads true :compiles false :error (str "refused: " h)}
+           (let [before (snap)
+                 err (try (binding [*ns* n]
+                            (doseq [f (wrap cforms)] (eval f)))
+                          nil
+                          (catch Throwable e (line e)))
+                 changed (not (same? before (snap)))]
+             (cond
+               changed {:reads true :compiles false :error "changed namespace mappings"}
+               err {:reads true :compiles false :error err}
+               (empty? cforms) {:reads true :skip (or skip "nothing to compile")}
+               :else {:reads true :compiles true :skip skip
+                      :unsafe (when want-eval? (or (some (fn [u] (nth u 2 nil)) un)
+                                                  (some (fn [f] (unsafe #{} f)) cforms) skip))})))))))))
+"""
+# One line, so nREPL reports no misleading positions and the string stays small.
+_CHECK_FN = " ".join(_CHECK_FN.split())
+
+# The helper is compiled once per tooling session and kept in *our session's* thread binding of
+# *command-line-args* (set! on a binding, which nREPL keeps per session): no var, no namespace
+# and no other session sees it, and each verification sends only a short call.
+_EVAL_NS = "clojure.core"  # our code's names resolve there whatever the user did to `user`
+_HELPER_KEY = ":cljassist.repl-verify/check-v1"
+_MISSING = "cljassist.repl-verify/missing"
+
+
+class ReplVerifier:
+    """Reads and compiles candidates in the user's REPL, in a session of our own."""
+
+    def __init__(self, client: NreplClient, timeout_s: float = 2.0, eval_mode: str = "off"):
+        if eval_mode not in ("off", "safe"):
+            raise ValueError(f"eval_mode must be 'off' or 'safe', not {eval_mode!r}")
+        self.client = client
+        self.timeout_s = timeout_s
+        self.eval_mode = eval_mode
+        self.rules = load_rules()
+        self._session: str | None = None
+        self._generation: int | None = None
+        self._installed = False
+        self._lock = threading.Lock()  # one verification at a time: our session runs evals in order
+
+    # -- session -----------------------------------------------------------------------------
+
+    @property
+    def session(self) -> str:
+        """Our tooling session; cloned again after the client reconnected to a restarted server."""
+        generation = getattr(self.client, "connection_generation", None)
+        if self._session is None or generation != self._generation:
+            self._session = self.client.clone()
+            self._generation = getattr(self.client, "connection_generation", None)
+            self._installed = False
+        return self._session
+
+    def _install_code(self) -> str:
+        r = self.rules
+        args = " ".join([
+            _clj_strings(sorted(r.refused_heads), "#{"), _clj_strings(sorted(r.toplevel_compiled), "#{"),
+            _clj_strings(sorted(r.allowlist), "#{"),
+            str(r.print_length), str(r.print_level), str(r.max_value_chars),
+        ])
+        return f"(do (set! *command-line-args* {{{_HELPER_KEY} ({_CHECK_FN} {args})}}) nil)"
+
+    def _eval(self, code: str) -> dict | None:
+        """Our expression's EDN map, or None if it did not finish in time (then interrupted)."""
+        for _ in range(2):
+            session = self.session
+            if not self._installed:
+                self._raw_eval(self._install_code(), session, max(self.timeout_s, 10.0))
+                self._installed = True
+            value = self._raw_eval(code, session, self.timeout_s)
+            if value is None or isinstance(value, dict):
+                return value
+            self._installed = False  # the session lost its helper (it should not): install again
+        raise _VerifyError("verifier helper could not be installed")
+
+    def _raw_eval(self, code: str, session: str, timeout: float):
+        try:
+            result = self.client.eval(code, session=session, ns=_EVAL_NS, timeout=timeout)
+        except ReplTimeout:
+            self._interrupt(session)
+            return None
+        if not result.values:
+            msg = (result.err.strip().splitlines() or [result.ex or "no value"])[-1]
+            raise _VerifyError(f"verifier expression failed: {msg}")
+        value = edn_format.loads(result.values[-1])
+        if isinstance(value, Mapping):
+            return {str(getattr(k, "name", k)): v for k, v in value.items()}
+        return value
+
+    def _interrupt(self, session: str) -> None:
+        try:
+            status = self.client.interrupt(session, timeout=max(self.timeout_s, 5.0))
+        except (ReplTimeout, ReplUnavailable):
+            status = {"error"}
+        if "error" in status:  # could not stop it: leave that session behind, clone afresh next time
+            self._session = None
+            try:
+                self.client.send("close", session=session)
+            except ReplUnavailable:
+                pass
+
+    # -- verification --------------------------------------------------------------------------
+
+    def verify(self, prefix: str, suggestion: str, suffix: str) -> ReplVerdict:
+        started = time.perf_counter()
+
+        def verdict(reads=None, compiles=None, evaluated=None, error=None, value=None, skipped=None):
+            return ReplVerdict(reads, compiles, evaluated, error, value, (time.perf_counter() - started) * 1000, skipped)
+
+        if not suggestion.strip():
+            return verdict(skipped="empty candidate")
+        target = choose_target(prefix, suggestion, suffix)
+        if target is None:
+            return verdict(skipped="nothing to verify: no form in the candidate")
+        want_eval = self.eval_mode == "safe"
+        with self._lock:
+            try:
+                res = self._eval(self._call_code("check", target, want_eval))
+                if res is None:
+                    return verdict(error="verification timed out")
+                reads, compiles, error = res.get("reads"), res.get("compiles"), res.get("error")
+                skipped = res.get("skip")
+                if target.skip_compile and compiles is not False:
+                    compiles, skipped = None, target.skip_compile
+                if not want_eval or compiles is not True:
+                    return verdict(reads, compiles, None, error, None, skipped)
+                if res.get("unsafe"):
+                    return verdict(reads, compiles, None, None, None, f"not evaluated: {res['unsafe']}")
+                ev = self._eval(self._call_code("eval", target, True))
+                if ev is None:
+                    return verdict(reads, compiles, False, "timed out", None)
+                return verdict(reads, compiles, ev.get("evaluated"), ev.get("error"), ev.get("value"))
+            except (ReplUnavailable, ReplTimeout) as exc:
+                return verdict(error=f"REPL unavailable: {exc}")
+            except _VerifyError as exc:
+                return verdict(error=str(exc))
+
+    def _call_code(self, mode: str, t: Target, want_eval: bool) -> str:
+        args = " ".join([
+            clj_string(mode), clj_string(t.text), clj_string(t.namespace),
+            _clj_strings(t.locals), _clj_strings(t.extras), "true" if t.top_level else "false",
+            "true" if want_eval else "false",
+        ])
+        return (
+            f"(if-let [f (get (when (map? *command-line-args*) *command-line-args*) {_HELPER_KEY})]"
+            f" (f {args}) '{_MISSING})"
+        )
+
+
+class _VerifyError(Exception):
+    pass

@@ -1,0 +1,71 @@
+"""The REPL never suffers, and a REPL in trouble never stops completion (real Debian nREPL).
+
+The model is a scripted fake here: these tests are about the REPL side of the engine."""
+
+import pytest
+
+from cljassist.config import Settings
+from cljassist.context import ReplContextProvider
+from cljassist.engine import CompletionRequest, Engine
+from cljassist.repl.client import NreplClient
+from cljassist.repl.local_server import start_local_nrepl
+from cljassist.repl_verify import ReplVerifier
+from tests.fakes import ScriptedModel
+from tests.fixtures_repl import TEST_JVM_OPTS
+
+pytestmark = pytest.mark.integration
+
+CODE = "(ns resilience.core (:require [clojure.string :as str]))\n\n(defn shout [s]\n  "
+SUFFIX = ")\n"
+
+
+def engine_for(client: NreplClient) -> Engine:
+    model = ScriptedModel(["(str/upper-case s)", "(str/no-such-fn s)"])
+    return Engine(model, Settings(candidates=2), ReplContextProvider(client, timeout_s=5), ReplVerifier(client, timeout_s=5))
+
+
+def test_completion_survives_a_repl_restart(tmp_path):
+    first = start_local_nrepl(tmp_path, timeout=120, jvm_opts=TEST_JVM_OPTS)
+    second = None
+    try:
+        client = NreplClient.connect(first.host, first.port)
+        client.eval(CODE + "s)", timeout=60)
+        engine = engine_for(client)
+        request = CompletionRequest(CODE, SUFFIX)
+
+        before = engine.complete(request)
+        assert before.repl == "used"
+        assert [s.text for s in before.suggestions] == ["(str/upper-case s)"]  # the unresolvable one is withheld
+        assert before.suggestions[0].checks["compiles"] is True
+
+        first.process.kill()
+        first.process.wait(30)
+        during = engine.complete(request)
+        assert during.repl.startswith("failed:") and "127.0.0.1" in during.repl
+        assert during.suggestions and all(s.checks["compiles"] is None for s in during.suggestions)
+
+        second = start_local_nrepl(tmp_path, timeout=120, port=first.port, jvm_opts=TEST_JVM_OPTS)
+        client.eval(CODE + "s)", timeout=60)  # the user reloads their namespace
+        after = engine.complete(request)
+        assert after.repl == "used" and after.suggestions[0].checks["compiles"] is True
+        client.close()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_completes_while_the_users_eval_runs_and_leaves_their_session_alone(nrepl_server, nrepl_client):
+    nrepl_client.eval(CODE + "s)", timeout=60)
+    user_session = nrepl_client.clone()
+    nrepl_client.eval("(in-ns 'user) (def marker 41)", session=user_session, timeout=10)
+    busy = nrepl_client.send("eval", code="(do (Thread/sleep 4000) (inc marker))", session=user_session)
+
+    result = engine_for(nrepl_client).complete(CompletionRequest(CODE, SUFFIX))
+    assert result.repl == "used" and result.suggestions[0].checks["compiles"] is True
+    assert not busy.done  # we did not wait for, or queue behind, the user's evaluation
+
+    replies = busy.result(30)
+    assert [r["value"] for r in replies if "value" in r] == ["42"]
+    ns_after = nrepl_client.eval("(str *ns*)", session=user_session, timeout=10).values
+    assert ns_after == ['"user"']
