@@ -13,7 +13,8 @@ class ScriptedModel:
 
     name = "scripted"
 
-    def __init__(self, outputs: list[str], family: str = "left_to_right"):
+    def __init__(self, outputs: list, family: str = "left_to_right"):
+        """`outputs`: texts, or (text, mean token log-prob) pairs to fix the model's confidence."""
         self.outputs = outputs
         self.fim = load_fim_table()[family]
         self.prompts: list[str] = []
@@ -24,13 +25,15 @@ class ScriptedModel:
     def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None):
         self.prompts.append(prompt)
         generations = []
-        for raw in self.outputs[:n]:
+        for output in self.outputs[:n]:
+            raw, mean_logprob = output if isinstance(output, tuple) else (output, -0.3)
             text, finish = raw, "eos"
             for end in range(1, len(raw) + 1):
                 keep = stop(raw[:end])
                 if keep is not None:
                     text, finish = raw[:keep], "stop"
                     break
-            generations.append(Generation(text=text, logprob=-0.1 * len(text), n_tokens=max(1, len(text) // 3),
+            n_tokens = max(1, len(text) // 3)
+            generations.append(Generation(text=text, logprob=mean_logprob * n_tokens, n_tokens=n_tokens,
                                           finish=finish, ms=1.0))
         return generations

@@ -69,3 +69,27 @@ def test_completes_while_the_users_eval_runs_and_leaves_their_session_alone(nrep
     assert [r["value"] for r in replies if "value" in r] == ["42"]
     ns_after = nrepl_client.eval("(str *ns*)", session=user_session, timeout=10).values
     assert ns_after == ['"user"']
+
+
+def test_bench_comparison_measures_context_and_verification(nrepl_server, nrepl_client):
+    from cljassist.bench.run import format_comparison, run_comparison
+
+    nrepl_client.eval(CODE + "s)", timeout=60)
+    # The model is surest of a call that does not compile; verification must withhold it.
+    model = ScriptedModel([("(str/no-such-fn s)", -0.1), ("(str/upper-case s)", -0.5)])
+    verifier = ReplVerifier(nrepl_client, timeout_s=5)
+    settings = Settings(candidates=2)
+    with_context = Engine(model, settings, ReplContextProvider(nrepl_client, timeout_s=5), verifier)
+    without_context = Engine(model, settings, None, verifier)
+    cases = [{"id": "r1", "category": "call", "prefix": CODE, "suffix": SUFFIX, "middle": "(str/upper-case s)",
+              "xref": True}]
+    comparison = run_comparison(with_context, without_context, cases)
+    overall = comparison["overall"]
+    assert overall["precision_without_verification"] == 0.0 and overall["compiles_without_verification"] == 0.0
+    assert overall["precision_with_verification"] == 1.0 and overall["compiles_with_verification"] == 1.0
+    assert overall["EM_with_context"] == 1.0 and overall["EM_without_context"] == 1.0
+    assert comparison["xref"]["n"] == 1 and "call" in comparison["by_category"]
+    assert "prec +verify" in format_comparison(comparison)
+    # the model saw the REPL's context only in the with-context run
+    assert "the running program knows" not in model.prompts[0]
+    assert "the running program knows" in model.prompts[1]
