@@ -18,6 +18,7 @@ from typing import Callable
 from cljassist.clojure_text.reader import ScanState, imbalance, scan
 
 CLOSERS = ")]}"
+TOKEN_ENDS = "()[]{}\",;`"
 OPENER_CHARS = "([{"
 # Shortest suffix repetition worth cutting: shorter ones collide with legitimate text (`x`, `)`).
 MIN_SUFFIX_ECHO = 3
@@ -30,15 +31,20 @@ class GapContext:
     prefix_state: ScanState  # reader state at the end of the prefix
     suffix_first_line: str  # next non-blank line of the suffix, stripped ('' if none)
     starts_after_space: bool  # prefix ends in whitespace or an opener: no leading space wanted
+    symbol_tail_only: bool = False  # cursor inside a symbol with code after it on the line
 
     @classmethod
     def of(cls, prefix: str, suffix: str) -> "GapContext":
         rest_of_line, _, _ = suffix.partition("\n")
         first_line = rest_of_line.strip() or next((l.strip() for l in suffix.splitlines() if l.strip()), "")
+        state = scan(prefix)
         return cls(
-            prefix_state=scan(prefix),
+            prefix_state=state,
             suffix_first_line=first_line,
             starts_after_space=(not prefix) or prefix[-1].isspace() or prefix[-1] in OPENER_CHARS,
+            symbol_tail_only=(
+                state.mode == "code" and bool(prefix) and not _ends_token(prefix[-1]) and bool(rest_of_line.strip())
+            ),
         )
 
     @property
@@ -70,6 +76,8 @@ def make_stop_rule(gap: GapContext) -> Callable[[str], int | None]:
                 return i  # closes something the suffix closes: the candidate ends before it
             if ch == "\n" and state.mode == "code" and len(state.stack) == gap.base_depth and content:
                 return i  # a complete line of complete forms
+            if gap.symbol_tail_only and in_code and _ends_token(ch):
+                return i  # finishing the symbol under the cursor: the rest of the line is already there
             if not ch.isspace():
                 content = True
             echo = _suffix_echo_start(text[: i + 1], gap.suffix_first_line)
@@ -79,6 +87,11 @@ def make_stop_rule(gap: GapContext) -> Callable[[str], int | None]:
         return None
 
     return stop
+
+
+def _ends_token(ch: str) -> bool:
+    """Characters that end a symbol or keyword token."""
+    return ch.isspace() or ch in TOKEN_ENDS
 
 
 def _suffix_echo_start(text: str, suffix_line: str) -> int | None:

@@ -85,3 +85,12 @@ def test_duplicates_are_merged_and_best_ranked_first():
     texts = [s.text for s in result.suggestions]
     assert len([t for t in texts if " ".join(t.split()) == "(inc x)"]) == 1
     assert result.suggestions[0].score >= result.suggestions[-1].score
+
+
+def test_symbol_under_the_cursor_ends_at_the_symbol_when_code_follows_on_the_line():
+    assert run_stop("(wh", " (assoc :handler this))", "ilst (assoc :handler this))") == "ilst"
+    assert run_stop("(let [x (str/jo", " xs)]", "in \", \" xs)") == "in"
+
+
+def test_symbol_at_line_end_may_grow_into_a_form():
+    assert run_stop("(defn f [x]\n  (wh", "\n", "en x\n    (inc x)))") == "en x"
