@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("--line", type=int, help="1-based line (omit when the file holds <CURSOR>)")
     complete.add_argument("--column", type=int, help="1-based column, in characters")
     complete.add_argument("--json", action="store_true", help="print a JSON object")
+    complete.add_argument("--load-ns", action="store_true",
+                          help="load the file's namespace in the REPL first if it is not loaded (runs its ns form)")
     _common_model_options(complete)
 
     nrepl = sub.add_parser("nrepl", help="start a local nREPL for DIR from the Debian jars")
@@ -164,6 +166,19 @@ def read_source_file(path: Path) -> str:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def load_namespace(provider, text: str) -> None:
+    from cljassist.clojure_text.reader import file_namespace, parse
+
+    namespace = file_namespace(text)
+    if namespace is None:
+        return
+    ns_form = next((text[n.start:n.end] for n in parse(text)
+                    if n.kind == "list" and n.children and text[n.children[0].start:n.children[0].end] == "ns"), None)
+    if not provider.ensure_loaded(namespace, ns_form):
+        print(f"cljassist: warning: could not load {namespace} in the REPL; completing without its context",
+              file=sys.stderr)
+
+
 def suggestion_json(s) -> dict:
     out = {"text": s.text, "score": s.score, "checks": s.checks}
     if s.error:
@@ -186,6 +201,8 @@ def run_complete(args) -> int:
         request = CompletionRequest.at_line_column(text, args.line, args.column, str(path.resolve()))
     settings = settings_from_args(args, path.resolve())
     provider, repl_label = connect_repl(settings, path.resolve(), args.no_repl, explicit=args.nrepl is not None)
+    if provider is not None and args.load_ns:
+        load_namespace(provider, request.prefix + request.suffix)
     engine = Engine(load_model(settings), settings, provider, make_verifier(provider, settings))
     result = engine.complete(request)
     if args.json:

@@ -445,13 +445,17 @@ class ReplContextProvider:
 
     # -- explicit loading ------------------------------------------------------------------------
 
-    def ensure_loaded(self, namespace: str) -> bool:
-        """Explicit, opt-in: `require` a namespace so its context becomes available. Never called
-        by `gather`."""
+    def ensure_loaded(self, namespace: str, ns_form: str | None = None) -> bool:
+        """Explicit, opt-in: `require` a namespace so its context becomes available; if that fails
+        and the caller passes the file's own `ns` form, evaluate just that form (its requires and
+        aliases), as editors do for a buffer that does not load yet. Never called by `gather`."""
         if not _NS_NAME.match(namespace):
             return False
         # the user's files load as they would in their REPL (our session reads with *read-eval* off)
         code = f"(try (binding [*read-eval* true] (require (symbol {clj_string(namespace)}))) true (catch Throwable _ false))"
+        if ns_form is not None:
+            code = (f"(or {code} (try (binding [*ns* *ns* *read-eval* true] (load-string {clj_string(ns_form)}))"
+                    f" (some? (find-ns (symbol {clj_string(namespace)}))) (catch Throwable _ false)))")
         try:
             with self._lock:
                 result = self._eval(code, self.session, max(self.timeout_s, 30.0))

@@ -10,4 +10,4 @@ for _ in $(seq 120); do [ -s "$demo/.nrepl-port" ] && break; sleep 0.5; done
 [ -s "$demo/.nrepl-port" ] || { echo "nREPL did not start; see /tmp/cljassist-demo-nrepl.log" >&2; exit 1; }
 echo ";; nREPL on port $(cat "$demo/.nrepl-port"); completing the <CURSOR> in $demo/src/demo/todo.clj"
 grep -n "<CURSOR>" "$demo/src/demo/todo.clj"
-cljassist complete "$demo/src/demo/todo.clj"
+cljassist complete --load-ns "$demo/src/demo/todo.clj"

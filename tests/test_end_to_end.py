@@ -86,3 +86,15 @@ def test_stale_port_file_warns_and_completes_without_repl(default_model, tmp_pat
     assert code == 0
     assert "warning" in captured.err and "completing without the REPL" in captured.err
     assert json.loads(captured.out)["repl"].startswith("off (unreachable")
+
+
+def test_load_ns_evaluates_the_ns_form_of_a_file_that_cannot_load_yet(nrepl_server, default_model, tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)
+    source = tmp_path / "pending.clj"
+    source.write_text("(ns e2e.pending\n  (:require [clojure.string :as str]))\n\n(defn f [xs]\n  (str/jo<CURSOR> xs))\n")
+    endpoint = f"{nrepl_server.host}:{nrepl_server.port}"
+    main(["complete", str(source), "--json", "--nrepl", endpoint, "--max-new-tokens", "8"])
+    assert json.loads(capsys.readouterr().out)["repl"] == "ns-not-loaded"  # never loaded silently
+    main(["complete", str(source), "--json", "--nrepl", endpoint, "--max-new-tokens", "8", "--load-ns"])
+    assert json.loads(capsys.readouterr().out)["repl"] == "used"

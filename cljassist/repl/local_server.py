@@ -13,6 +13,7 @@ import collections
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -160,6 +161,9 @@ def main_serve(project_dir: Path | str | None = None, extra_classpath: Sequence[
     project_dir = Path(project_dir or ".").absolute()
     server = start_local_nrepl(project_dir, extra_classpath=extra_classpath)
     print(f"nREPL on {server.endpoint} (.nrepl-port written in {project_dir})", flush=True)
+    # `kill` and a closed terminal must clean up like Ctrl-C: stop the JVM, remove .nrepl-port.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_keyboard_interrupt)
     try:
         code = server.process.wait()
     except KeyboardInterrupt:
@@ -167,3 +171,7 @@ def main_serve(project_dir: Path | str | None = None, extra_classpath: Sequence[
     finally:
         server.stop()
     return code
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
