@@ -48,6 +48,7 @@ import edn_format
 from cljassist.clojure_text.cursor import FN_LIKE, LET_LIKE, CursorContext
 from cljassist.clojure_text.reader import Node, parse
 from cljassist.errors import ReplTimeout, ReplUnavailable
+from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
 
 __all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_context_settings", "HELPER_NS"]
@@ -114,7 +115,6 @@ class ContextSettings:
 @lru_cache(maxsize=4)
 def load_context_settings(path: Path | None = None) -> ContextSettings:
     """The [context] keys of completion.toml; missing keys keep their defaults."""
-    from cljassist.prompt import prompts_dir  # late: prompt.py needs nothing from here
 
     file = path or prompts_dir() / "completion.toml"
     try:

@@ -6,18 +6,13 @@ Cuts fall on line boundaries so the model never sees half a line at the edges.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-from cljassist.model.fim import FimFormat
-
-
-def prompts_dir() -> Path:
-    return Path(os.environ.get("CLJASSIST_PROMPTS") or Path(__file__).resolve().parents[1] / "prompts")
+from cljassist.model.fim import FimFormat, prompts_dir
 
 
 @dataclass(frozen=True)

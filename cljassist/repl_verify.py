@@ -49,7 +49,7 @@ from cljassist.clojure_text.cursor import (
 )
 from cljassist.clojure_text.reader import Node, _parse
 from cljassist.errors import ReplTimeout, ReplUnavailable
-from cljassist.prompt import prompts_dir
+from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
 
 __all__ = ["ReplVerdict", "ReplVerifier", "VerifyRules", "load_rules", "clj_string", "choose_target", "Target"]
