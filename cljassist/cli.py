@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run benchmark cases (see shared bench/FORMAT.md); 'bench make' makes cases")
     bench.add_argument("cases")
-    bench.add_argument("--limit", type=int)
+    bench.add_argument("--limit", type=int, help="only the first N cases")
+    bench.add_argument("--sample", type=int, metavar="N", help="N cases evenly spaced through the file")
     bench.add_argument("--json", metavar="OUT.json")
     bench.add_argument("--compare", action="store_true",
                        help="with a REPL: also report EM without context and precision/compiles without verification")

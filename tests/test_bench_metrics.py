@@ -59,3 +59,11 @@ def test_run_bench_report_has_format_keys():
     assert list(report["by_category"]) == ["symbol", "arg"]
     assert report["results"][0]["em"] is True
     assert "overall" in format_table(report)
+
+
+def test_evenly_spaced_sample_spreads_over_the_file():
+    from cljassist.bench.run import evenly_spaced
+
+    cases = [{"id": str(i)} for i in range(10)]
+    assert [c["id"] for c in evenly_spaced(cases, 3)] == ["0", "3", "6"]
+    assert evenly_spaced(cases, 20) == cases

@@ -50,6 +50,13 @@ def load_cases(path: Path, limit: int | None = None) -> list[dict]:
     return cases
 
 
+def evenly_spaced(cases: list[dict], n: int) -> list[dict]:
+    """n cases spread evenly over the file (case files are often grouped by package)."""
+    if n >= len(cases):
+        return cases
+    return [cases[i * len(cases) // n] for i in range(n)]
+
+
 def run_case(engine: Engine, case: dict) -> CaseResult:
     return _complete_case(engine, case)[0]
 
@@ -192,6 +199,8 @@ def run_bench_command(args) -> int:
 
     cases_path = Path(args.cases)
     cases = load_cases(cases_path, args.limit)
+    if args.sample:
+        cases = evenly_spaced(cases, args.sample)
     if not cases:
         raise InputError(f"{cases_path}: no cases")
     settings = settings_from_args(args, Path.cwd())
