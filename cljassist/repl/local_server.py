@@ -161,8 +161,9 @@ def main_serve(project_dir: Path | str | None = None, extra_classpath: Sequence[
     project_dir = Path(project_dir or ".").absolute()
     server = start_local_nrepl(project_dir, extra_classpath=extra_classpath)
     print(f"nREPL on {server.endpoint} (.nrepl-port written in {project_dir})", flush=True)
-    # `kill` and a closed terminal must clean up like Ctrl-C: stop the JVM, remove .nrepl-port.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    # Ctrl-C, `kill` and a closed terminal all stop the JVM and remove .nrepl-port. SIGINT too:
+    # a shell starting us in the background leaves it ignored, and Python then never handles it.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_keyboard_interrupt)
     try:
         code = server.process.wait()

@@ -1,6 +1,7 @@
-"""Measure the live REPL context stage: how long `ReplContextProvider.gather` takes.
+"""Measure the two REPL stages: live context (`ReplContextProvider.gather`) and verification
+(`ReplVerifier.verify`: read + compile of one candidate).
 
-    python scripts/measure_context.py [--n 200] [--show]
+    python scripts/measure_repl_latency.py [--n 200] [--show]
 
 Starts the local Debian nREPL for fixtures/demo, requires demo.core (explicitly), then times:
 
@@ -11,7 +12,9 @@ Starts the local Debian nREPL for fixtures/demo, requires demo.core (explicitly)
 * cold start: a new provider each time (clone a session + load the helper + fetch everything).
 
 Each gather includes reading the code around the cursor; `analyze_cursor` (stage 1, done by the
-engine before this stage) is not included.
+engine before this stage) is not included. Verification is timed warm (after the first check in
+its session, which installs the checker) over realistic candidates, passing and failing, at a gap
+in a function body of core.clj.
 """
 
 from __future__ import annotations
@@ -29,6 +32,20 @@ from cljassist.clojure_text.cursor import analyze_cursor  # noqa: E402
 from cljassist.context import ReplContextProvider  # noqa: E402
 from cljassist.repl.client import NreplClient  # noqa: E402
 from cljassist.repl.local_server import start_local_nrepl  # noqa: E402
+from cljassist.repl_verify import ReplVerifier  # noqa: E402
+
+# Candidates for the body of demo.core/tag-counts: some compile, some do not.
+VERIFY_GAP = "(frequencies (mapcat :tags posts))"
+VERIFY_CANDIDATES = [
+    "(frequencies (mapcat :tags posts))",
+    "(count posts)",
+    "(str/join \", \" (map :title posts))",
+    "(set/union (set (mapcat :tags posts)))",
+    "(reduce (fn [m p] (merge-with + m (frequencies (:tags p)))) {} posts)",
+    "(no-such-fn posts)",
+    "(let [tags] tags)",
+    "(java.util.NoSuchThing. posts)",
+]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -105,6 +122,21 @@ def main() -> int:
             gather(provider, i)
             cold_cache.append((time.perf_counter() - t) * 1000)
 
+        verifier = ReplVerifier(client, timeout_s=5.0)
+        gap_at = text.index(VERIFY_GAP)
+        prefix, suffix = text[:gap_at], text[gap_at + len(VERIFY_GAP):]
+        t = time.perf_counter()
+        verifier.verify(prefix, VERIFY_CANDIDATES[0], suffix)
+        verify_first = (time.perf_counter() - t) * 1000
+        for candidate in VERIFY_CANDIDATES:  # warm-up
+            verifier.verify(prefix, candidate, suffix)
+        verify_warm, compiled = [], 0
+        for i in range(args.n):
+            t = time.perf_counter()
+            verdict = verifier.verify(prefix, VERIFY_CANDIDATES[i % len(VERIFY_CANDIDATES)], suffix)
+            verify_warm.append((time.perf_counter() - t) * 1000)
+            compiled += bool(verdict.compiles)
+
         # one round-trip of the smallest eval, for scale
         rtt = []
         for _ in range(50):
@@ -117,6 +149,8 @@ def main() -> int:
         print(f"{'':<12} cache hits {hits}/{args.n}, evals per gather {evals / args.n:.2f}")
         report("cold cache", cold_cache)
         report("cold start", cold_start)
+        report("verify", verify_warm)
+        print(f"{'':<12} {compiled}/{args.n} compiled; first check in a new session {verify_first:.1f} ms")
         report("eval nil", rtt)
         if args.show:
             for i in (0, len(contexts) // 3, 2 * len(contexts) // 3):
