@@ -9,6 +9,7 @@ calls `Engine.complete` and nothing below it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class CompletionRequest:
     prefix: str
     suffix: str
     file: str | None = None  # shown to the model and used for discovery; not read by the engine
+    namespace: str | None = None  # when the text was cut before its ns form (benchmark cases)
 
     @classmethod
     def at_offset(cls, text: str, offset: int, file: str | None = None) -> "CompletionRequest":
@@ -94,6 +96,8 @@ class Engine:
 
         # 1. Text analysis: namespace, the symbol being typed, the reader state at the gap.
         cursor = analyze_cursor(request.prefix + request.suffix, len(request.prefix))
+        if request.namespace and request.namespace != cursor.namespace:
+            cursor = dataclasses.replace(cursor, namespace=request.namespace)
         gap = GapContext.of(request.prefix, request.suffix)
         lap("analysis")
 
@@ -129,7 +133,7 @@ class Engine:
         candidates = [structural_check(g, request.prefix, request.suffix, gap) for g in generations]
         if self.verifier is not None and self.settings.verify:
             try:
-                repl_checks(candidates, self.verifier, request.prefix, request.suffix)
+                repl_checks(candidates, self.verifier, request.prefix, request.suffix, cursor.namespace)
             except (ReplUnavailable, ReplTimeout) as exc:
                 repl_state = f"failed: {exc}"  # the structural verdicts stand; REPL checks stay None
         lap("verify")

@@ -242,13 +242,20 @@ def _needs_recur_target(node: Node, head: str | None, text: str) -> bool:
     return node.kind != "fn" and head not in _RECUR_TARGETS and _has_recur(node, text)
 
 
-def choose_target(prefix: str, suggestion: str, suffix: str) -> Target | None:
+UNKNOWN_NAMESPACE = "not compiled: the cursor's namespace is unknown (no ns form before it)"
+
+
+def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | None = None) -> Target | None:
     """The form(s) to read and compile for `suggestion` inserted between prefix and suffix;
-    None when the suggestion adds no form (whitespace, a comment)."""
+    None when the suggestion adds no form (whitespace, a comment). `namespace` overrides the one
+    the prefix declares (a caller that cut the ns form off the text knows it)."""
     text = prefix + suggestion + suffix
     ins_start, ins_end = len(prefix), len(prefix) + len(suggestion)
     cursor = _cursor(prefix, suffix)
-    namespace = cursor.namespace or "user"
+    namespace = namespace or cursor.namespace
+    # Without a namespace, names cannot be resolved: read the text, but do not judge compilation.
+    unknown = None if namespace else UNKNOWN_NAMESPACE
+    namespace = namespace or "user"
     if cursor.top_level:
         base = cursor.top_level[0]
     else:  # between top-level forms: the parse can start at the insertion (not in a comment)
@@ -267,7 +274,7 @@ def choose_target(prefix: str, suggestion: str, suffix: str) -> Target | None:
         if not touched:
             return None
         form = text[touched[0].start:touched[-1].end]
-        return Target(form, True, namespace, (), tuple(sorted(x for x in extras if x in form)))
+        return Target(form, True, namespace, (), tuple(sorted(x for x in extras if x in form)), unknown)
     i, skip = _choose_index(path, text)
     chosen = path[i]
     heads = [_head(n, text) for n in path[:i]]
@@ -281,7 +288,7 @@ def choose_target(prefix: str, suggestion: str, suffix: str) -> Target | None:
     locals_ = tuple(x for x in cursor.locals if x)
     form = text[chosen.start:chosen.end]
     return Target(form, top, namespace, locals_,
-                  tuple(sorted(x for x in extras - set(locals_) if x in form)), skip)
+                  tuple(sorted(x for x in extras - set(locals_) if x in form)), unknown or skip)
 
 
 def _shift(node: Node, by: int) -> Node:
@@ -419,7 +426,7 @@ class ReplVerifier:
 
     # -- verification --------------------------------------------------------------------------
 
-    def verify(self, prefix: str, suggestion: str, suffix: str) -> ReplVerdict:
+    def verify(self, prefix: str, suggestion: str, suffix: str, namespace: str | None = None) -> ReplVerdict:
         started = time.perf_counter()
 
         def verdict(reads=None, compiles=None, evaluated=None, error=None, value=None, skipped=None):
@@ -427,7 +434,7 @@ class ReplVerifier:
 
         if not suggestion.strip():
             return verdict(skipped="empty candidate")
-        target = choose_target(prefix, suggestion, suffix)
+        target = choose_target(prefix, suggestion, suffix, namespace)
         if target is None:
             return verdict(skipped="nothing to verify: no form in the candidate")
         want_eval = self.eval_mode == "safe"
@@ -438,7 +445,9 @@ class ReplVerifier:
                     return verdict(error="verification timed out")
                 reads, compiles, error = res.get("reads"), res.get("compiles"), res.get("error")
                 skipped = res.get("skip")
-                if target.skip_compile and compiles is not False:
+                if target.skip_compile == UNKNOWN_NAMESPACE:
+                    compiles, error, skipped = None, None, UNKNOWN_NAMESPACE
+                elif target.skip_compile and compiles is not False:
                     compiles, skipped = None, target.skip_compile
                 if not want_eval or compiles is not True:
                     return verdict(reads, compiles, None, error, None, skipped)

@@ -48,14 +48,15 @@ def structural_check(generation: Generation, prefix: str, suffix: str, gap: GapC
     return candidate
 
 
-def repl_checks(candidates: list[Candidate], verifier: "ReplVerifier", prefix: str, suffix: str) -> None:
+def repl_checks(candidates: list[Candidate], verifier: "ReplVerifier", prefix: str, suffix: str,
+                namespace: str | None = None) -> None:
     """Run the REPL checks on each structurally sound candidate; identical texts are checked once."""
     verdicts: dict[str, "ReplVerdict"] = {}
     for c in candidates:
         if not c.passed_all:
             continue
         if c.text not in verdicts:
-            verdicts[c.text] = verifier.verify(prefix, c.text, suffix)
+            verdicts[c.text] = verifier.verify(prefix, c.text, suffix, namespace)
         verdict = verdicts[c.text]
         c.checks["reads"], c.checks["compiles"], c.checks["evaluated"] = verdict.reads, verdict.compiles, verdict.evaluated
         c.error = c.error or verdict.error

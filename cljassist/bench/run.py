@@ -62,7 +62,7 @@ def run_case(engine: Engine, case: dict) -> CaseResult:
 
 
 def _complete_case(engine: Engine, case: dict) -> tuple[CaseResult, CompletionResult]:
-    request = CompletionRequest(case["prefix"], case["suffix"], case.get("file"))
+    request = CompletionRequest(case["prefix"], case["suffix"], case.get("file"), case.get("ns"))
     started = time.perf_counter()
     result = engine.complete(request)
     ms = (time.perf_counter() - started) * 1000
