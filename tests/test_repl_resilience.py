@@ -93,3 +93,15 @@ def test_bench_comparison_measures_context_and_verification(nrepl_server, nrepl_
     # the model saw the REPL's context only in the with-context run
     assert "the running program knows" not in model.prompts[0]
     assert "the running program knows" in model.prompts[1]
+
+
+def test_text_cut_before_its_ns_form_is_verified_in_the_given_namespace(nrepl_server, nrepl_client):
+    nrepl_client.eval(CODE + "s)", timeout=60)
+    body_only = "(defn shout [s]\n  "  # as a benchmark case cut after the ns form
+    engine = engine_for(nrepl_client)
+    unknown = engine.complete(CompletionRequest(body_only, SUFFIX))
+    assert all(s.checks["compiles"] is None for s in unknown.suggestions)  # not judged, so not withheld
+    assert len(unknown.suggestions) == 2
+    known = engine.complete(CompletionRequest(body_only, SUFFIX, namespace="resilience.core"))
+    assert [s.text for s in known.suggestions] == ["(str/upper-case s)"]
+    assert known.suggestions[0].checks["compiles"] is True and known.repl == "used"
