@@ -94,3 +94,25 @@ def test_symbol_under_the_cursor_ends_at_the_symbol_when_code_follows_on_the_lin
 
 def test_symbol_at_line_end_may_grow_into_a_form():
     assert run_stop("(defn f [x]\n  (wh", "\n", "en x\n    (inc x)))") == "en x"
+
+
+class FailingCompileVerifier:
+    """Fake REPL checks: everything reads; a text containing 'bad' does not compile."""
+
+    def verify(self, prefix, suggestion, suffix, namespace=None):
+        from cljassist.repl_verify import ReplVerdict
+
+        ok = "bad" not in suggestion
+        return ReplVerdict(True, ok, None, None if ok else "Unable to resolve symbol: bad", None, 1.0)
+
+
+def test_failed_compile_is_withheld_unless_asked_and_then_ranked_last_with_its_error():
+    outputs = [("(bad x)", -0.01), ("(inc x)", -0.9)]  # the model prefers the failing one
+    request = CompletionRequest("(defn f [x]\n  ", ")")
+    hidden = Engine(ScriptedModel(outputs), Settings(candidates=2), verifier=FailingCompileVerifier()).complete(request)
+    assert [s.text for s in hidden.suggestions] == ["(inc x)"] and hidden.withheld == 1
+    shown = Engine(ScriptedModel(outputs), Settings(candidates=2, show_failing=True),
+                   verifier=FailingCompileVerifier()).complete(request)
+    assert [s.text for s in shown.suggestions] == ["(inc x)", "(bad x)"]
+    assert shown.suggestions[0].error is None and shown.suggestions[1].error == "Unable to resolve symbol: bad"
+    assert shown.suggestions[0].checks["compiles"] is True and shown.suggestions[1].checks["compiles"] is False
