@@ -133,7 +133,7 @@ class Engine:
         candidates = [structural_check(g, request.prefix, request.suffix, gap) for g in generations]
         if self.verifier is not None and self.settings.verify:
             try:
-                repl_checks(candidates, self.verifier, request.prefix, request.suffix, cursor.namespace)
+                repl_checks(candidates, self.verifier, request.prefix, request.suffix, cursor)
             except (ReplUnavailable, ReplTimeout) as exc:
                 repl_state = f"failed: {exc}"  # the structural verdicts stand; REPL checks stay None
         lap("verify")

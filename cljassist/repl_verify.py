@@ -245,13 +245,15 @@ def _needs_recur_target(node: Node, head: str | None, text: str) -> bool:
 UNKNOWN_NAMESPACE = "not compiled: the cursor's namespace is unknown (no ns form before it)"
 
 
-def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | None = None) -> Target | None:
+def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | None = None,
+                  cursor: CursorContext | None = None) -> Target | None:
     """The form(s) to read and compile for `suggestion` inserted between prefix and suffix;
     None when the suggestion adds no form (whitespace, a comment). `namespace` overrides the one
-    the prefix declares (a caller that cut the ns form off the text knows it)."""
+    the prefix declares (a caller that cut the ns form off the text knows it). `cursor` is the
+    analysis of prefix + suffix at the insertion point, when the caller already has it."""
     text = prefix + suggestion + suffix
     ins_start, ins_end = len(prefix), len(prefix) + len(suggestion)
-    cursor = _cursor(prefix, suffix)
+    cursor = cursor or analyze_cursor(prefix + suffix, len(prefix))
     namespace = namespace or cursor.namespace
     # Without a namespace, names cannot be resolved: read the text, but do not judge compilation.
     unknown = None if namespace else UNKNOWN_NAMESPACE
@@ -295,41 +297,11 @@ def _shift(node: Node, by: int) -> Node:
     return Node(node.kind, node.start + by, node.end + by, tuple(_shift(c, by) for c in node.children), node.closed)
 
 
-_defs_lock = threading.Lock()
-_cursor_cache: tuple[str, str, CursorContext] | None = None
-
-
-def _cursor(prefix: str, suffix: str) -> CursorContext:
-    """The cursor's namespace, locals and top-level form, once per (prefix, suffix): they are
-    read off the text before the insertion point, the same for every candidate of a request
-    (the engine verifies several), so the file is parsed once, not once per candidate."""
-    global _cursor_cache
-    with _defs_lock:
-        c = _cursor_cache
-        if c is not None and c[0] == prefix and c[1] == suffix:
-            return c[2]
-    cursor = analyze_cursor(prefix + suffix, len(prefix))
-    with _defs_lock:
-        _cursor_cache = (prefix, suffix, cursor)
-    return cursor
-
-
-_defs_cache: tuple[str, str, tuple[str, ...]] | None = None
-
-
 def _file_defs(prefix: str, suffix: str) -> tuple[str, ...]:
     """Names the file defines at the top level (bound when the REPL does not know them yet:
     a helper written above but not evaluated yet is not an unresolved symbol)."""
-    global _defs_cache
-    with _defs_lock:
-        c = _defs_cache
-        if c is not None and c[0] == prefix and c[1] == suffix:
-            return c[2]
-    names = tuple(dict.fromkeys(m.group(1) for part in (prefix, suffix) for m in _DEF_NAME.finditer(part)))
-    names = tuple(n for n in names if "/" not in n)
-    with _defs_lock:
-        _defs_cache = (prefix, suffix, names)
-    return names
+    names = dict.fromkeys(m.group(1) for part in (prefix, suffix) for m in _DEF_NAME.finditer(part))
+    return tuple(n for n in names if "/" not in n)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -426,7 +398,8 @@ class ReplVerifier:
 
     # -- verification --------------------------------------------------------------------------
 
-    def verify(self, prefix: str, suggestion: str, suffix: str, namespace: str | None = None) -> ReplVerdict:
+    def verify(self, prefix: str, suggestion: str, suffix: str, namespace: str | None = None,
+               cursor: CursorContext | None = None) -> ReplVerdict:
         started = time.perf_counter()
 
         def verdict(reads=None, compiles=None, evaluated=None, error=None, value=None, skipped=None):
@@ -434,7 +407,7 @@ class ReplVerifier:
 
         if not suggestion.strip():
             return verdict(skipped="empty candidate")
-        target = choose_target(prefix, suggestion, suffix, namespace)
+        target = choose_target(prefix, suggestion, suffix, namespace, cursor)
         if target is None:
             return verdict(skipped="nothing to verify: no form in the candidate")
         want_eval = self.eval_mode == "safe"

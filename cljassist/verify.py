@@ -16,6 +16,7 @@ from cljassist.candidates import GapContext, Shaped, shape_candidate
 from cljassist.model.llama import Generation
 
 if TYPE_CHECKING:
+    from cljassist.clojure_text.cursor import CursorContext
     from cljassist.repl_verify import ReplVerdict, ReplVerifier
 
 CHECK_NAMES = ("balanced", "reads", "compiles", "evaluated")
@@ -49,14 +50,15 @@ def structural_check(generation: Generation, prefix: str, suffix: str, gap: GapC
 
 
 def repl_checks(candidates: list[Candidate], verifier: "ReplVerifier", prefix: str, suffix: str,
-                namespace: str | None = None) -> None:
-    """Run the REPL checks on each structurally sound candidate; identical texts are checked once."""
+                cursor: "CursorContext") -> None:
+    """Run the REPL checks on each structurally sound candidate; identical texts are checked once.
+    `cursor` is the engine's analysis of the gap (its namespace may come from the request)."""
     verdicts: dict[str, "ReplVerdict"] = {}
     for c in candidates:
         if not c.passed_all:
             continue
         if c.text not in verdicts:
-            verdicts[c.text] = verifier.verify(prefix, c.text, suffix, namespace)
+            verdicts[c.text] = verifier.verify(prefix, c.text, suffix, cursor.namespace, cursor)
         verdict = verdicts[c.text]
         c.checks["reads"], c.checks["compiles"], c.checks["evaluated"] = verdict.reads, verdict.compiles, verdict.evaluated
         c.error = c.error or verdict.error

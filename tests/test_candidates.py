@@ -99,7 +99,7 @@ def test_symbol_at_line_end_may_grow_into_a_form():
 class FailingCompileVerifier:
     """Fake REPL checks: everything reads; a text containing 'bad' does not compile."""
 
-    def verify(self, prefix, suggestion, suffix, namespace=None):
+    def verify(self, prefix, suggestion, suffix, namespace=None, cursor=None):
         from cljassist.repl_verify import ReplVerdict
 
         ok = "bad" not in suggestion

@@ -83,7 +83,8 @@ def test_bench_comparison_measures_context_and_verification(nrepl_server, nrepl_
     without_context = Engine(model, settings, None, verifier)
     cases = [{"id": "r1", "category": "call", "prefix": CODE, "suffix": SUFFIX, "middle": "(str/upper-case s)",
               "xref": True}]
-    comparison = run_comparison(with_context, without_context, cases)
+    comparison, verified = run_comparison(with_context, without_context, cases)
+    assert [r.id for r in verified] == ["r1"] and verified[0].em
     overall = comparison["overall"]
     assert overall["precision_without_verification"] == 0.0 and overall["compiles_without_verification"] == 0.0
     assert overall["precision_with_verification"] == 1.0 and overall["compiles_with_verification"] == 1.0

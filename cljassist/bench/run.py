@@ -89,9 +89,11 @@ def _unverified_top(result: CompletionResult) -> Candidate | None:
     return next(c for c in result.candidates if c.text == ranked[0].text)
 
 
-def run_comparison(with_context: Engine, without_context: Engine, cases: list[dict], progress=None) -> dict:
+def run_comparison(with_context: Engine, without_context: Engine, cases: list[dict],
+                   progress=None) -> tuple[dict, list[CaseResult]]:
     """Same cases, one run: EM with and without REPL context; precision and compiles with and
-    without REPL verification (the verdicts of the unverified top are still measured)."""
+    without REPL verification (the verdicts of the unverified top are still measured).
+    Returns the comparison and the results of the engine as configured (context + verification)."""
     variants: dict[str, list[CaseResult]] = {"no_context": [], "context_verified": [], "context_unverified": []}
     for i, case in enumerate(cases, 1):
         variants["no_context"].append(_complete_case(without_context, case)[0])
@@ -121,8 +123,9 @@ def run_comparison(with_context: Engine, without_context: Engine, cases: list[di
     for category in _ordered_categories(variants["no_context"]):
         by_category[category] = row({c["id"] for c in cases if c["category"] == category})
     xref_ids = {c["id"] for c in cases if c.get("xref")}
-    return {"overall": row(None), "by_category": by_category, "xref": row(xref_ids) if xref_ids else None,
-            "results": {name: [r.to_json() for r in rs] for name, rs in variants.items()}}
+    comparison = {"overall": row(None), "by_category": by_category, "xref": row(xref_ids) if xref_ids else None,
+                  "results": {name: [r.to_json() for r in rs] for name, rs in variants.items()}}
+    return comparison, variants["context_verified"]
 
 
 def _ordered_categories(results: list[CaseResult]) -> list[str]:
@@ -218,8 +221,7 @@ def run_bench_command(args) -> int:
     if args.compare:
         if provider is None:
             raise InputError("--compare needs a REPL: pass --nrepl HOST:PORT or run where a .nrepl-port is found")
-        comparison = run_comparison(engine, Engine(model, settings, None, verifier), cases, progress)
-        verified = [CaseResult(**_case_fields(r)) for r in comparison["results"]["context_verified"]]
+        comparison, verified = run_comparison(engine, Engine(model, settings, None, verifier), cases, progress)
         report = make_report(verified, True, model.name)
         report["comparison"] = comparison
     else:
@@ -232,7 +234,3 @@ def run_bench_command(args) -> int:
         Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return 0
 
-
-def _case_fields(result_json: dict) -> dict:
-    return {k: result_json[k] for k in ("id", "category", "offered", "suggestion", "em", "es", "balanced",
-                                        "compiles", "ms", "model_ms")}
