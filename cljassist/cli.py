@@ -4,6 +4,10 @@
     cljassist nrepl [DIR]
     cljassist bench CASES.jsonl [--limit N] [--json OUT] [--nrepl HOST:PORT | --no-repl]
     cljassist bench make SRC_DIR OUT.jsonl
+    cljassist serve [--nrepl HOST:PORT] [--no-inject]       daemon for editors (.cljassist-port)
+    cljassist proxy --upstream HOST:PORT [--port P]          nREPL proxy answering cljassist/complete
+    cljassist repl [--nrepl HOST:PORT]                       terminal prompt with ghost text
+    cljassist watch DIR [--dry-run]                          fill <CURSOR> markers in saved files
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from pathlib import Path
 
 from cljassist.config import Settings, load_settings
 from cljassist.errors import CljassistError, InputError, ReplUnavailable
+from cljassist.frontends.common import connect_repl, load_model, load_namespace, make_verifier
 
 EXIT_ERROR = 2
 EXIT_REPL_UNREACHABLE = 3
 
 
-def _common_model_options(p: argparse.ArgumentParser) -> None:
+def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -> None:
     p.add_argument("--model", help="GGUF model file (default: config, then the bundled SmolLM2)")
     p.add_argument("-n", "--candidates", type=int, help="candidates to generate (default 3)")
     p.add_argument("--max-new-tokens", type=int, help="longest suggestion in tokens (default 64)")
@@ -31,6 +36,8 @@ def _common_model_options(p: argparse.ArgumentParser) -> None:
                    help="also show suggestions that failed a REPL check, with the error")
     p.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                    help="skip the REPL checks (read, compile)")
+    if not repl_flags:
+        return
     repl = p.add_mutually_exclusive_group()
     repl.add_argument("--nrepl", metavar="HOST:PORT", help="nREPL to use (default: .nrepl-port near the file)")
     repl.add_argument("--no-repl", action="store_true", help="complete without a REPL")
@@ -61,6 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare", action="store_true",
                        help="with a REPL: also report EM without context and precision/compiles without verification")
     _common_model_options(bench)
+
+    serve = sub.add_parser("serve", help="daemon holding the model and REPL connection for editors (writes .cljassist-port)")
+    serve.add_argument("--no-inject", action="store_true",
+                       help="do not put the cljassist middleware into the nREPL (configure it at start-up instead)")
+    serve.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    _common_model_options(serve)
+
+    proxy = sub.add_parser("proxy", help="nREPL proxy to your server that answers cljassist/complete (writes .nrepl-port)")
+    proxy.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the real nREPL server")
+    proxy.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    _common_model_options(proxy, repl_flags=False)
+
+    repl_cmd = sub.add_parser("repl", help="terminal Clojure prompt on your nREPL with ghost-text suggestions")
+    _common_model_options(repl_cmd)
+
+    watch = sub.add_parser("watch", help="fill <CURSOR> markers in .clj/.cljc/.cljs files when they are saved")
+    watch.add_argument("dir")
+    watch.add_argument("--dry-run", action="store_true", help="print the suggestions instead of writing files")
+    _common_model_options(watch)
     return parser
 
 
@@ -93,6 +119,22 @@ def main(argv: list[str] | None = None) -> int:
             from cljassist.bench.run import run_bench_command
 
             return run_bench_command(args)
+        if args.command == "serve":
+            from cljassist.frontends.daemon import main_serve as main_daemon
+
+            return main_daemon(args)
+        if args.command == "proxy":
+            from cljassist.frontends.proxy import main_proxy
+
+            return main_proxy(args)
+        if args.command == "repl":
+            from cljassist.frontends.terminal import main_repl
+
+            return main_repl(args)
+        if args.command == "watch":
+            from cljassist.frontends.watch import main_watch
+
+            return main_watch(args)
     except ReplUnavailable as exc:
         print(f"cljassist: {exc}", file=sys.stderr)
         return EXIT_REPL_UNREACHABLE
@@ -107,51 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 def settings_from_args(args, near: Path | None) -> Settings:
     return load_settings(near).with_overrides(
         model=args.model, candidates=args.candidates, max_new_tokens=args.max_new_tokens,
-        threads=args.threads, nrepl=args.nrepl, eval_mode=args.eval_mode, show_failing=args.show_failing,
+        threads=args.threads, nrepl=getattr(args, "nrepl", None), eval_mode=args.eval_mode, show_failing=args.show_failing,
         verify=args.verify,
     )
-
-
-def load_model(settings: Settings):
-    from cljassist.model.llama import LocalModel
-    from cljassist.model.locate import resolve_model_path
-
-    path = resolve_model_path(settings.model, None)
-    return LocalModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
-
-
-def connect_repl(settings: Settings, near: Path | None, no_repl: bool, explicit: bool):
-    """The context provider, or None. An explicitly named REPL that is unreachable is an error;
-    a discovered one (perhaps a stale .nrepl-port) only earns a warning."""
-    from cljassist.context import ReplContextProvider
-    from cljassist.repl.client import NreplClient
-    from cljassist.repl.discovery import resolve_endpoint
-
-    if no_repl:
-        return None, "off (--no-repl)"
-    try:
-        endpoint = resolve_endpoint(settings.nrepl, near)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if endpoint is None:
-        return None, "off (no .nrepl-port found; start one with 'cljassist nrepl DIR' or pass --nrepl HOST:PORT)"
-    try:
-        client = NreplClient.connect(*endpoint, timeout=settings.repl_timeout_ms / 1000)
-    except ReplUnavailable as exc:
-        if explicit:
-            raise ReplUnavailable(f"{exc}; completing without it needs --no-repl") from None
-        print(f"cljassist: warning: {exc}; completing without the REPL", file=sys.stderr)
-        return None, f"off (unreachable: {endpoint[0]}:{endpoint[1]})"
-    return ReplContextProvider(client, timeout_s=settings.repl_timeout_ms / 1000), f"{endpoint[0]}:{endpoint[1]}"
-
-
-def make_verifier(provider, settings: Settings):
-    """REPL checks share the context provider's connection (each uses its own tooling session)."""
-    if provider is None or not settings.verify:
-        return None
-    from cljassist.repl_verify import ReplVerifier
-
-    return ReplVerifier(provider.client, timeout_s=settings.repl_timeout_ms / 1000, eval_mode=settings.eval_mode)
 
 
 def read_source_file(path: Path) -> str:
@@ -165,19 +165,6 @@ def read_source_file(path: Path) -> str:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-
-
-def load_namespace(provider, text: str) -> None:
-    from cljassist.clojure_text.reader import file_namespace, parse
-
-    namespace = file_namespace(text)
-    if namespace is None:
-        return
-    ns_form = next((text[n.start:n.end] for n in parse(text)
-                    if n.kind == "list" and n.children and text[n.children[0].start:n.children[0].end] == "ns"), None)
-    if not provider.ensure_loaded(namespace, ns_form):
-        print(f"cljassist: warning: could not load {namespace} in the REPL; completing without its context",
-              file=sys.stderr)
 
 
 def suggestion_json(s) -> dict:

@@ -13,13 +13,13 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from cljassist.candidates import GapContext, make_stop_rule
 from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
 from cljassist.config import Settings
 from cljassist.context import LiveContext, ReplContextProvider
-from cljassist.errors import InputError, ReplTimeout, ReplUnavailable
+from cljassist.errors import Cancelled, InputError, ReplTimeout, ReplUnavailable
 from cljassist.model.llama import LocalModel
 from cljassist.prompt import build_prompt, load_templates
 from cljassist.rank import Suggestion, rank
@@ -89,10 +89,18 @@ class Engine:
         self.repl = repl
         self.verifier = verifier
 
-    def complete(self, request: CompletionRequest) -> CompletionResult:
+    def complete(
+        self,
+        request: CompletionRequest,
+        n: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> CompletionResult:
+        """``n``: suggestions wanted (default: the settings').  ``cancelled`` is polled between
+        stages and inside generation; when it turns true, :class:`Cancelled` is raised."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        lap = _Lap(timings)
+        lap = _Lap(timings, cancelled)
+        n = self.settings.candidates if n is None else max(1, int(n))
 
         # 1. Text analysis: namespace, the symbol being typed, the reader state at the gap.
         cursor = analyze_cursor(request.prefix + request.suffix, len(request.prefix))
@@ -122,10 +130,11 @@ class Engine:
         deadline = self.settings.deadline_ms / 1000 if self.settings.deadline_ms else None
         generations = self.model.generate_candidates(
             prompt.text,
-            n=self.settings.candidates,
+            n=n,
             max_tokens=self.settings.max_new_tokens,
             stop=make_stop_rule(gap),
             deadline_s=deadline,
+            cancelled=cancelled,
         )
         lap("model")
 
@@ -139,7 +148,7 @@ class Engine:
         lap("verify")
 
         # 6. Ranking.
-        suggestions = rank(candidates, limit=self.settings.candidates, show_failing=self.settings.show_failing)
+        suggestions = rank(candidates, limit=n, show_failing=self.settings.show_failing)
         lap("rank")
         return CompletionResult(
             suggestions=suggestions,
@@ -169,13 +178,17 @@ def _file_label(file: str | None) -> str | None:
 
 
 class _Lap:
-    """Records the milliseconds since the previous lap under a stage name."""
+    """Records the milliseconds since the previous lap under a stage name; a stage boundary is
+    also where a cancelled request stops."""
 
-    def __init__(self, timings: dict[str, float]):
+    def __init__(self, timings: dict[str, float], cancelled: Callable[[], bool] | None = None):
         self.timings = timings
+        self.cancelled = cancelled
         self.last = time.perf_counter()
 
     def __call__(self, stage: str) -> None:
         now = time.perf_counter()
         self.timings[stage] = round((now - self.last) * 1000, 2)
         self.last = now
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled(f"cancelled after {stage}")

@@ -23,3 +23,7 @@ class ReplTimeout(CljassistError):
 
 class InputError(CljassistError):
     """Unreadable file, cursor out of range, malformed case file, bad config."""
+
+
+class Cancelled(CljassistError):
+    """A completion was cancelled: a newer request for the same buffer, or the client went away."""

@@ -198,7 +198,8 @@ def _cell(value) -> str:
 
 
 def run_bench_command(args) -> int:
-    from cljassist.cli import connect_repl, load_model, make_verifier, settings_from_args
+    from cljassist.cli import settings_from_args
+    from cljassist.frontends.common import connect_repl, load_model, make_verifier
 
     cases_path = Path(args.cases)
     cases = load_cases(cases_path, args.limit)

@@ -1,0 +1,94 @@
+"""What every front-end needs to stand an engine up: the model, the REPL connection, the verifier."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cljassist.config import Settings
+from cljassist.errors import InputError, ReplUnavailable
+
+
+def load_model(settings: Settings):
+    from cljassist.model.llama import LocalModel
+    from cljassist.model.locate import resolve_model_path
+
+    path = resolve_model_path(settings.model, None)
+    return LocalModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
+
+
+def connect_repl(settings: Settings, near: Path | None, no_repl: bool, explicit: bool):
+    """(context provider or None, label). An explicitly named REPL that is unreachable is an error;
+    a discovered one (perhaps a stale .nrepl-port) only earns a warning."""
+    from cljassist.context import ReplContextProvider
+    from cljassist.repl.client import NreplClient
+    from cljassist.repl.discovery import resolve_endpoint
+
+    if no_repl:
+        return None, "off (--no-repl)"
+    try:
+        endpoint = resolve_endpoint(settings.nrepl, near)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if endpoint is None:
+        return None, "off (no .nrepl-port found; start one with 'cljassist nrepl DIR' or pass --nrepl HOST:PORT)"
+    try:
+        client = NreplClient.connect(*endpoint, timeout=settings.repl_timeout_ms / 1000)
+    except ReplUnavailable as exc:
+        if explicit:
+            raise ReplUnavailable(f"{exc}; completing without it needs --no-repl") from None
+        print(f"cljassist: warning: {exc}; completing without the REPL", file=sys.stderr)
+        return None, f"off (unreachable: {endpoint[0]}:{endpoint[1]})"
+    return ReplContextProvider(client, timeout_s=settings.repl_timeout_ms / 1000), f"{endpoint[0]}:{endpoint[1]}"
+
+
+def make_verifier(provider, settings: Settings):
+    """REPL checks share the context provider's connection (each uses its own tooling session)."""
+    if provider is None or not settings.verify:
+        return None
+    from cljassist.repl_verify import ReplVerifier
+
+    return ReplVerifier(provider.client, timeout_s=settings.repl_timeout_ms / 1000, eval_mode=settings.eval_mode)
+
+
+def load_namespace(provider, text: str) -> None:
+    """Load the text's namespace in the REPL (its ns form only) when it is not loaded yet."""
+    from cljassist.clojure_text.reader import file_namespace, parse
+
+    namespace = file_namespace(text)
+    if namespace is None:
+        return
+    ns_form = next((text[n.start:n.end] for n in parse(text)
+                    if n.kind == "list" and n.children and text[n.children[0].start:n.children[0].end] == "ns"), None)
+    if not provider.ensure_loaded(namespace, ns_form):
+        print(f"cljassist: warning: could not load {namespace} in the REPL; completing without its context",
+              file=sys.stderr)
+
+
+@dataclass
+class OpenEngine:
+    """An engine with the connections it owns; `close` releases them."""
+
+    engine: "object"  # cljassist.engine.Engine
+    provider: "object | None"  # ReplContextProvider
+    repl_label: str
+
+    def close(self) -> None:
+        if self.provider is not None:
+            self.provider.close()
+            self.provider.client.close()
+        close_model = getattr(self.engine.model, "close", None)
+        if close_model is not None:
+            close_model()
+
+
+def open_engine(settings: Settings, near: Path | None = None, no_repl: bool = False,
+                explicit: bool = False, model=None) -> OpenEngine:
+    """The engine for `settings`: model (loaded unless given), REPL context and verifier."""
+    from cljassist.engine import Engine
+
+    provider, label = connect_repl(settings, near, no_repl, explicit)
+    engine = Engine(model if model is not None else load_model(settings), settings, provider,
+                    make_verifier(provider, settings))
+    return OpenEngine(engine, provider, label)

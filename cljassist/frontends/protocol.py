@@ -1,0 +1,161 @@
+"""The shapes front-ends exchange with the engine: request fields in, reply maps out, and the
+one-line JSON/EDN framing the daemon speaks.
+
+Request fields (from the daemon's clients, the nREPL op `cljassist/complete`, the proxy):
+  file, ns, n, buffer, and the text and cursor in one of three ways:
+    code + line + column      whole buffer, 1-based line and column (characters)
+    code with one <CURSOR>    whole buffer with the marker at the cursor
+    prefix + suffix           the text before and after the cursor
+    context + prefix          CIDER's shape: the top-level form with `__prefix__` where the
+                              symbol being typed (`prefix`) stands
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from cljassist.engine import CURSOR_MARKER, CompletionRequest, CompletionResult
+from cljassist.errors import InputError
+
+CIDER_PREFIX_PLACEHOLDER = "__prefix__"
+MAX_SUGGESTIONS = 10
+
+
+def request_from_fields(fields: Mapping[str, Any]) -> tuple[CompletionRequest, str, int | None]:
+    """(request, buffer id, n) from a request's fields; InputError names what is wrong."""
+    file = _optional_str(fields, "file")
+    namespace = _optional_str(fields, "ns")
+    code = _optional_str(fields, "code")
+    context = _optional_str(fields, "context")
+    if code is not None:
+        line, column = fields.get("line"), fields.get("column")
+        if line is None and column is None:
+            request = CompletionRequest.at_marker(code, file)
+        else:
+            request = CompletionRequest.at_line_column(code, _int(fields, "line", 1), _int(fields, "column", 1), file)
+    elif context is not None and CIDER_PREFIX_PLACEHOLDER in context:
+        symbol = _optional_str(fields, "prefix") or ""
+        at = context.index(CIDER_PREFIX_PLACEHOLDER)
+        after = context[at + len(CIDER_PREFIX_PLACEHOLDER):]
+        request = CompletionRequest(context[:at] + symbol, after, file)
+    elif "prefix" in fields:
+        request = CompletionRequest(_optional_str(fields, "prefix") or "", _optional_str(fields, "suffix") or "", file)
+    else:
+        raise InputError("a completion request needs 'code' (with 'line' and 'column' or a <CURSOR> marker), "
+                         "'prefix' and 'suffix', or CIDER's 'context' with __prefix__")
+    if namespace:
+        request = CompletionRequest(request.prefix, request.suffix, request.file, namespace)
+    n = _int(fields, "n", 1, MAX_SUGGESTIONS) if fields.get("n") is not None else None
+    buffer = _optional_str(fields, "buffer") or file or "default"
+    return request, buffer, n
+
+
+def result_reply(result: CompletionResult) -> dict[str, Any]:
+    """The reply map: suggestions best first, each with its text, score, checks and value/error."""
+    suggestions = []
+    for s in result.suggestions:
+        item: dict[str, Any] = {"text": s.text, "score": round(s.score, 3), "checks": dict(s.checks)}
+        if s.value is not None:
+            item["value"] = s.value
+        if s.error:
+            item["error"] = s.error
+        suggestions.append(item)
+    return {"suggestions": suggestions, "namespace": result.namespace, "ms": round(result.ms, 1),
+            "repl": result.repl, "withheld": result.withheld}
+
+
+def nrepl_safe(value: Any) -> Any:
+    """Bencode has only strings, integers, lists and maps: checks become "true"/"false"/"unknown",
+    other floats strings with three decimals, and absent (None) map values are dropped."""
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if k == "checks" and isinstance(v, Mapping):
+                out[k] = {ck: ("unknown" if cv is None else "true" if cv else "false") for ck, cv in v.items()}
+            elif v is not None:
+                out[k] = nrepl_safe(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [nrepl_safe(v) for v in value if v is not None]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return value
+
+
+# ---------------------------------------------------------------------------- line framing
+
+def decode_line(line: bytes) -> tuple[dict[str, Any], str]:
+    """A message and its format ("json" or "edn"); EDN keywords become plain string keys."""
+    text = line.decode("utf-8").strip()
+    if not text:
+        raise InputError("empty message")
+    try:
+        data, fmt = json.loads(text), "json"
+    except ValueError:
+        try:
+            import edn_format
+
+            data, fmt = _from_edn(edn_format.loads(text)), "edn"
+        except Exception as exc:  # edn_format raises several types
+            raise InputError(f"not a JSON or EDN message: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError("a message must be a JSON object or an EDN map")
+    return data, fmt
+
+
+def encode_line(message: Mapping[str, Any], fmt: str) -> bytes:
+    if fmt == "edn":
+        import edn_format
+
+        text = edn_format.dumps(_to_edn(message))
+    else:
+        text = json.dumps(message, ensure_ascii=False)
+    return (text.replace("\n", "\\n") if fmt == "json" else text).encode("utf-8") + b"\n"
+
+
+def _from_edn(value: Any) -> Any:
+    import edn_format
+
+    if isinstance(value, edn_format.Keyword):
+        return value.name
+    if isinstance(value, Mapping):
+        return {(k.name if isinstance(k, edn_format.Keyword) else k): _from_edn(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_from_edn(v) for v in value]
+    return value
+
+
+def _to_edn(value: Any) -> Any:
+    import edn_format
+
+    if isinstance(value, Mapping):
+        return edn_format.ImmutableDict({edn_format.Keyword(k) if isinstance(k, str) else k: _to_edn(v)
+                                         for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return edn_format.ImmutableList([_to_edn(v) for v in value])
+    return value
+
+
+def _optional_str(fields: Mapping[str, Any], key: str) -> str | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"'{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _int(fields: Mapping[str, Any], key: str, low: int, high: int | None = None) -> int:
+    value = fields.get(key)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)  # bencode clients sometimes send numbers as strings
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f">= {low}"
+        raise InputError(f"'{key}' must be an integer {bound}, got {value!r}")
+    return value
+
+
+__all__ = ["request_from_fields", "result_reply", "nrepl_safe", "decode_line", "encode_line", "CURSOR_MARKER"]
