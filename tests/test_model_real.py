@@ -173,3 +173,27 @@ def test_deadline(default_model: LocalModel):
     assert 1 <= len(gens) <= 3
     assert gens[0].finish == "deadline"
     assert gens[0].n_tokens == 1
+
+
+def test_cancel_stops_prompt_evaluation_and_generation_and_leaves_the_cache_usable(default_model: LocalModel):
+    from cljassist.errors import Cancelled
+
+    long_prompt = ";; " + " ".join(f"(def v{i} {i})" for i in range(120)) + "\n" + PREFIX
+    expected = default_model.generate_candidates(long_prompt, n=2, max_tokens=8, stop=never)
+    default_model.generate_candidates("(println 1)", n=1, max_tokens=1, stop=never)  # move the cache away
+
+    polls = []
+    with pytest.raises(Cancelled, match="prompt"):  # stops after two chunks of the prompt
+        default_model.generate_candidates(long_prompt, n=2, max_tokens=8, stop=never,
+                                          cancelled=lambda: polls.append(1) or len(polls) > 2)
+    assert len(polls) == 3
+
+    gens = default_model.generate_candidates(long_prompt, n=2, max_tokens=8, stop=never, cancelled=lambda: False)
+    assert [g.text for g in gens] == [g.text for g in expected]  # the half-evaluated prompt did no harm
+
+    generating = {"on": False}
+    with pytest.raises(Cancelled, match="generation"):
+        default_model.generate_candidates(
+            long_prompt, n=2, max_tokens=8,
+            stop=lambda text: generating.update(on=True),  # returns None: the candidate goes on
+            cancelled=lambda: generating["on"])

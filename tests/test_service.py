@@ -1,0 +1,131 @@
+"""CompletionService: one worker owns the engine; a newer request for a buffer cancels the older."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cljassist.engine import CompletionRequest, CompletionResult
+from cljassist.errors import Cancelled, InputError
+from cljassist.frontends.service import CompletionService
+from cljassist.rank import Suggestion
+
+
+class GatedEngine:
+    """Completes when released; polls the cancel flag meanwhile, like the real model does."""
+
+    def __init__(self):
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls: list[tuple[CompletionRequest, int | None]] = []
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+
+    def complete(self, request, n=None, cancelled=None):
+        with self._lock:
+            self.calls.append((request, n))
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            self.started.set()
+            while not self.release.wait(0.01):
+                if cancelled is not None and cancelled():
+                    raise Cancelled("cancelled during generation")
+            if request.prefix == "boom":
+                raise InputError("bad request")
+            return CompletionResult([Suggestion(request.prefix + "!", 0.5, {"balanced": True})], 1.0)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+@pytest.fixture
+def engine_and_service():
+    engine = GatedEngine()
+    service = CompletionService(engine)
+    yield engine, service
+    engine.release.set()
+    service.close()
+
+
+def test_result_comes_back_with_n(engine_and_service):
+    engine, service = engine_and_service
+    engine.release.set()
+    ticket = service.submit(CompletionRequest("(inc", ")"), buffer="a", n=2)
+    result = ticket.result(timeout=10)
+    assert result.suggestions[0].text == "(inc!"
+    assert engine.calls[0][1] == 2
+
+
+def test_newer_request_cancels_the_running_one_for_the_same_buffer(engine_and_service):
+    engine, service = engine_and_service
+    first = service.submit(CompletionRequest("(a", ""), buffer="core.clj")
+    assert engine.started.wait(10)
+    second = service.submit(CompletionRequest("(ab", ""), buffer="core.clj")
+    with pytest.raises(Cancelled):
+        first.result(timeout=10)
+    engine.release.set()
+    assert second.result(timeout=10).suggestions[0].text == "(ab!"
+
+
+def test_newer_request_cancels_a_waiting_one_without_running_it(engine_and_service):
+    engine, service = engine_and_service
+    blocker = service.submit(CompletionRequest("(x", ""), buffer="other.clj")
+    assert engine.started.wait(10)
+    waiting = service.submit(CompletionRequest("(a", ""), buffer="core.clj")
+    newer = service.submit(CompletionRequest("(ab", ""), buffer="core.clj")
+    with pytest.raises(Cancelled, match="superseded"):
+        waiting.result(timeout=10)
+    engine.release.set()
+    assert blocker.result(timeout=10).suggestions
+    assert newer.result(timeout=10).suggestions
+    assert [r.prefix for r, _ in engine.calls] == ["(x", "(ab"]  # the superseded one never ran
+
+
+def test_other_buffers_are_not_cancelled_and_the_engine_runs_one_at_a_time(engine_and_service):
+    engine, service = engine_and_service
+    tickets = [service.submit(CompletionRequest(f"({i}", ""), buffer=f"file{i}.clj") for i in range(4)]
+    engine.release.set()
+    assert [t.result(timeout=10).suggestions[0].text for t in tickets] == [f"({i}!" for i in range(4)]
+    assert engine.max_active == 1
+
+
+def test_errors_reach_the_caller_and_the_worker_lives_on(engine_and_service):
+    engine, service = engine_and_service
+    engine.release.set()
+    with pytest.raises(InputError):
+        service.submit(CompletionRequest("boom", "")).result(timeout=10)
+    assert service.submit(CompletionRequest("(ok", "")).result(timeout=10).suggestions
+
+
+def test_explicit_cancel_and_close(engine_and_service):
+    engine, service = engine_and_service
+    running = service.submit(CompletionRequest("(a", ""), buffer="a")
+    assert engine.started.wait(10)
+    running.cancel("client went away")
+    with pytest.raises(Cancelled, match="cancelled"):
+        running.result(timeout=10)
+    pending = service.submit(CompletionRequest("(b", ""), buffer="b")
+    service.close(timeout=10)
+    with pytest.raises(Cancelled):
+        pending.result(timeout=10)
+    with pytest.raises(Cancelled):
+        service.submit(CompletionRequest("(c", ""))
+
+
+def test_engine_stops_inside_generation_when_cancelled():
+    """The real engine path: the flag reaches the model (ScriptedModel ignores it, so use the stage
+    boundary: a flag already set stops the engine after its first stage)."""
+    from cljassist.config import Settings
+    from cljassist.engine import Engine
+    from tests.fakes import ScriptedModel
+
+    model = ScriptedModel(["(inc 1)"])
+    engine = Engine(model, Settings(candidates=1))
+    with pytest.raises(Cancelled, match="after analysis"):
+        engine.complete(CompletionRequest("(", ""), cancelled=lambda: True)
+    assert model.prompts == []
+    assert engine.complete(CompletionRequest("(", ""), n=1).suggestions
