@@ -1,0 +1,646 @@
+"""`cljassist proxy`: an nREPL server of our own, in front of the user's real one.
+
+Editors connect to the proxy (it writes `.nrepl-port` with its own port), and it:
+
+* forwards every message to the upstream server and every reply back, byte for byte: a frame is
+  cut out of the stream by the bencode scanner and passed on unchanged, so non-ASCII text, bytes
+  that are not UTF-8 and empty values arrive exactly as sent. Frames are decoded only to look at
+  them (op, id, status);
+* answers `cljassist/complete` itself from the completion service (fields as in
+  `protocol.request_from_fields`), asynchronously: the connection keeps flowing (evals, interrupts)
+  while a completion runs. The reply is the suggestions map, then `{"status": ["done"]}`; a failure
+  is `{"err": ..., "status": ["done", "error"]}`. `interrupt` with the `interrupt-id` of a pending
+  completion cancels it;
+* adds `cljassist/complete` to the `ops` of the upstream's `describe` replies.
+
+Per client connection there is one upstream connection and two threads, one per direction.
+Replies to a client come from two sources (upstream and completions), so writes to a socket take
+that socket's lock. Completion replies are written from a short-lived thread of their own, so a
+client that stops reading can never stall the engine's worker.
+
+The engine's REPL context and checks run JVM Clojure code. An upstream that is not JVM Clojure (npm's
+nbb: a SCI ClojureScript nREPL on Node, whose `describe` reports `nbb-nrepl` and `node` versions
+instead of `clojure` and `java`) is detected once at start, and the engine is then built without
+REPL context or verifier; completions still come, unverified by the REPL.
+
+When the upstream goes away, every request it still owed the client gets an `err` reply, and the
+client's connection is closed; the proxy keeps accepting, and a new connection that cannot reach
+the upstream gets an `err` reply to its first request and is closed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fastbencode
+
+from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout, ReplUnavailable
+from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
+from cljassist.repl.bencode import BencodeError, MessageStream, decode, encode
+from cljassist.repl.discovery import PORT_FILE, parse_endpoint
+
+__all__ = ["COMPLETE_OP", "OP_DESCRIPTOR", "NreplProxy", "UpstreamInfo", "ProxyEngine", "PortFileClaim",
+           "probe_upstream", "open_proxy_engine", "claim_port_file", "main_proxy"]
+
+COMPLETE_OP = "cljassist/complete"
+# Shaped like nREPL's own `describe` entries (doc, requires, optional, returns).
+OP_DESCRIPTOR: dict[str, Any] = {
+    "doc": "Completions at a cursor from cljassist's local model, checked in this REPL where it can "
+           "(answered by the cljassist proxy). Give `code` with `line` and `column` (or a <CURSOR> "
+           "marker), or `prefix` and `suffix`, or CIDER's `context` with __prefix__ and `prefix`. "
+           "Replies with the suggestions, then done; errors come as err with status error.",
+    "requires": {},
+    "optional": {
+        "code": "The whole buffer; the cursor is at line/column, or at the one <CURSOR> marker.",
+        "line": "1-based line of the cursor in code.",
+        "column": "1-based column of the cursor in code, in characters.",
+        "prefix": "Text before the cursor (with suffix); with context, the symbol being typed.",
+        "suffix": "Text after the cursor.",
+        "context": "CIDER's top-level form with __prefix__ where the symbol being typed stands.",
+        "file": "The buffer's file path.",
+        "ns": "The namespace, when the code does not start with its ns form.",
+        "n": "How many suggestions (1-10).",
+        "buffer": "Buffer id: a newer request for the same buffer cancels the older one "
+                  "(default: the session and the file).",
+    },
+    "returns": {
+        "suggestions": "Best first: maps of text, score, checks (true/false/unknown per check), "
+                       "and value or error when known.",
+        "namespace": "The cursor's namespace.",
+        "ms": "Milliseconds the completion took.",
+        "repl": "How the REPL was used: used, ns-not-loaded, off, or failed: reason.",
+        "withheld": "Candidates produced but not offered.",
+    },
+}
+_OP_DESCRIPTOR_RAW = fastbencode.bdecode(encode(OP_DESCRIPTOR))  # bytes keys, for raw frames
+
+_RECV_SIZE = 1 << 16
+_CONNECT_TIMEOUT_S = 5.0
+# A client of a proxy whose upstream is down gets this long to send its first request.
+_REFUSE_WAIT_S = 10.0
+
+
+def _log(message: str) -> None:
+    print(f"cljassist proxy: {message}", file=sys.stderr, flush=True)
+
+
+class _FrameStream(MessageStream):
+    """The streaming bencode scanner, handing back each complete message's raw bytes (so frames can be
+    forwarded unchanged) instead of the decoded message."""
+
+    def frames(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        frames = []
+        while (end := self._scan()) is not None:
+            frames.append(bytes(self._buf[:end]))
+            del self._buf[:end]
+            self._pos = 0
+        return frames
+
+
+def _peek(frame: bytes) -> dict | None:
+    """The frame decoded (text lossy where not UTF-8: only for looking), or None if it is not a map."""
+    try:
+        message = decode(frame)
+    except (BencodeError, ValueError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _statuses(message: dict) -> list:
+    status = message.get("status")
+    return status if isinstance(status, list) else []
+
+
+def _with_complete_op(frame: bytes, message: dict) -> bytes:
+    """A describe reply with `cljassist/complete` added to its ops, everything else byte-exact."""
+    try:
+        raw = fastbencode.bdecode(frame)
+        raw[b"ops"][COMPLETE_OP.encode()] = _OP_DESCRIPTOR_RAW
+        return fastbencode.bencode(raw)
+    except (ValueError, KeyError, TypeError):  # keys out of order (see bencode.py): re-encode the text
+        message["ops"][COMPLETE_OP] = OP_DESCRIPTOR
+        return encode(message)
+
+
+def _reply(request_id: Any, session: Any, **fields: Any) -> dict:
+    reply = {"id": request_id, "session": session, **fields}
+    return {k: v for k, v in reply.items() if v is not None}
+
+
+def _error_reply(request_id: Any, session: Any, text: str) -> dict:
+    return _reply(request_id, session, err=text, status=["done", "error"])
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    """Wake every thread blocked on the socket; the thread that reads it closes it."""
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+class _Connection:
+    """One client, its upstream connection, and the completions it is waiting for."""
+
+    def __init__(self, proxy: "NreplProxy", client: socket.socket, number: int) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.number = number
+        self.upstream: socket.socket | None = None
+        self._client_write = threading.Lock()
+        self._upstream_write = threading.Lock()
+        self._state = threading.Lock()  # guards the three below
+        self._owed: dict[Any, Any] = {}  # request id -> session, forwarded and not yet done
+        self._tickets: dict[Any, Any] = {}  # request id -> Ticket, completions not yet answered
+        self._closing = False
+        self.threads: list[threading.Thread] = []
+
+    # -- life cycle ------------------------------------------------------
+
+    def serve(self) -> None:
+        """Runs on the client-reader thread: connect upstream, then pump client -> upstream."""
+        try:
+            upstream = socket.create_connection(self.proxy.upstream, self.proxy.connect_timeout)
+        except OSError as exc:
+            self._refuse(_reason(exc))
+            return
+        upstream.settimeout(None)
+        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.upstream = upstream
+        reader = threading.Thread(target=self._pump_upstream, daemon=True,
+                                  name=f"cljassist-proxy-{self.number}-upstream")
+        self.threads.append(reader)
+        reader.start()
+        self._pump_client()
+
+    def close(self, reason: str) -> None:
+        """Stop the connection: its pending completions are cancelled, both sockets are shut down."""
+        with self._state:
+            if self._closing:
+                return
+            self._closing = True
+            tickets = list(self._tickets.values())
+            self._tickets.clear()
+        for ticket in tickets:
+            ticket.cancel(f"the client connection closed ({reason})")
+        _shutdown(self.client)
+        _shutdown(self.upstream)
+
+    # -- client -> upstream ----------------------------------------------
+
+    def _pump_client(self) -> None:
+        stream = _FrameStream()
+        reason = "the client disconnected"
+        try:
+            while True:
+                data = self.client.recv(_RECV_SIZE)
+                if not data:
+                    break
+                for frame in stream.frames(data):
+                    self._from_client(frame)
+        except BencodeError as exc:
+            reason = f"the client sent garbled bencode ({exc})"
+            _log(f"connection {self.number}: {reason}; closing it")
+        except OSError as exc:
+            reason = _reason(exc)
+        finally:
+            self.close(reason)
+            with self._client_write:
+                self.client.close()
+
+    def _from_client(self, frame: bytes) -> None:
+        message = _peek(frame)
+        if message is not None:
+            op = message.get("op")
+            if op == COMPLETE_OP:
+                self._complete(message)
+                return
+            if op == "interrupt" and self._interrupt_completion(message):
+                return
+            if message.get("id") is not None:
+                with self._state:
+                    self._owed[message["id"]] = message.get("session")
+        try:
+            with self._upstream_write:
+                self.upstream.sendall(frame)
+        except OSError as exc:
+            self._upstream_lost(_reason(exc))
+
+    # -- upstream -> client ----------------------------------------------
+
+    def _pump_upstream(self) -> None:
+        stream = _FrameStream()
+        reason = "it closed the connection"
+        try:
+            while True:
+                data = self.upstream.recv(_RECV_SIZE)
+                if not data:
+                    break
+                for frame in stream.frames(data):
+                    self._from_upstream(frame)
+        except BencodeError as exc:
+            reason = f"it sent garbled bencode ({exc})"
+        except OSError as exc:
+            reason = _reason(exc)
+        finally:
+            self._upstream_lost(reason)
+            with self._upstream_write:
+                self.upstream.close()
+
+    def _from_upstream(self, frame: bytes) -> None:
+        message = _peek(frame)
+        if message is not None:
+            if isinstance(message.get("ops"), dict):
+                frame = _with_complete_op(frame, message)
+            if "done" in _statuses(message):
+                with self._state:
+                    self._owed.pop(message.get("id"), None)
+        self._send_client(frame)
+
+    def _upstream_lost(self, reason: str) -> None:
+        """Tell the client which of its requests will never be answered, then close the connection."""
+        with self._state:
+            if self._closing:
+                return  # we closed it ourselves (client gone, proxy stopping)
+            owed, self._owed = self._owed, {}
+        endpoint = self.proxy.upstream_label
+        _log(f"the upstream nREPL at {endpoint} went away ({reason}); closing client connection {self.number}")
+        text = (f"cljassist proxy: the upstream nREPL at {endpoint} went away ({reason}); "
+                "this connection is closed, reconnect once it is back\n")
+        self._send_client(b"".join(encode(_error_reply(i, s, text)) for i, s in owed.items()))
+        self.close(f"upstream gone: {reason}")
+
+    def _refuse(self, reason: str) -> None:
+        """The upstream is unreachable: answer the client's first request(s) with an err, then close."""
+        endpoint = self.proxy.upstream_label
+        _log(f"cannot reach the upstream nREPL at {endpoint} ({reason}); refusing client connection {self.number}")
+        text = (f"cljassist proxy: cannot reach the upstream nREPL at {endpoint} ({reason}); "
+                "start it, or restart the proxy with the right --upstream\n")
+        stream = _FrameStream()
+        try:
+            self.client.settimeout(_REFUSE_WAIT_S)
+            frames: list[bytes] = []
+            while not frames:
+                data = self.client.recv(_RECV_SIZE)
+                if not data:
+                    break
+                frames = stream.frames(data)
+            replies = [_error_reply(m.get("id"), m.get("session"), text) for m in map(_peek, frames) if m]
+            self._send_client(b"".join(map(encode, replies)))
+        except (OSError, BencodeError):
+            pass
+        finally:
+            self.close(f"upstream unreachable: {reason}")
+            with self._client_write:
+                self.client.close()
+
+    def _send_client(self, payload: bytes | dict) -> bool:
+        """Write to the client under its lock; False when the client is gone (nothing else to do)."""
+        data = encode(payload) if isinstance(payload, dict) else payload
+        if not data:
+            return True
+        try:
+            with self._client_write:
+                self.client.sendall(data)
+        except OSError:
+            return False
+        return True
+
+    # -- cljassist/complete ----------------------------------------------
+
+    def _complete(self, message: dict) -> None:
+        request_id, session = message.get("id"), message.get("session")
+        service = self.proxy.service
+        if service is None:
+            self._send_client(_error_reply(request_id, session, "cljassist proxy: no completion engine is "
+                                           "loaded, so cljassist/complete is not available"))
+            return
+        try:
+            request, buffer, n = request_from_fields(message)
+        except CljassistError as exc:
+            self._send_client(_error_reply(request_id, session, f"cljassist: {exc}"))
+            return
+        if not message.get("buffer"):  # a buffer is one file as one session sees it
+            buffer = f"{session or f'connection-{self.number}'}:{request.file or 'default'}"
+        try:
+            ticket = service.submit(request, buffer, n)
+        except Cancelled as exc:
+            self._send_client(_error_reply(request_id, session, f"cljassist: {exc}"))
+            return
+        key = request_id if request_id is not None else object()
+        with self._state:
+            closing = self._closing
+            if not closing:
+                self._tickets[key] = ticket
+        if closing:
+            ticket.cancel("the client connection closed")
+            return
+        ticket.future.add_done_callback(lambda _f: self._completion_finished(key, request_id, session, ticket))
+
+    def _completion_finished(self, key: Any, request_id: Any, session: Any, ticket) -> None:
+        """Runs on whichever thread finished the ticket; the reply is written from a thread of its own."""
+        with self._state:
+            self._tickets.pop(key, None)
+            if self._closing:
+                return  # nobody to tell
+        threading.Thread(target=self._send_completion, args=(request_id, session, ticket), daemon=True,
+                         name=f"cljassist-proxy-{self.number}-reply").start()
+
+    def _send_completion(self, request_id: Any, session: Any, ticket) -> None:
+        try:
+            result = ticket.result(0)
+        except Cancelled as exc:  # the ticket's reason says why (the engine only says where it stopped)
+            replies = [_error_reply(request_id, session, f"cljassist: cancelled: {ticket.reason or exc}")]
+        except CljassistError as exc:
+            replies = [_error_reply(request_id, session, f"cljassist: {exc}")]
+        except Exception as exc:  # a bug: the client still gets its done, the details go to the log
+            _log(f"completion failed:\n{traceback.format_exc()}")
+            replies = [_error_reply(request_id, session, f"cljassist: internal error: {type(exc).__name__}: {exc}")]
+        else:
+            replies = [_reply(request_id, session, **nrepl_safe(result_reply(result))),
+                       _reply(request_id, session, status=["done"])]
+        self._send_client(b"".join(map(encode, replies)))
+
+    def _interrupt_completion(self, message: dict) -> bool:
+        """An interrupt aimed at one of our completions: cancel it and answer here. False otherwise."""
+        target = message.get("interrupt-id")
+        with self._state:
+            ticket = self._tickets.get(target) if target is not None else None
+        if ticket is None:
+            return False
+        ticket.cancel("interrupted")
+        self._send_client(_reply(message.get("id"), message.get("session"), status=["done"]))
+        return True
+
+
+class NreplProxy:
+    """The proxy server: `start()`, then clients connect to `port`; `stop()` closes everything.
+
+    `service` answers `cljassist/complete` (a CompletionService); None makes that op an error."""
+
+    def __init__(self, upstream: tuple[str, int], service, host: str = "127.0.0.1", port: int = 0,
+                 connect_timeout: float = _CONNECT_TIMEOUT_S) -> None:
+        self.upstream = upstream
+        self.service = service
+        self.host = host
+        self.connect_timeout = connect_timeout
+        self._requested_port = port
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self._connections: set[_Connection] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._numbers = itertools.count(1)
+
+    @property
+    def port(self) -> int:
+        if self._listener is None:
+            raise RuntimeError("the proxy is not started")
+        return self._listener.getsockname()[1]
+
+    @property
+    def upstream_label(self) -> str:
+        return f"{self.upstream[0]}:{self.upstream[1]}"
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    def start(self) -> "NreplProxy":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.host, self._requested_port))
+            listener.listen(32)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True, name="cljassist-proxy-accept")
+        self._acceptor.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            connections = list(self._connections)
+        if self._listener is not None:
+            _shutdown(self._listener)  # wakes accept() on Linux
+            self._listener.close()
+        if self._acceptor is not None:
+            self._acceptor.join(timeout)
+        for connection in connections:
+            connection.close("the proxy is stopping")
+        for connection in connections:
+            for thread in connection.threads:
+                thread.join(timeout)
+
+    def __enter__(self) -> "NreplProxy":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                client, _address = self._listener.accept()
+            except OSError:
+                if self._stopping:
+                    return
+                time.sleep(0.05)  # e.g. ECONNABORTED or out of file descriptors: retry, without spinning
+                continue
+            client.settimeout(None)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = _Connection(self, client, next(self._numbers))
+            with self._lock:
+                if self._stopping:
+                    client.close()
+                    return
+                self._connections.add(connection)
+            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True,
+                                      name=f"cljassist-proxy-{connection.number}-client")
+            connection.threads.append(thread)
+            thread.start()
+
+    def _serve(self, connection: _Connection) -> None:
+        try:
+            connection.serve()
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+
+
+# ------------------------------------------------------------------------ engine for the upstream
+
+@dataclass(frozen=True)
+class UpstreamInfo:
+    jvm: bool  # JVM Clojure: the engine's REPL context and checks can run there
+    runtime: str  # what describe's "versions" says, e.g. "clojure 1.11.1, java 17.0.15, nrepl 1.0.0"
+
+
+def probe_upstream(upstream: tuple[str, int], timeout: float = _CONNECT_TIMEOUT_S) -> UpstreamInfo:
+    """Ask the upstream's describe what it runs on; ReplUnavailable when it does not answer."""
+    from cljassist.repl.client import NreplClient
+
+    endpoint = f"{upstream[0]}:{upstream[1]}"
+    client = NreplClient.connect(*upstream, timeout=timeout)
+    try:
+        versions = client.describe(timeout=timeout).get("versions")
+    except ReplTimeout:
+        raise ReplUnavailable(f"the upstream nREPL at {endpoint} did not answer describe within {timeout:g}s") from None
+    finally:
+        client.close()
+    versions = versions if isinstance(versions, dict) else {}
+    return UpstreamInfo(jvm="java" in versions and "clojure" in versions, runtime=_runtime_label(versions))
+
+
+def _runtime_label(versions: dict) -> str:
+    parts = []
+    for name, info in versions.items():
+        version = info.get("version-string") if isinstance(info, dict) else info
+        parts.append(f"{name} {version}" if version else str(name))
+    return ", ".join(parts) or "no versions reported"
+
+
+@dataclass
+class ProxyEngine:
+    opened: Any  # common.OpenEngine
+    upstream: UpstreamInfo
+    notice: str | None  # one line for the user when the REPL cannot help the engine
+
+    def close(self) -> None:
+        self.opened.close()
+
+
+def open_proxy_engine(settings, upstream: tuple[str, int], model=None) -> ProxyEngine:
+    """The engine for a proxy to `upstream`: with the upstream's REPL context and checks when it is JVM
+    Clojure, without them otherwise (their helper code is JVM Clojure)."""
+    from cljassist.frontends.common import open_engine
+
+    endpoint = f"{upstream[0]}:{upstream[1]}"
+    settings = settings.with_overrides(nrepl=endpoint)
+    info = probe_upstream(upstream, timeout=max(_CONNECT_TIMEOUT_S, settings.repl_timeout_ms / 1000))
+    if info.jvm:
+        return ProxyEngine(open_engine(settings, explicit=True, model=model), info, None)
+    opened = open_engine(settings, no_repl=True, model=model)
+    opened.repl_label = f"off (the upstream is not JVM Clojure: {info.runtime})"
+    notice = (f"the upstream at {endpoint} is not JVM Clojure ({info.runtime}); "
+              "completions come without REPL context and unchecked by the REPL")
+    return ProxyEngine(opened, info, notice)
+
+
+# ------------------------------------------------------------------------ .nrepl-port
+
+@dataclass
+class PortFileClaim:
+    """Our port in `path`; `release` removes it, or puts back what was there before."""
+
+    path: Path
+    port: int
+    previous: str | None  # the file's content before we wrote ours, None if there was none
+
+    def release(self) -> None:
+        """Only a file that still holds our port is touched: if the upstream (or anyone) rewrote or
+        removed it meanwhile, theirs is the newer truth."""
+        try:
+            current = self.path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        if current.strip() != str(self.port):
+            return
+        if self.previous is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            _write_atomically(self.path, self.previous)
+
+
+def claim_port_file(directory: Path, port: int) -> PortFileClaim:
+    path = Path(directory) / PORT_FILE
+    try:
+        previous: str | None = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        previous = None
+    _write_atomically(path, str(port))
+    return PortFileClaim(path, port, previous)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Editors may read the file at any moment: they see the old content or the new, never half."""
+    temporary = path.with_name(f".{path.name}.cljassist-tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
+
+
+# ------------------------------------------------------------------------ command
+
+def main_proxy(args) -> int:
+    """`cljassist proxy --upstream HOST:PORT [--port P]`: serve until SIGINT/SIGTERM."""
+    from cljassist.cli import settings_from_args
+    from cljassist.frontends.service import CompletionService
+
+    try:
+        upstream = parse_endpoint(args.upstream)
+    except ValueError as exc:
+        raise InputError(f"--upstream: {exc}") from None
+    settings = settings_from_args(args, Path.cwd())
+    engine = open_proxy_engine(settings, upstream)
+    try:
+        if engine.notice:
+            _log(engine.notice)
+        service = CompletionService(engine.opened.engine)
+        try:
+            proxy = NreplProxy(upstream, service, port=getattr(args, "port", 0) or 0)
+            try:
+                proxy.start()
+            except OSError as exc:
+                raise InputError(f"cannot listen on 127.0.0.1:{args.port}: {_reason(exc)}") from None
+            try:
+                _serve_until_signal(proxy, upstream, engine.opened.repl_label)
+            finally:
+                proxy.stop()
+        finally:
+            service.close()
+    finally:
+        engine.close()
+    return 0
+
+
+def _serve_until_signal(proxy: NreplProxy, upstream: tuple[str, int], repl_label: str) -> None:
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        claim = claim_port_file(Path.cwd(), proxy.port)
+        try:
+            if claim.previous is not None:
+                _log(f"{claim.path} held {claim.previous.strip()!r}; it points to the proxy now and is "
+                     "restored on exit")
+            _log(f"listening on 127.0.0.1:{proxy.port} for {upstream[0]}:{upstream[1]} "
+                 f"(completion REPL: {repl_label}); wrote {claim.path}")
+            while not stop.wait(1.0):  # a timeout keeps the main thread responsive to signals
+                pass
+            _log("stopping")
+        finally:
+            claim.release()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
