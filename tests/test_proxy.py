@@ -148,9 +148,9 @@ class FakeUpstream:
     stops listening."""
 
     def __init__(self, respond):
-        from cljassist.frontends.proxy import _FrameStream
+        from cljassist.repl.bencode import MessageStream
 
-        self._frame_stream = _FrameStream
+        self._frame_stream = MessageStream
         self.respond = respond
         self.listener = socket.create_server((LOCAL, 0))
         self.port = self.listener.getsockname()[1]
@@ -175,7 +175,7 @@ class FakeUpstream:
         stream = self._frame_stream()
         try:
             while data := conn.recv(1 << 16):
-                for frame in stream.frames(data):
+                for frame in stream.feed_frames(data):
                     self.received.append(frame)
                     answer = self.respond(frame)
                     if answer:

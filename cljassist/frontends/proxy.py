@@ -93,20 +93,6 @@ def _log(message: str) -> None:
     print(f"cljassist proxy: {message}", file=sys.stderr, flush=True)
 
 
-class _FrameStream(MessageStream):
-    """The streaming bencode scanner, handing back each complete message's raw bytes (so frames can be
-    forwarded unchanged) instead of the decoded message."""
-
-    def frames(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        frames = []
-        while (end := self._scan()) is not None:
-            frames.append(bytes(self._buf[:end]))
-            del self._buf[:end]
-            self._pos = 0
-        return frames
-
-
 def _peek(frame: bytes) -> dict | None:
     """The frame decoded (text lossy where not UTF-8: only for looking), or None if it is not a map."""
     try:
@@ -205,14 +191,14 @@ class _Connection:
     # -- client -> upstream ----------------------------------------------
 
     def _pump_client(self) -> None:
-        stream = _FrameStream()
+        stream = MessageStream()
         reason = "the client disconnected"
         try:
             while True:
                 data = self.client.recv(_RECV_SIZE)
                 if not data:
                     break
-                for frame in stream.frames(data):
+                for frame in stream.feed_frames(data):
                     self._from_client(frame)
         except BencodeError as exc:
             reason = f"the client sent garbled bencode ({exc})"
@@ -245,14 +231,14 @@ class _Connection:
     # -- upstream -> client ----------------------------------------------
 
     def _pump_upstream(self) -> None:
-        stream = _FrameStream()
+        stream = MessageStream()
         reason = "it closed the connection"
         try:
             while True:
                 data = self.upstream.recv(_RECV_SIZE)
                 if not data:
                     break
-                for frame in stream.frames(data):
+                for frame in stream.feed_frames(data):
                     self._from_upstream(frame)
         except BencodeError as exc:
             reason = f"it sent garbled bencode ({exc})"
@@ -292,7 +278,7 @@ class _Connection:
         _log(f"cannot reach the upstream nREPL at {endpoint} ({reason}); refusing client connection {self.number}")
         text = (f"cljassist proxy: cannot reach the upstream nREPL at {endpoint} ({reason}); "
                 "start it, or restart the proxy with the right --upstream\n")
-        stream = _FrameStream()
+        stream = MessageStream()
         try:
             self.client.settimeout(_REFUSE_WAIT_S)
             frames: list[bytes] = []
@@ -300,7 +286,7 @@ class _Connection:
                 data = self.client.recv(_RECV_SIZE)
                 if not data:
                     break
-                frames = stream.frames(data)
+                frames = stream.feed_frames(data)
             replies = [_error_reply(m.get("id"), m.get("session"), text) for m in map(_peek, frames) if m]
             self._send_client(b"".join(map(encode, replies)))
         except (OSError, BencodeError):

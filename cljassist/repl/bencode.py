@@ -118,16 +118,17 @@ class MessageStream:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[dict]:
+        return [decode(frame) for frame in self.feed_frames(data)]
+
+    def feed_frames(self, data: bytes) -> list[bytes]:
+        """Like feed, but each complete message's raw bytes (a proxy forwards them unchanged)."""
         self._buf += data
-        messages = []
-        while True:
-            end = self._scan()
-            if end is None:
-                return messages
-            frame = bytes(self._buf[:end])
+        frames = []
+        while (end := self._scan()) is not None:
+            frames.append(bytes(self._buf[:end]))
             del self._buf[:end]
             self._pos = 0
-            messages.append(decode(frame))
+        return frames
 
     def _scan(self) -> int | None:
         """Advance over complete tokens; return the end of the first complete top-level value."""
