@@ -58,6 +58,10 @@ class PendingRequest:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def replies_so_far(self, start: int = 0) -> list[dict]:
+        """The replies received so far from index ``start`` on (out/err stream before ``done``)."""
+        return self._replies[start:]  # the reader thread only appends, so a slice is consistent
+
     def _add(self, reply: dict) -> None:
         self._replies.append(reply)
         if "done" in reply.get("status", ()):

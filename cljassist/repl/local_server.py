@@ -123,6 +123,9 @@ def start_local_nrepl(
         process = subprocess.Popen(
             command, cwd=project_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+            # its own session: a Ctrl-C meant for our prompt's running eval must not kill the JVM;
+            # we stop it ourselves (LocalNrepl.stop)
+            start_new_session=True,
         )
     except OSError as e:
         raise ReplUnavailable(f"cannot start {java}: {e.strerror or e}") from None
