@@ -1,0 +1,542 @@
+"""The daemon (`cljassist serve`): one process holds the model and the REPL connection and answers
+completion requests from editors, the nREPL middleware and scripts.
+
+Why it looks like this:
+
+* Listens on 127.0.0.1 only, and every request must carry the random token written to
+  `.cljassist-port` (next to `.nrepl-port`, owner-only from creation): other users on the machine
+  cannot ask for completions, and a web page cannot either (it cannot read the file).
+* One message per line, JSON or EDN (`protocol.decode_line`); each reply comes in its request's
+  format and echoes its "id". Requests on one connection are answered as they finish, possibly out
+  of order: a slow completion never holds back a ping.
+* All completions go through one `CompletionService` (the model is not re-entrant); a newer request
+  for the same buffer cancels the older one, which still gets a reply saying so. A client that
+  disconnects has its pending requests cancelled (end of input counts: keep the connection open
+  until the replies arrive, e.g. `nc -q 5`, not `nc -N`).
+* A line that is not JSON or EDN, or longer than MAX_LINE_BYTES, gets an error reply and the
+  connection goes on; a wrong or missing token gets an error reply and the connection is closed.
+* Each connection has a reader thread and a writer thread; replies are queued to the writer, so the
+  engine's thread never blocks on a client that stopped reading.
+
+Ops:
+  {"op": "complete", "token": T, "id": I, ...fields}  fields as in `protocol.request_from_fields`;
+      reply {"id": I, "suggestions": [...], "namespace", "ms", "repl", "withheld"}, or
+      {"id": I, "error": "...", ["cancelled": true]}. With "nrepl-safe": true the reply is made
+      bencode-safe (`protocol.nrepl_safe`): what the nREPL middleware asks for.
+  {"op": "ping", "token": T, "id": I}  ->  {"id": I, "pong": true, "model": ..., "repl": ...}
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import queue
+import secrets
+import signal
+import socket
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cljassist.errors import Cancelled, CljassistError, InputError
+from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
+
+__all__ = ["PORT_FILE_NAME", "MAX_LINE_BYTES", "Daemon", "DaemonAlreadyRunning", "PortFile", "read_port_file",
+           "refuse_if_served", "main_serve"]
+
+PORT_FILE_NAME = ".cljassist-port"
+MAX_LINE_BYTES = 8 * 1024 * 1024  # a whole buffer fits; a runaway client does not eat the memory
+LOOPBACK_HOST = "127.0.0.1"  # the port file names no host: clients always connect here
+PROBE_TIMEOUT_S = 2.0  # a live daemon answers ping at once (it never waits for the engine)
+
+
+class DaemonAlreadyRunning(CljassistError):
+    """A live daemon already owns the directory's .cljassist-port."""
+
+
+# ------------------------------------------------------------------------------- the port file
+
+@dataclass(frozen=True)
+class PortFile:
+    port: int
+    token: str
+    pid: int
+
+    def edn(self) -> str:
+        # The token is hex, so no escaping is needed.
+        return f'{{:port {self.port} :token "{self.token}" :pid {self.pid}}}\n'
+
+
+def read_port_file(path: Path) -> PortFile | None:
+    """The port file's content, or None when it is absent or unreadable (then it is stale)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    try:
+        import edn_format
+
+        data = edn_format.loads(text)
+        fields = {(k.name if isinstance(k, edn_format.Keyword) else k): v for k, v in data.items()}
+        port, token, pid = fields["port"], fields["token"], fields.get("pid", 0)
+    except Exception:  # edn_format raises several types; anything unreadable is stale
+        return None
+    if not isinstance(port, int) or not isinstance(token, str) or not isinstance(pid, int):
+        return None
+    return PortFile(port, token, pid)
+
+
+def _write_private(path: Path, text: str, exclusive: bool) -> bool:
+    """Write `text` to `path` with mode 0600 from creation, atomically (temp file, then link or
+    rename). `exclusive`: only if `path` does not exist (False when it does)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        if not exclusive:
+            os.replace(temp, path)
+            return True
+        try:
+            os.link(temp, path)  # atomic create-if-absent, with the content already in place
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _answers_ping(port: int, token: str) -> bool:
+    """True when a cljassist daemon holding `token` answers on 127.0.0.1:`port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=PROBE_TIMEOUT_S) as sock:
+            sock.sendall(encode_line({"op": "ping", "id": "probe", "token": token}, "json"))
+            reply = sock.makefile("rb").readline(64 * 1024)
+        message, _ = decode_line(reply)
+    except (OSError, CljassistError, UnicodeDecodeError):
+        return False
+    return message.get("pong") is True
+
+
+def _is_live(info: PortFile) -> bool:
+    return _pid_alive(info.pid) and _answers_ping(info.port, info.token)
+
+
+def refuse_if_served(directory: Path) -> None:
+    """DaemonAlreadyRunning when a live daemon owns `directory`/.cljassist-port."""
+    existing = read_port_file(Path(directory) / PORT_FILE_NAME)
+    if existing is not None and _is_live(existing):
+        raise DaemonAlreadyRunning(
+            f"a cljassist daemon (pid {existing.pid}) already serves {directory} on "
+            f"127.0.0.1:{existing.port}; stop it first, or run serve in another directory")
+
+
+# ------------------------------------------------------------------------------- connections
+
+_CLOSE = object()  # queued after the last reply of a connection that must end
+
+
+class _Connection:
+    """One client: a reader thread parsing lines, a writer thread sending queued replies."""
+
+    def __init__(self, daemon: "Daemon", sock: socket.socket, peer: str) -> None:
+        self.daemon = daemon
+        self.sock = sock
+        self.peer = peer
+        self.outbox: queue.Queue = queue.Queue()
+        self.pending: set = set()  # Tickets not answered yet
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+        self.reader = threading.Thread(target=self._read_loop, name=f"cljassist-conn-{peer}", daemon=True)
+        self.writer = threading.Thread(target=self._write_loop, name=f"cljassist-send-{peer}", daemon=True)
+
+    def start(self) -> None:
+        self.writer.start()
+        self.reader.start()
+
+    # -- reading -------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        stream = self.sock.makefile("rb")
+        try:
+            while not self.closed.is_set():
+                line = stream.readline(MAX_LINE_BYTES + 1)
+                if not line:
+                    break
+                if len(line) > MAX_LINE_BYTES:
+                    fmt = _guess_format(line)
+                    if not _skip_rest_of_line(stream, line):
+                        break
+                    self.send({"error": f"message longer than {MAX_LINE_BYTES} bytes, ignored"}, fmt)
+                    continue
+                if not line.strip():
+                    continue
+                if not self.daemon.handle_line(self, line):
+                    self.outbox.put(_CLOSE)
+                    break
+        except (OSError, ValueError):  # reset by the peer, or closed under us by stop()
+            pass
+        finally:
+            stream.close()
+            self._cancel_pending("the client disconnected")
+            if not self.closed.is_set():
+                self.outbox.put(_CLOSE)
+
+    # -- writing -------------------------------------------------------------
+
+    def send(self, message: dict[str, Any], fmt: str) -> None:
+        """Queue a reply (never blocks: the engine's thread calls this)."""
+        self.outbox.put((message, fmt))
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                item = self.outbox.get()
+                if item is _CLOSE:
+                    break
+                message, fmt = item
+                try:
+                    data = encode_line(message, fmt)
+                except Exception as exc:  # a value the format cannot hold: still answer
+                    data = encode_line({"id": message.get("id"), "error": f"reply not encodable: {exc}"}, "json")
+                self.sock.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self.close()
+
+    # -- tickets and closing ---------------------------------------------------
+
+    def track(self, ticket) -> None:
+        with self.lock:
+            self.pending.add(ticket)
+        if self.closed.is_set():  # the client left while we submitted
+            ticket.cancel("the client disconnected")
+
+    def untrack(self, ticket) -> None:
+        with self.lock:
+            self.pending.discard(ticket)
+
+    def _cancel_pending(self, reason: str) -> None:
+        with self.lock:
+            pending = list(self.pending)
+        for ticket in pending:
+            ticket.cancel(reason)
+
+    def close(self) -> None:
+        with self.lock:  # the reader, the writer and stop() may all get here
+            if self.closed.is_set():
+                return
+            self.closed.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.outbox.put(_CLOSE)
+        self._cancel_pending("the client disconnected")
+        self.daemon._forget(self)
+
+
+def _skip_rest_of_line(stream, head: bytes) -> bool:
+    """Discard the rest of an overlong line without holding it; False at end of stream."""
+    chunk = head
+    while not chunk.endswith(b"\n"):
+        chunk = stream.readline(1 << 16)
+        if not chunk:
+            return False
+    return True
+
+
+def _guess_format(line: bytes) -> str:
+    """The format to answer an unreadable line in: JSON if it looks like JSON, else EDN."""
+    head = line.lstrip()[:2]
+    return "json" if head[:1] in (b"[", b"") or head == b'{"' or head == b"{}" else "edn"
+
+
+# ------------------------------------------------------------------------------- the daemon
+
+class Daemon:
+    """Serves `service` on 127.0.0.1 and owns `directory`/.cljassist-port while running.
+
+    In-process use (tests, latency scripts): `Daemon(service, dir).start()`, then `.port`,
+    `.token`, `.stop()`; or `with Daemon(...) as d:`."""
+
+    def __init__(self, service, directory: Path, host: str = "127.0.0.1", port: int = 0,
+                 repl_label: str | None = None, model_name: str | None = None) -> None:
+        if host != LOOPBACK_HOST:
+            raise InputError(f"the daemon listens on the loopback interface ({LOOPBACK_HOST}) only, not {host!r}")
+        self.service = service
+        self.directory = Path(directory).absolute()
+        self.host = host
+        self.requested_port = port
+        self.token = secrets.token_hex(16)
+        self.repl_label = repl_label if repl_label is not None else _engine_repl_label(service)
+        self.model_name = model_name if model_name is not None else _engine_model_name(service)
+        self.port: int = 0
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._connections: set[_Connection] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    @property
+    def port_file(self) -> Path:
+        return self.directory / PORT_FILE_NAME
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # -- life cycle ----------------------------------------------------------
+
+    def start(self) -> "Daemon":
+        listener = socket.create_server((self.host, self.requested_port))
+        self.port = listener.getsockname()[1]
+        try:
+            self._claim_port_file()
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="cljassist-accept", daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening, close every connection (cancelling what they wait for) and remove the
+        port file if it is still ours. Safe to call twice."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            conn.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(5)
+        for conn in connections:
+            conn.reader.join(5)
+            conn.writer.join(5)
+        self._release_port_file()
+
+    def __enter__(self) -> "Daemon":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _claim_port_file(self) -> None:
+        mine = PortFile(self.port, self.token, os.getpid())
+        for _attempt in range(3):
+            if _write_private(self.port_file, mine.edn(), exclusive=True):
+                return
+            refuse_if_served(self.directory)
+            # Stale (a crashed daemon, or garbage): replace it, then check nobody replaced it after us.
+            _write_private(self.port_file, mine.edn(), exclusive=False)
+            if read_port_file(self.port_file) == mine:
+                return
+        raise DaemonAlreadyRunning(f"another cljassist daemon is starting in {self.directory}")
+
+    def _release_port_file(self) -> None:
+        current = read_port_file(self.port_file)
+        if current is not None and hmac.compare_digest(current.token, self.token):
+            try:
+                self.port_file.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, peer = self._listener.accept()
+            except OSError:
+                break
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Connection(self, sock, f"{peer[0]}:{peer[1]}")
+            with self._lock:
+                if self._stopping.is_set():
+                    sock.close()
+                    break
+                self._connections.add(conn)
+            conn.start()
+
+    def _forget(self, conn: _Connection) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    # -- requests ------------------------------------------------------------
+
+    def handle_line(self, conn: _Connection, line: bytes) -> bool:
+        """Answer one line; False when the connection must be closed (a bad token)."""
+        try:
+            message, fmt = decode_line(line)
+        except (InputError, UnicodeDecodeError) as exc:
+            conn.send({"error": f"malformed message: {exc}"}, _guess_format(line))
+            return True
+        reply_id = {"id": message["id"]} if "id" in message else {}
+        token = message.get("token")
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
+            conn.send({**reply_id, "error": f"missing or wrong token (read it from {self.port_file})"}, fmt)
+            return False
+        op = message.get("op")
+        if op == "ping":
+            conn.send({**reply_id, "pong": True, "model": self.model_name, "repl": self.repl_label}, fmt)
+        elif op == "complete":
+            self._submit_completion(conn, message, reply_id, fmt)
+        else:
+            conn.send({**reply_id, "error": f"unknown op {op!r}; expected \"complete\" or \"ping\""}, fmt)
+        return True
+
+    def _submit_completion(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
+        safe = message.get("nrepl-safe") in (True, "true", 1)
+        try:
+            request, buffer, n = request_from_fields(message)
+            ticket = self.service.submit(request, buffer=buffer, n=n)
+        except CljassistError as exc:
+            conn.send(_finish_reply(reply_id, _error_reply(exc), safe), fmt)
+            return
+        conn.track(ticket)
+
+        def answer(_future) -> None:
+            conn.untrack(ticket)
+            conn.send(_finish_reply(reply_id, _ticket_reply(ticket), safe), fmt)
+
+        ticket.future.add_done_callback(answer)
+
+
+def _ticket_reply(ticket) -> dict[str, Any]:
+    try:
+        result = ticket.result(0)
+    except Cancelled as exc:
+        # The ticket knows why (superseded, client gone); the engine only knows that it stopped.
+        return _error_reply(Cancelled(ticket.reason or str(exc)))
+    except Exception as exc:
+        return _error_reply(exc)
+    return result_reply(result)
+
+
+def _error_reply(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, Cancelled):
+        return {"error": str(exc) or "cancelled", "cancelled": True}
+    if isinstance(exc, CljassistError):
+        return {"error": str(exc)}
+    # A bug, not a user error: the client gets one line, the daemon's terminal the traceback.
+    traceback.print_exception(exc, file=sys.stderr)
+    return {"error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+def _finish_reply(reply_id: dict, body: dict[str, Any], safe: bool) -> dict[str, Any]:
+    reply = {**reply_id, **body}
+    return nrepl_safe(reply) if safe else reply
+
+
+def _engine_model_name(service) -> str | None:
+    model = getattr(getattr(service, "engine", None), "model", None)
+    return getattr(model, "name", None) or (type(model).__name__ if model is not None else None)
+
+
+def _engine_repl_label(service) -> str:
+    repl = getattr(getattr(service, "engine", None), "repl", None)
+    client = getattr(repl, "client", None)
+    return getattr(client, "endpoint", None) or "off"
+
+
+# ------------------------------------------------------------------------------- cljassist serve
+
+def main_serve(args) -> int:
+    """`cljassist serve`: serve completions for the current directory until SIGINT/SIGTERM."""
+    from cljassist.cli import settings_from_args
+    from cljassist.frontends.common import open_engine
+    from cljassist.frontends.service import CompletionService
+
+    directory = Path.cwd()
+    refuse_if_served(directory)  # before loading the model; start() checks again, atomically
+    settings = settings_from_args(args, directory)
+    opened = open_engine(settings, near=directory, no_repl=getattr(args, "no_repl", False),
+                         explicit=getattr(args, "nrepl", None) is not None)
+    service = CompletionService(opened.engine)
+    daemon = Daemon(service, directory, port=getattr(args, "port", 0) or 0, repl_label=opened.repl_label)
+    stop = threading.Event()
+    injected = False
+    try:
+        daemon.start()
+        print(f"cljassist serve: listening on {daemon.address} (token in {daemon.port_file}); "
+              f"model {daemon.model_name}; REPL {opened.repl_label}", flush=True)
+        status, injected = _inject(opened, daemon, no_inject=getattr(args, "no_inject", False))
+        print(f"cljassist serve: {status}", flush=True)
+        _stop_on_signals(stop)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        daemon.stop()
+        if injected:
+            _release_middleware(opened, daemon)
+        service.close()
+        opened.close()
+    print("cljassist serve: stopped", flush=True)
+    return 0
+
+
+def _inject(opened, daemon: Daemon, no_inject: bool) -> tuple[str, bool]:
+    """(status line, whether the middleware now points at this daemon)."""
+    if no_inject:
+        return "nREPL middleware not injected (--no-inject)", False
+    if opened.provider is None:
+        return "nREPL middleware not injected (no REPL)", False
+    from cljassist.frontends.bridge import inject_middleware
+
+    try:
+        status = inject_middleware(opened.provider.client, "127.0.0.1", daemon.port, daemon.token)
+    except CljassistError as exc:
+        return f"warning: nREPL middleware not injected: {exc}", False
+    return status, status.startswith("middleware ")
+
+
+def _release_middleware(opened, daemon: Daemon) -> None:
+    from cljassist.frontends.bridge import release_middleware
+
+    try:
+        release_middleware(opened.provider.client, daemon.token)
+    except CljassistError:
+        pass  # the REPL is gone or busy: nothing to clean up there
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT, SIGTERM and SIGHUP end serve cleanly. SIGINT is set too: a shell starting us in
+    the background leaves it ignored."""
+
+    def handler(signum, frame) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
