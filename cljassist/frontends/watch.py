@@ -1,0 +1,657 @@
+"""The file watcher, `cljassist watch DIR [--dry-run]`: fill `<CURSOR>` markers in saved files.
+
+When a `.clj`/`.cljc`/`.cljs` file under DIR is saved holding `<CURSOR>`, the marker is replaced by
+the best suggestion that passed its checks, and a one-line comment goes on the next line with the
+alternatives and what each passed:
+
+    (map <CURSOR> top)     becomes     (map key top)
+                                       ;; cljassist: 1) chosen [balanced reads compiles] 2) first [balanced reads]
+
+Checks in brackets: `name` passed, `!name` failed, a check that did not run is left out.
+
+Three pieces, so the core is testable without watchdog's timing:
+
+* `MarkerFiller.process(path) -> Outcome`: read, complete, check, write. Several markers in one
+  file are filled one at a time, top to bottom; the engine sees the earlier ones filled and the
+  later ones removed. A marker with no passing suggestion stays (the next save tries it again) and
+  the reason goes to stderr; when none was filled the file is not touched at all.
+* `write_if_unchanged`: the atomic write that never loses an edit (see its docstring).
+* `Watcher(root, filler, debounce_s)`: watchdog's thread only records which paths changed; one
+  worker thread (the engine is not thread-safe) handles a path once it has been quiet for
+  `debounce_s`, so a burst of saves, or an editor's rename dance, is one fill.
+
+It never loses an edit: the file is written through a temporary file in the same directory that
+replaces it atomically, only when its bytes are still those the suggestion was made from. Its own
+writes are recognised by their hash and not filled again (once: saving that content again, say to
+retry a marker that stayed, is a new save). Only saves count: a file that already holds a marker
+when the watcher starts is filled on its next save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import os
+import re
+import signal
+import stat
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Iterator, TextIO
+
+from cljassist.engine import CURSOR_MARKER, CompletionRequest
+from cljassist.errors import Cancelled, CljassistError, InputError
+from cljassist.rank import Suggestion, normalize
+
+SOURCE_SUFFIXES = (".clj", ".cljc", ".cljs")
+MAX_FILE_BYTES = 1024 * 1024  # bigger files are skipped: not hand-edited source, and slow to scan
+IGNORED_DIR_NAMES = frozenset({"target", "node_modules"})  # build output; hidden dirs are ignored too
+DEFAULT_DEBOUNCE_S = 0.3
+COMMENT_PREFIX = ";; cljassist:"
+TEMP_SUFFIX = ".cljassist-tmp"
+MAX_SHOWN_CHARS = 60  # an alternative longer than this is cut in the comment line
+
+# ------------------------------------------------------------------------------------------------
+# Which paths are watched
+
+
+def is_editor_temp_name(name: str) -> bool:
+    """Backup, lock, swap and probe files editors write next to the real one (vim's `4913` probe,
+    `file~`, emacs' `.#file` and `#file#`, `.file.swp`, atomic-save `.file.tmp`)."""
+    return (name.startswith(".") or name.endswith("~") or name == "4913"
+            or (name.startswith("#") and name.endswith("#"))
+            or name.endswith((".swp", ".swo", ".swx", ".tmp", TEMP_SUFFIX)))
+
+
+def is_watched_source(path: Path, root: Path) -> bool:
+    """A Clojure source under `root`, outside hidden and build directories, not an editor's temp file."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return False
+    if not parts or not path.name.endswith(SOURCE_SUFFIXES) or is_editor_temp_name(path.name):
+        return False
+    return not any(d.startswith(".") or d in IGNORED_DIR_NAMES for d in parts[:-1])
+
+
+# ------------------------------------------------------------------------------------------------
+# The atomic write
+
+
+class WriteResult(Enum):
+    WRITTEN = "written"
+    CHANGED = "changed"  # the file no longer held the bytes we read: nothing written
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_exchange_unsupported = False  # set once the filesystem or platform refused RENAME_EXCHANGE
+
+
+def _renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2  # Linux, glibc >= 2.28
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RENAMEAT2 = _renameat2() if sys.platform.startswith("linux") else None
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap the files named `a` and `b` atomically. False when the platform or filesystem cannot;
+    OSError (ENOENT when one is gone) otherwise."""
+    global _exchange_unsupported
+    if _RENAMEAT2 is None or _exchange_unsupported:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
+        _exchange_unsupported = True
+        return False
+    raise OSError(code, os.strerror(code), b)
+
+
+def _read_or_none(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_FILE_BYTES + 1)
+    except OSError:
+        return None
+
+
+def _fsync_dir(directory: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_if_unchanged(path: Path, expected: bytes, content: bytes, warn: Callable[[str], None] = lambda m: None
+                       ) -> WriteResult:
+    """Replace `path`'s bytes `expected` by `content`, atomically, or write nothing.
+
+    The new content goes to a temporary file in the same directory (the file's permissions and,
+    where allowed, owner; fsynced). Then, as late as possible, the file is read again and must still
+    hold `expected`; then the temporary file takes its place. On Linux the two are *swapped*
+    (renameat2 RENAME_EXCHANGE), so the file that was displaced can be checked afterwards: if an
+    editor slipped a save in between the check and the swap (in place or by rename), it is swapped
+    back and nothing of it is lost. Elsewhere `os.replace` is used after the check.
+
+    What remains: with the swap, an editor that opened the file before the swap and writes into it
+    afterwards without truncating, or that read our new content during the microseconds before a
+    swap-back; with `os.replace`, a save landing between the final read and the rename
+    (microseconds). A swap-back that finds something unexpected keeps that file under the temporary
+    name and says so (`warn`), rather than delete anything. Hard links to the file are not kept
+    (it is a new inode); a symlink is followed and its target written.
+    """
+    target = os.path.realpath(path)
+    try:
+        original = os.stat(target)
+    except FileNotFoundError:
+        return WriteResult.CHANGED
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=TEMP_SUFFIX,
+                               dir=os.path.dirname(target))
+    keep_tmp = False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fchmod(f.fileno(), stat.S_IMODE(original.st_mode))
+            if (original.st_uid, original.st_gid) != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(OSError):
+                    os.fchown(f.fileno(), original.st_uid, original.st_gid)
+            os.fsync(f.fileno())
+        # ---- the critical section: nothing slow between the final check and the swap/rename ----
+        if _read_or_none(target) != expected:
+            return WriteResult.CHANGED
+        try:
+            swapped = _exchange(tmp, target)
+        except FileNotFoundError:
+            return WriteResult.CHANGED  # deleted since the check: never bring it back
+        if not swapped:
+            os.replace(tmp, target)
+            _fsync_dir(os.path.dirname(target))
+            return WriteResult.WRITTEN
+        # `tmp` now names what was displaced: it must be what we checked.
+        if _read_or_none(tmp) == expected:
+            _fsync_dir(os.path.dirname(target))
+            return WriteResult.WRITTEN
+        keep_tmp = not _swap_back(tmp, target, content, warn)
+        return WriteResult.CHANGED
+    finally:
+        if not keep_tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _swap_back(tmp: str, target: str, ours: bytes, warn: Callable[[str], None]) -> bool:
+    """An edit arrived between the check and the swap: put it back. True when `tmp` then holds only
+    our own content (safe to delete)."""
+    try:
+        swapped = _exchange(tmp, target)
+    except OSError as exc:
+        warn(f"{target}: it changed while being written and could not be restored ({exc.strerror}); "
+             f"its previous content is kept in {tmp}")
+        return False
+    if swapped and _read_or_none(tmp) == ours:
+        return True
+    warn(f"{target}: it changed while being written; the displaced version is kept in {tmp}")
+    return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Filling markers
+
+
+class Status(str, Enum):
+    FILLED = "filled"  # written (some markers may have stayed; see `fills`)
+    DRY_RUN = "dry-run"  # printed, not written
+    NOT_FILLED = "not-filled"  # no marker got a passing suggestion: file untouched
+    NO_MARKER = "no-marker"
+    CHANGED = "changed"  # changed while completing: not written, the next save tries again
+    SKIPPED = "skipped"  # huge, binary, not UTF-8, not a regular file
+    MISSING = "missing"  # gone before it could be read
+    OWN_WRITE = "own-write"  # the content we wrote ourselves
+    CANCELLED = "cancelled"  # the watcher is stopping
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One marker: what went in (None: the marker stays), the alternatives, and why not, if not."""
+
+    line: int  # 1-based line of the marker in the file as read
+    text: str | None
+    alternatives: tuple[Suggestion, ...] = ()
+    checks: dict = field(default_factory=dict)
+    comment: str = ""
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    status: Status
+    message: str = ""
+    fills: tuple[Fill, ...] = ()
+
+
+def passed_checks(s: Suggestion) -> bool:
+    """Balanced, and no check that ran failed (a suggestion shown with --show-failing never is)."""
+    return s.error is None and s.checks.get("balanced") is True and not any(v is False for v in s.checks.values())
+
+
+def checks_label(checks: dict) -> str:
+    """`[balanced reads !compiles]`: passed, failed (!); a check that did not run is left out."""
+    shown = [name if ok else f"!{name}" for name, ok in checks.items() if ok is not None]
+    return "[" + " ".join(shown) + "]"
+
+
+def _one_line(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    flat = normalize(text)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def comment_line(chosen: Suggestion, alternatives: tuple[Suggestion, ...]) -> str:
+    """The comment left after a filled marker; always one line."""
+    parts = [f"{COMMENT_PREFIX} 1) chosen {checks_label(chosen.checks)}"]
+    for number, alt in enumerate(alternatives, 2):
+        value = f" => {_one_line(alt.value, 30)}" if alt.value is not None else ""
+        parts.append(f"{number}) {_one_line(alt.text)} {checks_label(alt.checks)}{value}")
+    if not alternatives:
+        parts.append("(no alternatives)")
+    return " ".join(parts)
+
+
+def _choose(suggestions: list[Suggestion]) -> tuple[Suggestion | None, tuple[Suggestion, ...]]:
+    """The first passing suggestion (the engine ranks them) and the others. One holding the marker
+    itself is never used: it would be filled again on every save."""
+    usable = [s for s in suggestions if s.text.strip() and CURSOR_MARKER not in s.text]
+    chosen = next((s for s in usable if passed_checks(s)), None)
+    return chosen, tuple(s for s in usable if s is not chosen)
+
+
+def _why_not(result) -> str:
+    repl = "" if result.repl == "used" else f"; REPL {result.repl}"
+    return f"no suggestion passed the checks ({result.withheld} withheld{repl})"
+
+
+def _indent_at(text: str, offset: int) -> str:
+    line_start = text.rfind("\n", 0, offset) + 1
+    line = text[line_start:offset]
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def _insert_comments(text: str, comments: list[tuple[int, str]]) -> str:
+    """Each comment on the line after the one where its fill ends, in marker order."""
+    for end, comment in reversed(comments):  # bottom up keeps the earlier offsets valid
+        newline = text.find("\n", end)
+        if newline < 0:
+            text = f"{text}\n{comment}"
+            continue
+        eol = "\r\n" if newline > 0 and text[newline - 1] == "\r" else "\n"
+        text = f"{text[:newline + 1]}{comment}{eol}{text[newline + 1:]}"
+    return text
+
+
+def _file_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class MarkerFiller:
+    """Fills the markers of one file per `process` call; call it from one thread only (the engine
+    is not thread-safe). Results and fills go to `out`, reasons for doing nothing to `err`."""
+
+    def __init__(self, engine, dry_run: bool = False, out: TextIO | None = None, err: TextIO | None = None,
+                 root: Path | None = None):
+        self.engine = engine
+        self.dry_run = dry_run
+        self.out = out
+        self.err = err
+        self.root = root
+        self._own_writes: dict[str, str] = {}  # path -> hash of the content we wrote last
+        self._skip_reported: dict[str, tuple] = {}  # path -> (reason, version) already said
+
+    # -- output --
+
+    def _display(self, path: str) -> str:
+        if self.root is not None:
+            with contextlib.suppress(ValueError):
+                return str(Path(path).relative_to(self.root))
+        return path
+
+    def _say(self, message: str, to_err: bool = False) -> None:
+        stream = (self.err or sys.stderr) if to_err else (self.out or sys.stdout)
+        print(f"cljassist: {message}", file=stream, flush=True)
+
+    # -- the work --
+
+    def process(self, path: str | Path, cancelled: Callable[[], bool] | None = None) -> Outcome:
+        """Read `path`, fill its markers, write it back if it is unchanged meanwhile."""
+        path = os.path.abspath(path)
+        read = self._read(path)
+        if isinstance(read, Outcome):
+            return read
+        data, text = read
+        if CURSOR_MARKER not in text:
+            return Outcome(path, Status.NO_MARKER)
+        try:
+            fills, new_text = self._fill(path, text, cancelled)
+        except Cancelled:
+            return Outcome(path, Status.CANCELLED, "stopped before the completion finished")
+        for fill in fills:
+            if fill.text is None:
+                self._say(f"{self._display(path)}:{fill.line}: marker kept: {fill.reason}", to_err=True)
+        if new_text is None:
+            return Outcome(path, Status.NOT_FILLED, "; ".join(f.reason or "" for f in fills), tuple(fills))
+        if self.dry_run:
+            for fill in fills:
+                if fill.text is not None:
+                    self._say(f"{self._display(path)}:{fill.line}: {_one_line(fill.text, 200)}  {fill.comment.strip()}")
+            return Outcome(path, Status.DRY_RUN, fills=tuple(fills))
+        return self._write(path, data, new_text, fills)
+
+    def _read(self, path: str) -> tuple[bytes, str] | Outcome:
+        try:
+            info = os.stat(path)
+            if not stat.S_ISREG(info.st_mode):
+                return Outcome(path, Status.SKIPPED, "not a regular file")
+            if info.st_size > MAX_FILE_BYTES:
+                return self._skip(path, f"larger than 1 MiB ({info.st_size} bytes)", (info.st_size, info.st_mtime_ns))
+            with open(path, "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        except FileNotFoundError:
+            return Outcome(path, Status.MISSING, "deleted before it could be read")
+        except OSError as exc:
+            return self._skip(path, f"cannot read ({exc.strerror})", (exc.errno,))
+        digest = _file_hash(data)
+        if self._own_writes.get(path) == digest:
+            # Our own write's events: consumed once, so that saving it again unchanged retries.
+            del self._own_writes[path]
+            return Outcome(path, Status.OWN_WRITE)
+        self._own_writes.pop(path, None)
+        if len(data) > MAX_FILE_BYTES:
+            return self._skip(path, "larger than 1 MiB", (digest,))
+        if b"\0" in data:
+            return self._skip(path, "binary (holds NUL bytes)", (digest,))
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return self._skip(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", (digest,))
+        self._skip_reported.pop(path, None)
+        return data, text
+
+    def _skip(self, path: str, reason: str, version: tuple) -> Outcome:
+        """Say why once per version of the file, not on every event."""
+        if self._skip_reported.get(path) != (reason, version):
+            self._skip_reported[path] = (reason, version)
+            self._say(f"{self._display(path)}: skipped: {reason}", to_err=True)
+        return Outcome(path, Status.SKIPPED, reason)
+
+    def _fill(self, path: str, text: str, cancelled) -> tuple[list[Fill], str | None]:
+        """Fill each marker top to bottom. The engine sees the ones above filled (or removed, if they
+        stay) and the ones below removed. (fills, new text or None when nothing was filled)."""
+        segments = text.split(CURSOR_MARKER)
+        marker_offsets = [m.start() for m in re.finditer(re.escape(CURSOR_MARKER), text)]
+        output = view = segments[0]
+        fills: list[Fill] = []
+        comments: list[tuple[int, str]] = []
+        for index, segment in enumerate(segments[1:], start=1):
+            line = text.count("\n", 0, marker_offsets[index - 1]) + 1
+            request = CompletionRequest(view, "".join(segments[index:]), path)
+            try:
+                result = self.engine.complete(request, cancelled=cancelled)
+            except Cancelled:
+                raise
+            except CljassistError as exc:
+                chosen, alternatives, reason = None, (), f"completion failed: {exc}"
+            else:
+                chosen, alternatives = _choose(result.suggestions)
+                reason = None if chosen else _why_not(result)
+            if chosen is None:
+                fills.append(Fill(line, None, alternatives, reason=reason))
+                output += CURSOR_MARKER
+            else:
+                comment = _indent_at(output, len(output)) + comment_line(chosen, alternatives)
+                output += chosen.text
+                view += chosen.text
+                comments.append((len(output), comment))
+                fills.append(Fill(line, chosen.text, alternatives, dict(chosen.checks), comment))
+            output += segment
+            view += segment
+        if not comments:
+            return fills, None
+        return fills, _insert_comments(output, comments)
+
+    def _write(self, path: str, data: bytes, new_text: str, fills: list[Fill]) -> Outcome:
+        content = new_text.encode("utf-8")
+        self._own_writes[path] = _file_hash(content)  # before the rename: its events must find it
+        try:
+            written = write_if_unchanged(Path(path), data, content, warn=lambda m: self._say(m, to_err=True))
+        except OSError as exc:
+            self._own_writes.pop(path, None)
+            message = f"cannot write ({exc.strerror or exc}); file untouched"
+            self._say(f"{self._display(path)}: {message}", to_err=True)
+            return Outcome(path, Status.NOT_FILLED, message, tuple(fills))
+        if written is WriteResult.CHANGED:
+            self._own_writes.pop(path, None)
+            message = "changed while completing; not written, the next save tries again"
+            self._say(f"{self._display(path)}: {message}", to_err=True)
+            return Outcome(path, Status.CHANGED, message, tuple(fills))
+        for fill in fills:
+            if fill.text is not None:
+                self._say(f"filled {self._display(path)}:{fill.line}: {_one_line(fill.text, 200)}")
+        return Outcome(path, Status.FILLED, fills=tuple(fills))
+
+
+# ------------------------------------------------------------------------------------------------
+# Watching
+
+
+class Debouncer:
+    """Paths waiting until they have been quiet for `quiet_s` (not thread-safe: the caller locks)."""
+
+    def __init__(self, quiet_s: float, clock: Callable[[], float] = time.monotonic):
+        self.quiet_s = quiet_s
+        self.clock = clock
+        self._last_touch: dict[str, float] = {}
+
+    def touch(self, path: str) -> None:
+        self._last_touch.pop(path, None)  # re-insert: the dict stays ordered by last touch
+        self._last_touch[path] = self.clock()
+
+    def pop_due(self) -> list[str]:
+        now = self.clock()
+        due = [p for p, t in self._last_touch.items() if now - t >= self.quiet_s]
+        for p in due:
+            del self._last_touch[p]
+        return due
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the next path is due; None when none waits."""
+        if not self._last_touch:
+            return None
+        return max(0.0, min(self._last_touch.values()) + self.quiet_s - self.clock())
+
+    def __len__(self) -> int:
+        return len(self._last_touch)
+
+
+def _event_types():
+    from watchdog.events import FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent
+
+    # Not opened/closed-without-writing: our own reads would wake us up forever.
+    return [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
+
+
+class Watcher:
+    """Wires watchdog's events to one worker thread that runs `filler.process` per quiet path."""
+
+    def __init__(self, root: Path, filler: MarkerFiller, debounce_s: float = DEFAULT_DEBOUNCE_S,
+                 err: TextIO | None = None):
+        self.root = Path(os.path.abspath(root))
+        self.filler = filler
+        self.err = err
+        self._outcomes: deque[Outcome] = deque(maxlen=10_000)  # the latest, for tests and callers
+        self._debouncer = Debouncer(debounce_s)
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._busy = False
+        self._last_activity = time.monotonic()
+        self._observer = None
+        self._worker: threading.Thread | None = None
+
+    def start(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:  # watchdog's thread: record, never work
+                if event.is_directory or event.event_type not in ("created", "modified", "moved", "closed"):
+                    return
+                # A save by rename arrives as a move onto the path (dest); a move away is harmless.
+                for raw in (event.src_path, getattr(event, "dest_path", "")):
+                    if raw and is_watched_source(Path(os.fsdecode(raw)), watcher.root):
+                        watcher.notify(os.fsdecode(raw))
+
+        self._worker = threading.Thread(target=self._run, name="cljassist-watch", daemon=True)
+        self._worker.start()
+        observer = Observer()
+        observer.schedule(Handler(), str(self.root), recursive=True, event_filter=_event_types())
+        observer.start()
+        self._observer = observer
+
+    def notify(self, path: str) -> None:
+        """A watched file changed (or may have): handle it once it has been quiet."""
+        with self._changed:
+            self._debouncer.touch(path)
+            self._last_activity = time.monotonic()
+            self._changed.notify_all()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching; a completion under way is cancelled, nothing half-written is left."""
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout)
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def wait_idle(self, quiet_s: float, timeout: float) -> bool:
+        """Wait until nothing is pending or running and nothing happened for `quiet_s`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                quiet_for = now - self._last_activity
+                if not self._busy and not len(self._debouncer) and quiet_for >= quiet_s:
+                    return True
+                if now >= deadline:
+                    return False
+                self._changed.wait(min(deadline - now, max(0.01, quiet_s - quiet_for)))
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            with self._changed:
+                due = self._debouncer.pop_due()
+                if not due:
+                    self._changed.wait(self._debouncer.next_due_in())
+                    continue
+                self._busy = True
+            try:
+                for path in due:
+                    if self._stopping.is_set():
+                        break
+                    self._handle(path)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._last_activity = time.monotonic()
+                    self._changed.notify_all()
+
+    def _handle(self, path: str) -> None:
+        try:
+            outcome = self.filler.process(path, cancelled=self._stopping.is_set)
+        except Exception as exc:  # one file's trouble never stops the watcher
+            print(f"cljassist: {path}: internal error: {type(exc).__name__}: {exc}", file=self.err or sys.stderr,
+                  flush=True)
+            return
+        with self._changed:
+            self._outcomes.append(outcome)
+
+    def outcomes(self) -> list[Outcome]:
+        """What the latest `process` calls did, oldest first (a copy: safe from any thread)."""
+        with self._changed:
+            return list(self._outcomes)
+
+
+# ------------------------------------------------------------------------------------------------
+# The command
+
+
+def watch_root(dir_arg: str) -> Path:
+    root = Path(dir_arg).expanduser()
+    if not root.exists():
+        raise InputError(f"{dir_arg}: no such directory")
+    if not root.is_dir():
+        raise InputError(f"{dir_arg}: not a directory")
+    return root.resolve()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set `stop` (only the main thread can take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main_watch(args) -> int:
+    from cljassist.cli import settings_from_args
+    from cljassist.frontends.common import open_engine
+
+    root = watch_root(args.dir)
+    settings = settings_from_args(args, root)
+    opened = open_engine(settings, near=root, no_repl=bool(getattr(args, "no_repl", False)),
+                         explicit=getattr(args, "nrepl", None) is not None)
+    stop = threading.Event()
+    try:
+        watcher = Watcher(root, MarkerFiller(opened.engine, dry_run=bool(args.dry_run), root=root))
+        with _stop_on_signals(stop):
+            watcher.start()
+            try:
+                mode = "; dry run, nothing is written" if args.dry_run else ""
+                print(f"cljassist: watching {root} for {CURSOR_MARKER} in {', '.join(SOURCE_SUFFIXES)} files "
+                      f"(REPL {opened.repl_label}{mode}); Ctrl-C stops", flush=True)
+                while not stop.wait(0.5):  # a short wait: signal handlers run between waits
+                    pass
+            finally:
+                watcher.stop()
+    finally:
+        opened.close()
+    print("cljassist: stopped watching", file=sys.stderr, flush=True)
+    return 0
