@@ -680,3 +680,14 @@ def test_cli_proxy_points_the_port_file_at_itself_and_restores_it_on_sigterm(nre
     assert process.returncode == 0, err
     assert port_file.read_text() == str(nrepl_server.port)
     assert f"held '{nrepl_server.port}'" in err and "restored on exit" in err
+
+
+def test_every_front_end_completes_without_repl_checks_on_a_non_jvm_nrepl(nbb_server, capsys):
+    """open_engine (serve, repl, watch, complete) reads describe's versions: nbb's SCI runtime
+    cannot run the JVM helper code, so the REPL is left out with a warning instead of failing."""
+    from cljassist.frontends.common import connect_repl
+
+    provider, label = connect_repl(Settings(nrepl=f"{nbb_server[0]}:{nbb_server[1]}"), None, False, explicit=True)
+    assert provider is None
+    assert label.startswith("off (not JVM Clojure") and "node" in label
+    assert "not JVM Clojure" in capsys.readouterr().err

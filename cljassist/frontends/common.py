@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cljassist.config import Settings
-from cljassist.errors import InputError, ReplUnavailable
+from cljassist.errors import InputError, ReplTimeout, ReplUnavailable
 
 
 def load_model(settings: Settings):
@@ -16,6 +16,23 @@ def load_model(settings: Settings):
 
     path = resolve_model_path(settings.model, None)
     return LocalModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
+
+
+@dataclass(frozen=True)
+class ReplRuntime:
+    jvm: bool  # JVM Clojure: the engine's REPL context and checks (JVM Clojure code) can run there
+    runtime: str  # what describe's "versions" says, e.g. "clojure 1.11.1, java 17.0.15, nrepl 1.0.0"
+
+
+def runtime_from_versions(versions) -> ReplRuntime:
+    """Read describe's "versions": nREPL on the JVM reports java and clojure; nbb reports node."""
+    versions = versions if isinstance(versions, dict) else {}
+    parts = []
+    for name, info in versions.items():
+        version = info.get("version-string") if isinstance(info, dict) else info
+        parts.append(f"{name} {version}" if version else str(name))
+    return ReplRuntime(jvm="java" in versions and "clojure" in versions,
+                       runtime=", ".join(parts) or "no versions reported")
 
 
 def connect_repl(settings: Settings, near: Path | None, no_repl: bool, explicit: bool):
@@ -40,6 +57,15 @@ def connect_repl(settings: Settings, near: Path | None, no_repl: bool, explicit:
             raise ReplUnavailable(f"{exc}; completing without it needs --no-repl") from None
         print(f"cljassist: warning: {exc}; completing without the REPL", file=sys.stderr)
         return None, f"off (unreachable: {endpoint[0]}:{endpoint[1]})"
+    try:
+        runtime = runtime_from_versions(client.describe(timeout=settings.repl_timeout_ms / 1000).get("versions"))
+    except ReplTimeout:
+        runtime = ReplRuntime(jvm=True, runtime="describe timed out")  # judge it by its first request
+    if not runtime.jvm:
+        client.close()
+        print(f"cljassist: warning: the nREPL at {endpoint[0]}:{endpoint[1]} is not JVM Clojure ({runtime.runtime}); "
+              "completing without its context and checks", file=sys.stderr)
+        return None, f"off (not JVM Clojure: {runtime.runtime})"
     return ReplContextProvider(client, timeout_s=settings.repl_timeout_ms / 1000), f"{endpoint[0]}:{endpoint[1]}"
 
 

@@ -44,6 +44,7 @@ from typing import Any
 import fastbencode
 
 from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout, ReplUnavailable
+from cljassist.frontends.common import ReplRuntime, runtime_from_versions
 from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
 from cljassist.repl.bencode import BencodeError, MessageStream, decode, encode
 from cljassist.repl.discovery import PORT_FILE, parse_endpoint
@@ -478,10 +479,7 @@ class NreplProxy:
 
 # ------------------------------------------------------------------------ engine for the upstream
 
-@dataclass(frozen=True)
-class UpstreamInfo:
-    jvm: bool  # JVM Clojure: the engine's REPL context and checks can run there
-    runtime: str  # what describe's "versions" says, e.g. "clojure 1.11.1, java 17.0.15, nrepl 1.0.0"
+UpstreamInfo = ReplRuntime  # what the upstream runs on
 
 
 def probe_upstream(upstream: tuple[str, int], timeout: float = _CONNECT_TIMEOUT_S) -> UpstreamInfo:
@@ -496,16 +494,7 @@ def probe_upstream(upstream: tuple[str, int], timeout: float = _CONNECT_TIMEOUT_
         raise ReplUnavailable(f"the upstream nREPL at {endpoint} did not answer describe within {timeout:g}s") from None
     finally:
         client.close()
-    versions = versions if isinstance(versions, dict) else {}
-    return UpstreamInfo(jvm="java" in versions and "clojure" in versions, runtime=_runtime_label(versions))
-
-
-def _runtime_label(versions: dict) -> str:
-    parts = []
-    for name, info in versions.items():
-        version = info.get("version-string") if isinstance(info, dict) else info
-        parts.append(f"{name} {version}" if version else str(name))
-    return ", ".join(parts) or "no versions reported"
+    return runtime_from_versions(versions)
 
 
 @dataclass
