@@ -99,13 +99,14 @@ class OpenEngine:
     engine: "object"  # cljassist.engine.Engine
     provider: "object | None"  # ReplContextProvider
     repl_label: str
+    owns_model: bool = True  # a model handed in by the caller stays the caller's to close
 
     def close(self) -> None:
         if self.provider is not None:
             self.provider.close()
             self.provider.client.close()
         close_model = getattr(self.engine.model, "close", None)
-        if close_model is not None:
+        if close_model is not None and self.owns_model:
             close_model()
 
 
@@ -117,4 +118,4 @@ def open_engine(settings: Settings, near: Path | None = None, no_repl: bool = Fa
     provider, label = connect_repl(settings, near, no_repl, explicit)
     engine = Engine(model if model is not None else load_model(settings), settings, provider,
                     make_verifier(provider, settings))
-    return OpenEngine(engine, provider, label)
+    return OpenEngine(engine, provider, label, owns_model=model is None)
