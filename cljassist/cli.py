@@ -8,6 +8,7 @@
     cljassist proxy --upstream HOST:PORT [--port P]          nREPL proxy answering cljassist/complete
     cljassist repl [--nrepl HOST:PORT]                       terminal prompt with ghost text
     cljassist watch DIR [--dry-run]                          fill <CURSOR> markers in saved files
+    cljassist train corpus OUT_DIR                           training corpus from the Debian train packages
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def build_make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["train"]:
+            from cljassist.train.cli import main_train
+
+            return main_train(argv[1:])
         if argv[:2] == ["bench", "make"]:
             from cljassist.bench.make_cases import main_make
 

@@ -1,0 +1,68 @@
+"""`cljassist train ...`: a small dispatcher, one function per sub-command.
+
+`cljassist.cli` hands over everything after "train": `main_train(argv[1:])`. To add a
+sub-command: write `_add_<name>(sub)` that adds its parser and sets `func=<handler>`, and put it in
+`_SUBCOMMANDS`. A handler takes the parsed args and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_corpus(args: argparse.Namespace) -> int:
+    from cljassist.corpus import ReservedPackage, Split
+    from cljassist.train.corpus_build import CorpusError, build_corpus, summary
+
+    packages = None
+    if args.packages is not None:
+        packages = [p.strip() for p in args.packages.split(",") if p.strip()]
+    try:
+        result = build_corpus(Path(args.out_dir), packages=packages,
+                              cache_dir=Path(args.cache) if args.cache else None, split=Split.load())
+    except (CorpusError, ReservedPackage) as exc:
+        print(f"cljassist train corpus: {exc}", file=sys.stderr)
+        return 2
+    print(summary(result), file=sys.stderr)
+    print(Path(args.out_dir) / "manifest.json")
+    return 1 if result.failed else 0
+
+
+def _add_corpus(sub) -> None:
+    p = sub.add_parser("corpus", help="download the train packages of split.toml and build the training corpus",
+                       description="Download the `train` packages of shared/corpus/split.toml (apt-get download), "
+                                   "extract their Clojure sources, deduplicate, and write OUT_DIR/files/<package>/... "
+                                   "and OUT_DIR/manifest.json. bench and reserved packages are refused.")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--packages", metavar="A,B", help="only these train packages (comma-separated)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="package cache directory (default: $CLJASSIST_CACHE/debian-sources or "
+                        "~/.cache/cljassist/debian-sources)")
+    p.set_defaults(func=_cmd_corpus)
+
+
+_SUBCOMMANDS = [_add_corpus]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cljassist train", description="Build the training corpus and data, "
+                                     "train and export our Clojure FIM model.")
+    sub = parser.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main_train(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main_train())
