@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from cljassist.config import Settings
 from cljassist.errors import InputError, ReplTimeout, ReplUnavailable
@@ -119,3 +123,28 @@ def open_engine(settings: Settings, near: Path | None = None, no_repl: bool = Fa
     engine = Engine(model if model is not None else load_model(settings), settings, provider,
                     make_verifier(provider, settings))
     return OpenEngine(engine, provider, label, owns_model=model is None)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """While inside, SIGINT, SIGTERM and SIGHUP set `stop` so a long-running front-end can shut down
+    cleanly; the previous handlers come back afterwards. SIGINT is set explicitly because a shell that
+    starts us in the background leaves it ignored. Only the main thread can take signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def wait_until_set(stop: threading.Event) -> None:
+    """Block until `stop` is set; short waits so the main thread runs signal handlers promptly."""
+    while not stop.wait(0.5):
+        pass

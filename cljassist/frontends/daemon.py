@@ -32,7 +32,6 @@ import hmac
 import os
 import queue
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -476,7 +475,7 @@ def _engine_repl_label(service) -> str:
 def main_serve(args) -> int:
     """`cljassist serve`: serve completions for the current directory until SIGINT/SIGTERM."""
     from cljassist.cli import settings_from_args
-    from cljassist.frontends.common import open_engine
+    from cljassist.frontends.common import open_engine, stop_on_signals, wait_until_set
     from cljassist.frontends.service import CompletionService
 
     directory = Path.cwd()
@@ -494,9 +493,8 @@ def main_serve(args) -> int:
               f"model {daemon.model_name}; REPL {opened.repl_label}", flush=True)
         status, injected = _inject(opened, daemon, no_inject=getattr(args, "no_inject", False))
         print(f"cljassist serve: {status}", flush=True)
-        _stop_on_signals(stop)
-        while not stop.wait(1.0):
-            pass
+        with stop_on_signals(stop):
+            wait_until_set(stop)
     finally:
         daemon.stop()
         if injected:
@@ -529,14 +527,3 @@ def _release_middleware(opened, daemon: Daemon) -> None:
         release_middleware(opened.provider.client, daemon.token)
     except CljassistError:
         pass  # the REPL is gone or busy: nothing to clean up there
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    """SIGINT, SIGTERM and SIGHUP end serve cleanly. SIGINT is set too: a shell starting us in
-    the background leaves it ignored."""
-
-    def handler(signum, frame) -> None:
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, handler)

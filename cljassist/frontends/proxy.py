@@ -31,7 +31,6 @@ the upstream gets an `err` reply to its first request and is closed.
 from __future__ import annotations
 
 import itertools
-import signal
 import socket
 import sys
 import threading
@@ -44,7 +43,7 @@ from typing import Any
 import fastbencode
 
 from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout, ReplUnavailable
-from cljassist.frontends.common import ReplRuntime, runtime_from_versions
+from cljassist.frontends.common import ReplRuntime, runtime_from_versions, stop_on_signals, wait_until_set
 from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
 from cljassist.repl.bencode import BencodeError, MessageStream, decode, encode
 from cljassist.repl.discovery import PORT_FILE, parse_endpoint
@@ -601,9 +600,7 @@ def main_proxy(args) -> int:
 
 
 def _serve_until_signal(proxy: NreplProxy, upstream: tuple[str, int], repl_label: str) -> None:
-    stop = threading.Event()
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals(threading.Event()) as stop:
         claim = claim_port_file(Path.cwd(), proxy.port)
         try:
             if claim.previous is not None:
@@ -611,11 +608,7 @@ def _serve_until_signal(proxy: NreplProxy, upstream: tuple[str, int], repl_label
                      "restored on exit")
             _log(f"listening on 127.0.0.1:{proxy.port} for {upstream[0]}:{upstream[1]} "
                  f"(completion REPL: {repl_label}); wrote {claim.path}")
-            while not stop.wait(1.0):  # a timeout keeps the main thread responsive to signals
-                pass
+            wait_until_set(stop)
             _log("stopping")
         finally:
             claim.release()
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)

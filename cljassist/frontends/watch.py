@@ -35,7 +35,6 @@ import errno
 import hashlib
 import os
 import re
-import signal
 import stat
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import Callable, TextIO
 
 from cljassist.engine import CURSOR_MARKER, CompletionRequest
 from cljassist.errors import Cancelled, CljassistError, InputError
@@ -616,23 +615,9 @@ def watch_root(dir_arg: str) -> Path:
     return root.resolve()
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` (only the main thread can take signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def main_watch(args) -> int:
     from cljassist.cli import settings_from_args
-    from cljassist.frontends.common import open_engine
+    from cljassist.frontends.common import open_engine, stop_on_signals, wait_until_set
 
     root = watch_root(args.dir)
     settings = settings_from_args(args, root)
@@ -641,14 +626,13 @@ def main_watch(args) -> int:
     stop = threading.Event()
     try:
         watcher = Watcher(root, MarkerFiller(opened.engine, dry_run=bool(args.dry_run), root=root))
-        with _stop_on_signals(stop):
+        with stop_on_signals(stop):
             watcher.start()
             try:
                 mode = "; dry run, nothing is written" if args.dry_run else ""
                 print(f"cljassist: watching {root} for {CURSOR_MARKER} in {', '.join(SOURCE_SUFFIXES)} files "
                       f"(REPL {opened.repl_label}{mode}); Ctrl-C stops", flush=True)
-                while not stop.wait(0.5):  # a short wait: signal handlers run between waits
-                    pass
+                wait_until_set(stop)
             finally:
                 watcher.stop()
     finally:
