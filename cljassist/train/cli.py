@@ -43,7 +43,18 @@ def _add_corpus(sub) -> None:
     p.set_defaults(func=_cmd_corpus)
 
 
-_SUBCOMMANDS = [_add_corpus]
+def _add_data(sub) -> None:
+    from cljassist.train.fim_data import add_data_arguments, main_data
+
+    p = sub.add_parser("data", help="make FIM training examples (train.jsonl, valid.jsonl) from a corpus",
+                       description="Training examples in the engine's own prompt format (prompts/), from a corpus "
+                                   "made by `cljassist train corpus`; deterministic with --seed; held-out files "
+                                   "for validation.")
+    add_data_arguments(p)
+    p.set_defaults(func=main_data)
+
+
+_SUBCOMMANDS = [_add_corpus, _add_data]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1004 @@
+"""FIM training examples from the corpus, in exactly the prompt format the engine uses (issue 5, item 2).
+
+Every prompt is built by `cljassist.prompt.build_prompt` with a `FimFormat` of `prompts/fim.toml`
+(our own family, `cljassist_smollm2` by default, in its PSM and SPM tables), the same token budget
+(`prompts/completion.toml`), the same file label and the same REPL-style context header that the
+engine writes at inference -- so training and inference prompts cannot drift apart.
+
+Spans (the "middle" the model must write) are chosen per file, deterministically from the seed:
+
+* ``psm`` / ``spm``: syntax-aware spans from the reader's parse tree: whole forms at any depth,
+  form bodies / argument runs (a collection's children from the i-th to the last), and binding or
+  clause pairs; rendered in prefix-suffix-middle or suffix-prefix-middle order;
+* ``symbol``: the tail of a symbol or keyword, the prefix ending inside it (``(str/jo|in``);
+* ``char``: random character spans;
+* ``l2r``: plain left-to-right file chunks (no FIM tokens, as the engine prompts a model without
+  FIM), continuing the prefix up to a line end.
+
+For every kind but ``symbol`` (whose lengths are bounded by the symbols) a length bucket is drawn
+uniformly first (`LENGTH_BUCKETS`, characters), then a span in it, so lengths are spread evenly.
+Each FIM middle is followed by the family's end-of-middle token (``tokens.eot``); an ``l2r``
+chunk that reaches the end of its file is followed by ``tokens.eof``.
+
+Context: with probability ``context_share`` an example gets the lines the live REPL context stage
+(`cljassist.context`) would give at that cursor, computed like the engine does (from prefix +
+suffix, the middle left out, with `cljassist.context._references` for the symbols the enclosing
+form uses) but resolved against the defn/defmacro/def/defprotocol names, arglists and docstrings
+read from the same package's sources instead of a running REPL -- plus clojure.core's vars, read
+from the corpus' clojure package, among the matches of a bare prefix being typed, as the REPL's
+ns-map has them. Lines are rendered by `cljassist.context._var_line` with the `[context]` settings
+of completion.toml. Train examples see only the package's train files; valid ones the whole package.
+
+Held-out validation is by whole file: a hash of ``package/path`` (independent of the seed) puts
+about ``valid_share`` of the files into ``valid.jsonl``. Packages listed as ``bench`` or
+``reserved`` in the corpus split are refused before any source is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import json
+import random
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Sequence
+
+from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
+from cljassist.clojure_text.reader import Node, file_namespace, namespace_of_form, parse
+from cljassist.context import (
+    ContextSettings,
+    VarInfo,
+    _references,
+    _typed,
+    _unique,
+    _var_line,
+    load_context_settings,
+)
+from cljassist.corpus import ReservedPackage, Split
+from cljassist.model.fim import FimFormat, load_fim_table
+from cljassist.prompt import PromptTemplates, build_prompt, load_templates
+
+__all__ = [
+    "LENGTH_BUCKETS",
+    "DEFAULT_MIX",
+    "DEFAULT_FAMILY",
+    "KINDS",
+    "make_examples",
+    "main_data",
+    "add_data_arguments",
+    "is_valid_file",
+    "bucket_label",
+    "chars_estimate",
+    "gguf_token_counter",
+    "index_package",
+    "context_lines_for",
+]
+
+# [lo, hi) characters. The engine generates at most max_new_tokens (64) tokens, ~200 characters;
+# the last bucket reaches a bit past that, as the benchmark's longest bodies do.
+LENGTH_BUCKETS: tuple[tuple[int, int], ...] = ((1, 4), (4, 12), (12, 32), (32, 80), (80, 160), (160, 320))
+KINDS = ("psm", "spm", "symbol", "char", "l2r")
+# Mostly syntax-aware (psm + spm + symbol = 70 %), some random character spans, some plain text.
+DEFAULT_MIX: dict[str, float] = {"psm": 0.25, "spm": 0.20, "symbol": 0.25, "char": 0.15, "l2r": 0.15}
+# symbol and char spans are rendered suffix-first this often (the engine prompts PSM)
+SPM_SHARE = 1 / 3
+# symbol tails come from the buckets up to this many characters (names are short)
+SYMBOL_MAX_TAIL = 31
+DEFAULT_FAMILY = "cljassist_smollm2"
+# File label as the engine writes it: relative path (benchmark cases, relative requests), file name
+# (editors send absolute paths, the engine keeps the name), or none.
+LABEL_MIX = (("path", 0.6), ("name", 0.3), ("none", 0.1))
+CHARS_PER_EXAMPLE = 400  # one example per this many source characters (per pass)
+MAX_LINE_CHARS = 2000  # files with longer lines are generated / minified: skipped
+
+
+def chars_estimate(text: str) -> int:
+    """A cheap token estimate: one token per 3 characters (rounded up)."""
+    return -(-len(text) // 3)
+
+
+def gguf_token_counter(gguf_path: str | Path) -> Callable[[str], int]:
+    """Exact token counts with a GGUF's tokenizer (llama.cpp, vocabulary only), special-token texts
+    parsed as the engine does (`LocalModel.count_tokens`)."""
+    import llama_cpp  # heavy import: only for the real run
+
+    llm = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+
+    def count(text: str) -> int:
+        return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    return count
+
+
+def bucket_label(n: int) -> str:
+    for lo, hi in LENGTH_BUCKETS:
+        if lo <= n < hi:
+            return f"{lo}-{hi - 1}"
+    return f"{LENGTH_BUCKETS[-1][1]}+" if n >= LENGTH_BUCKETS[-1][1] else "0"
+
+
+def _file_hash(package: str, path: str) -> float:
+    digest = hashlib.sha256(f"{package}/{path}".encode("utf-8")).hexdigest()
+    return int(digest[:12], 16) / float(16**12)
+
+
+def is_valid_file(package: str, path: str, valid_share: float) -> bool:
+    """Whether a corpus file is held out for validation (a hash of package/path, not the seed)."""
+    return _file_hash(package, path) < valid_share
+
+
+# ----------------------------------------------------------------------------------------------
+# What the package's sources define: the stand-in for what a running REPL knows
+
+
+@dataclass
+class NsIndex:
+    name: str
+    vars: dict[str, VarInfo] = field(default_factory=dict)  # simple name -> info (private ones too)
+    private: set[str] = field(default_factory=set)
+    aliases: dict[str, str] = field(default_factory=dict)  # alias -> namespace
+    refers: dict[str, str] = field(default_factory=dict)  # simple name -> qualified (not clojure.core)
+    refer_all: list[str] = field(default_factory=list)  # namespaces referred with :refer :all / :use
+
+    def publics(self) -> list[VarInfo]:
+        return [self.vars[k] for k in sorted(self.vars) if k not in self.private]
+
+
+PackageIndex = dict[str, NsIndex]
+CORE_NS = "clojure.core"
+CORE_PACKAGE = "libclojure-java"  # the corpus package whose sources define clojure.core
+
+_DEF_HEADS = frozenset(["defn", "defn-", "defmacro", "def", "defonce", "defmulti", "definline", "defprotocol",
+                        "s/defn", "schema.core/defn", "s/def", "defschema", "s/defschema"])
+_WS_RUN = re.compile(r"\s+")
+
+
+def _unwrap(node: Node) -> Node:
+    while node.kind == "meta" and len(node.children) == 2:
+        node = node.children[1]
+    return node
+
+
+def _meta_private(node: Node, text: str) -> bool:
+    while node.kind == "meta" and len(node.children) == 2:
+        m = text[node.children[0].start:node.children[0].end]
+        if ":private" in m:
+            return True
+        node = node.children[1]
+    return False
+
+
+def _meta_entry(node: Node, text: str, key: str) -> Node | None:
+    """The value of `key` in a ``^{...}`` metadata map on a def'd name."""
+    while node.kind == "meta" and len(node.children) == 2:
+        m = node.children[0]
+        if m.kind == "map":
+            kids = m.children
+            for i in range(0, len(kids) - 1, 2):
+                if text[kids[i].start:kids[i].end] == key:
+                    return kids[i + 1]
+        node = node.children[1]
+    return None
+
+
+def _meta_doc(node: Node, text: str) -> str:
+    value = _meta_entry(node, text, ":doc")
+    return _string_value(value, text) if value is not None and value.kind == "string" else ""
+
+
+def _meta_arglists(node: Node, text: str) -> str:
+    """``:arglists '([x] [x y])`` in the name's metadata, printed as the REPL prints it."""
+    value = _meta_entry(node, text, ":arglists")
+    if value is None:
+        return ""
+    if value.kind == "quote" and value.children:
+        value = value.children[0]
+    return _clean(_pr(value, text), 240) if value.kind == "list" else ""
+
+
+def _clean(s: str, limit: int) -> str:
+    s = _WS_RUN.sub(" ", s).strip()
+    return s[:limit]
+
+
+def _string_value(node: Node, text: str) -> str:
+    raw = text[node.start + 1:node.end - 1] if node.end - node.start >= 2 else ""
+    return re.sub(r'\\(.)', lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), raw)
+
+
+def _pr(node: Node, text: str) -> str:
+    """A form as Clojure's `pr-str` prints it back (read, *print-meta* false): single spaces,
+    metadata and type hints dropped, map entries separated by commas."""
+    k = node.kind
+    if k == "meta" and node.children:
+        return _pr(node.children[-1], text)
+    if k in ("vector", "list", "set", "map") and node.closed:
+        opener, closer = {"vector": ("[", "]"), "list": ("(", ")"), "set": ("#{", "}"), "map": ("{", "}")}[k]
+        parts = [_pr(c, text) for c in node.children]
+        if k == "map":
+            parts = [" ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]
+            return opener + ", ".join(parts) + closer
+        return opener + " ".join(parts) + closer
+    if k == "quote" and node.children:
+        return "(quote " + _pr(node.children[0], text) + ")"
+    return _WS_RUN.sub(" ", text[node.start:node.end])
+
+
+def _arglists(children: Sequence[Node], text: str) -> str:
+    """``([x] [x y])`` from a defn's arities (children after name / docstring / attr-map)."""
+    vectors: list[str] = []
+    for c in children:
+        c = _unwrap(c)
+        if c.kind == "vector":
+            vectors.append(_pr(c, text))
+            break
+        if c.kind == "list" and c.children and _unwrap(c.children[0]).kind == "vector":
+            vectors.append(_pr(c.children[0], text))
+    if not vectors:
+        return ""
+    return _clean("(" + " ".join(vectors) + ")", 240)
+
+
+def _def_infos(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, bool]]:
+    """(simple name, info, private) for what one top-level form defines."""
+    out = _def_infos_raw(node, text, ns)
+    if out:  # an explicit :arglists in the name's metadata is what the REPL shows
+        node = _unwrap(node)
+        name_node = node.children[1]
+        arglists = _meta_arglists(name_node, text)
+        macro_meta = _meta_entry(name_node, text, ":macro")
+        macro = macro_meta is not None and text[macro_meta.start:macro_meta.end] == "true"
+        if arglists or macro:
+            name, info, private = out[0]
+            out[0] = (name, VarInfo(info.qualified, 0, arglists or info.arglists, info.doc, info.macro or macro), private)
+    return out
+
+
+def _def_infos_raw(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, bool]]:
+    node = _unwrap(node)
+    if node.kind != "list" or len(node.children) < 2 or node.children[0].kind != "symbol":
+        return []
+    head = text[node.children[0].start:node.children[0].end]
+    if head not in _DEF_HEADS and head.rpartition("/")[2] not in ("defn", "defn-", "defmacro", "def"):
+        return []
+    head = head.rpartition("/")[2] if head not in _DEF_HEADS else head
+    name_node = node.children[1]
+    private = head == "defn-" or _meta_private(name_node, text)
+    meta_doc = _meta_doc(name_node, text)
+    name_node = _unwrap(name_node)
+    if name_node.kind != "symbol":
+        return []
+    name = text[name_node.start:name_node.end]
+    if "/" in name:
+        return []
+    rest = list(node.children[2:])
+    doc = meta_doc
+    if rest and rest[0].kind == "string":
+        doc = _string_value(rest[0], text)
+        rest = rest[1:]
+    if head == "defprotocol":
+        out = [(name, VarInfo(f"{ns}/{name}", 0, "", _clean(doc, 300)), private)]
+        for sig in rest:
+            sig = _unwrap(sig)
+            if sig.kind != "list" or not sig.children or sig.children[0].kind != "symbol":
+                continue
+            mname = text[sig.children[0].start:sig.children[0].end]
+            vecs = [_pr(c, text) for c in sig.children[1:] if _unwrap(c).kind == "vector"]
+            mdoc = next((_string_value(c, text) for c in sig.children[1:] if c.kind == "string"), "")
+            arg = _clean("(" + " ".join(vecs) + ")", 240) if vecs else ""
+            out.append((mname, VarInfo(f"{ns}/{mname}", 0, arg, _clean(mdoc, 300)), False))
+        return out
+    if head in ("def", "defonce", "s/def", "defschema", "s/defschema"):
+        arglists = ""
+        if len(rest) == 1:
+            value = _unwrap(rest[0])
+            if value.kind == "list" and value.children and text[value.children[0].start:value.children[0].end] in ("fn", "fn*"):
+                arglists = _arglists(value.children[1:], text)
+        elif len(rest) > 1 and not doc:
+            return [(name, VarInfo(f"{ns}/{name}", 0, "", ""), private)]
+        return [(name, VarInfo(f"{ns}/{name}", 0, arglists, _clean(doc, 300)), private)]
+    if head == "defmulti":
+        return [(name, VarInfo(f"{ns}/{name}", 0, "", _clean(doc, 300)), private)]
+    if rest and rest[0].kind == "map":
+        rest = rest[1:]  # attr-map
+    if head in ("s/defn", "schema.core/defn") and len(rest) >= 2 and text[rest[0].start:rest[0].end] == ":-":
+        rest = rest[2:]
+    return [(name, VarInfo(f"{ns}/{name}", 0, _arglists(rest, text), _clean(doc, 300), head == "defmacro"), private)]
+
+
+def _libspecs(node: Node, text: str, prefix: str = "") -> Iterable[tuple[str, list[Node]]]:
+    """(namespace, options) for each libspec of a :require / :use clause element."""
+    node = _unwrap(node)
+    if node.kind == "symbol":
+        yield (prefix + "." if prefix else "") + text[node.start:node.end], []
+    elif node.kind == "vector" and node.children and node.children[0].kind == "symbol":
+        lib = text[node.children[0].start:node.children[0].end]
+        opts = list(node.children[1:])
+        if opts and all(o.kind in ("symbol", "vector") for o in opts) and not any(o.kind == "keyword" for o in opts):
+            for o in opts:  # [prefix lib1 [lib2 :as x]]
+                yield from _libspecs(o, text, lib)
+        else:
+            yield (prefix + "." if prefix else "") + lib, opts
+    elif node.kind == "list" and node.children and node.children[0].kind == "symbol":
+        lib = text[node.children[0].start:node.children[0].end]
+        for o in node.children[1:]:
+            yield from _libspecs(o, text, lib)
+    elif node.kind in ("reader-cond", "reader-cond-splicing"):
+        for o in node.children[1::2]:
+            if node.kind == "reader-cond-splicing" and o.kind in ("vector", "list"):
+                for c in o.children:
+                    yield from _libspecs(c, text, prefix)
+            else:
+                yield from _libspecs(o, text, prefix)
+
+
+def _ns_requires(node: Node, text: str, idx: NsIndex) -> None:
+    clauses: list[Node] = []
+    for c in node.children[2:]:
+        c = _unwrap(c)
+        if c.kind in ("reader-cond", "reader-cond-splicing"):
+            for o in c.children[1::2]:
+                clauses.extend(o.children if o.kind in ("vector", "list") and o.children and o.children[0].kind == "list" else [o])
+        else:
+            clauses.append(c)
+    for clause in clauses:
+        if clause.kind != "list" or not clause.children or clause.children[0].kind != "keyword":
+            continue
+        kw = text[clause.children[0].start:clause.children[0].end]
+        if kw not in (":require", ":use", ":require-macros"):
+            continue
+        for spec in clause.children[1:]:
+            if spec.kind == "keyword":
+                continue
+            for lib, opts in _libspecs(spec, text):
+                if kw == ":use" and not opts:
+                    idx.refer_all.append(lib)
+                i = 0
+                while i < len(opts) - 1:
+                    key = text[opts[i].start:opts[i].end]
+                    val = _unwrap(opts[i + 1])
+                    if key in (":as", ":as-alias") and val.kind == "symbol":
+                        idx.aliases[text[val.start:val.end]] = lib
+                    elif key in (":refer", ":only"):
+                        if val.kind in ("vector", "list"):
+                            for s in val.children:
+                                if s.kind == "symbol" and lib not in ("clojure.core", "cljs.core"):
+                                    idx.refers[text[s.start:s.end]] = f"{lib}/{text[s.start:s.end]}"
+                        elif text[val.start:val.end] == ":all":
+                            idx.refer_all.append(lib)
+                    i += 2
+
+
+def index_package(sources: Iterable[str]) -> PackageIndex:
+    """What the package's namespaces define and require, read from their sources."""
+    index: PackageIndex = {}
+    for text in sources:
+        try:
+            nodes = parse(text)
+        except Exception:
+            continue
+        ns_name: str | None = None
+        idx: NsIndex | None = None
+        for node in nodes:
+            name = namespace_of_form(_unwrap(node), text)
+            if name is not None and ns_name is None:
+                ns_name = name
+                idx = index.setdefault(name, NsIndex(name))
+                if text[_unwrap(node).children[0].start:_unwrap(node).children[0].end] in ("ns", "clojure.core/ns"):
+                    _ns_requires(_unwrap(node), text, idx)
+                continue
+            if idx is None:
+                continue
+            for simple, info, private in _def_infos(node, text, idx.name):
+                idx.vars[simple] = info  # the last definition wins, as when the file is loaded
+                if private:
+                    idx.private.add(simple)
+                else:
+                    idx.private.discard(simple)
+    # :refer :all / :use of a namespace of this package: its publics are referred
+    for idx in index.values():
+        for lib in idx.refer_all:
+            target = index.get(lib)
+            if target is not None:
+                for v in target.publics():
+                    idx.refers.setdefault(v.name, v.qualified)
+    return index
+
+
+# ----------------------------------------------------------------------------------------------
+# The context lines the engine would show at a cursor (ReplContextProvider._render, offline)
+
+
+def _lookup(pkg: PackageIndex, qualified: str) -> VarInfo | None:
+    ns, _, name = qualified.partition("/")
+    target = pkg.get(ns)
+    return target.vars.get(name) if target is not None else None
+
+
+def _resolve(pkg: PackageIndex, here: NsIndex, sym: str) -> VarInfo | None:
+    if "/" in sym[1:]:
+        q, _, name = sym.partition("/")
+        target_name = here.aliases.get(q, q)
+        target = pkg.get(target_name)
+        if target is None or (name in target.private and target is not here):
+            return None
+        return target.vars.get(name)
+    if sym in here.vars:
+        return here.vars[sym]
+    if sym in here.refers:
+        return _lookup(pkg, here.refers[sym])
+    return None
+
+
+def context_lines_for(text: str, cursor: CursorContext, pkg: PackageIndex,
+                      settings: ContextSettings | None = None, core: NsIndex | None = None) -> list[str]:
+    """The context lines at `cursor` in `text` (prefix + suffix), most relevant first, as
+    `ReplContextProvider.gather` renders them, with `pkg` standing in for the running program.
+    `core`: clojure.core's vars (read from the corpus' Clojure sources), which every namespace
+    refers: the REPL offers them among the matches of a bare prefix (after the namespace's own and
+    referred vars); everything else comes from `pkg`, the package's own namespaces.
+    A namespace the package does not define gives no lines (the engine's "not loaded")."""
+    settings = settings or load_context_settings()
+    here = pkg.get(cursor.namespace or "")
+    if here is None:
+        return []
+    try:
+        refs = _references(text, cursor, settings)
+    except Exception:
+        refs = None
+    form_syms = refs.form if refs else []
+    nearby_syms = refs.nearby if refs else []
+    qualifier, name_prefix, bare = _typed(cursor.symbol_prefix)
+    skip = set(settings.skip_namespaces)
+    lines: list[str] = []
+    shown: set[str] = set()
+
+    def add_var(info: VarInfo) -> None:
+        if info.qualified and info.qualified not in shown:
+            shown.add(info.qualified)
+            lines.append(_var_line(info, settings))
+
+    # 1. the symbol being typed
+    typed: list[VarInfo] = []
+    if qualifier is not None:
+        target = pkg.get(here.aliases.get(qualifier, qualifier))
+        if target is not None:
+            typed = [v for v in target.publics() if v.name.startswith(name_prefix)]
+            typed.sort(key=lambda v: (v.name != name_prefix, len(v.name), v.name))
+    elif bare:
+        mapped = dict(here.vars)
+        for simple, q in here.refers.items():
+            info = _lookup(pkg, q)
+            if info is not None:
+                mapped.setdefault(simple, info)
+        if core is not None and core is not here:
+            for simple in core.vars:
+                if simple not in core.private and simple.startswith(bare):
+                    mapped.setdefault(simple, core.vars[simple])
+        rank = {here.name: 0, CORE_NS: 2}
+        typed = [v for k, v in mapped.items() if k.startswith(bare)]
+        typed.sort(key=lambda v: (rank.get(v.namespace, 1), len(v.name), v.name))
+        typed = typed[:16]
+    for info in typed[: settings.max_matches]:
+        add_var(info)
+
+    # 2. vars of the enclosing form, then qualified vars used nearby
+    for syms, limit in ((form_syms, settings.max_form_vars), (nearby_syms, settings.max_nearby_vars)):
+        n = 0
+        for sym in syms:
+            info = _resolve(pkg, here, sym)
+            if info is None or info.namespace in skip or info.qualified in shown:
+                continue
+            add_var(info)
+            n += 1
+            if n >= limit:
+                break
+
+    # 3. what else the aliased namespaces in use offer
+    quals = _unique(([qualifier] if qualifier else []) + [s.partition("/")[0] for s in form_syms + nearby_syms if "/" in s[1:]])
+    for q in quals:
+        target_name = here.aliases.get(q, q if q in pkg else None)
+        if target_name is None or target_name in skip or target_name not in pkg:
+            continue
+        names = [v.name for v in pkg[target_name].publics() if v.qualified not in shown][: settings.max_public_names]
+        if names:
+            lines.append(settings.publics.format(alias=q, namespace=target_name, names=" ".join(names)))
+
+    # 4. aliases and refers
+    if here.aliases:
+        items = ", ".join(settings.alias_item.format(alias=a, namespace=t) for a, t in sorted(here.aliases.items()))
+        lines.append(settings.aliases.format(items=items))
+    refers = [q for _, q in sorted(here.refers.items()) if q.partition("/")[0] not in skip][:64]
+    if refers:
+        lines.append(settings.refers.format(items=", ".join(refers)))
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# Spans
+
+
+@dataclass(frozen=True)
+class _Span:
+    start: int
+    end: int
+
+
+def _walk_nodes(nodes: Sequence[Node]) -> Iterable[Node]:
+    stack = list(reversed(nodes))
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(n.children))
+
+
+_COLLECTIONS = frozenset(["list", "vector", "map", "set", "fn", "reader-cond", "reader-cond-splicing", "namespaced-map"])
+
+
+class _FileSpans:
+    """Candidate spans of one file, bucketed by length."""
+
+    def __init__(self, text: str):
+        self.text = text
+        nodes = parse(text)
+        forms: list[list[_Span]] = [[] for _ in LENGTH_BUCKETS]
+        symbols: list[Node] = []
+        seen: set[tuple[int, int]] = set()
+
+        def add(a: int, b: int) -> None:
+            if (a, b) in seen or b <= a:
+                return
+            k = _bucket_of(b - a)
+            if k is not None and text[a:b].strip():
+                seen.add((a, b))
+                forms[k].append(_Span(a, b))
+
+        for node in _walk_nodes(nodes):
+            if not node.closed:
+                continue
+            if node.kind in ("symbol", "keyword") and node.end - node.start >= 2:
+                symbols.append(node)
+            add(node.start, node.end)  # a whole form, at any depth
+            kids = node.children
+            if node.kind in _COLLECTIONS and len(kids) >= 2:
+                for i in range(1, len(kids)):  # a body / the arguments from the i-th on
+                    add(kids[i].start, kids[-1].end)
+                for i in range(0, len(kids) - 1, 2):  # a binding / clause / map entry pair
+                    add(kids[i].start, kids[i + 1].end)
+        self.forms = forms
+        self.symbols = symbols
+        # for analysing cursors in a window of the text (see `analysis_view`)
+        self.tops = [n.start for n in nodes]
+        self.ns_end = next((n.end for n in nodes if namespace_of_form(_unwrap(n), text) is not None), None)
+
+    def analysis_view(self, gap_text: str, offset: int, reach: int) -> tuple[str, int]:
+        """(text, offset) that `analyze_cursor` + `context_lines_for` read exactly as they read
+        (gap_text, offset) -- the namespace form, then the top-level forms from well before the
+        cursor's reach on -- so big files cost as much as small ones. `gap_text` must equal the
+        file's text before `offset` (it is prefix + suffix)."""
+        if self.ns_end is None:
+            return gap_text, offset
+        i = bisect.bisect_right(self.tops, offset - reach - 2) - 1
+        if i < 0 or self.tops[i] <= self.ns_end:
+            return gap_text, offset
+        lo = self.tops[i]
+        head = gap_text[: self.ns_end] + "\n"
+        return head + gap_text[lo:], offset - lo + len(head)
+
+    def form_span(self, rng: random.Random) -> _Span | None:
+        buckets = [k for k, b in enumerate(self.forms) if b]
+        if not buckets:
+            return None
+        k = rng.randrange(len(LENGTH_BUCKETS))
+        if not self.forms[k]:
+            k = rng.choice(buckets)
+        return rng.choice(self.forms[k])
+
+    def symbol_span(self, rng: random.Random) -> _Span | None:
+        """A tail of a symbol / keyword: the prefix ends inside it."""
+        if not self.symbols:
+            return None
+        longest = max(n.end - n.start for n in self.symbols) - 1
+        buckets = [k for k, (lo, hi) in enumerate(LENGTH_BUCKETS) if lo <= longest and hi <= SYMBOL_MAX_TAIL + 1]
+        lo, hi = LENGTH_BUCKETS[rng.choice(buckets)]
+        fitting = [n for n in self.symbols if n.end - n.start - 1 >= lo]
+        node = rng.choice(fitting)
+        tail = rng.randint(lo, min(hi - 1, node.end - node.start - 1, SYMBOL_MAX_TAIL))
+        return _Span(node.end - tail, node.end)
+
+    def char_span(self, rng: random.Random) -> _Span | None:
+        n = len(self.text)
+        for _ in range(8):
+            lo, hi = LENGTH_BUCKETS[rng.randrange(len(LENGTH_BUCKETS))]
+            if lo >= n:
+                continue
+            length = rng.randint(lo, min(hi - 1, n - 1))
+            start = rng.randint(0, n - length)
+            if self.text[start:start + length].strip():
+                return _Span(start, start + length)
+        return None
+
+    def l2r_span(self, rng: random.Random) -> _Span | None:
+        """A chunk starting at a line start and ending at a line end (or the file's end)."""
+        text = self.text
+        starts = [0] + [m.end() for m in re.finditer("\n", text) if m.end() < len(text)]
+        for _ in range(8):
+            start = rng.choice(starts)
+            lo, hi = LENGTH_BUCKETS[rng.randrange(len(LENGTH_BUCKETS))]
+            want = rng.randint(lo, hi - 1)
+            end = text.find("\n", min(len(text), start + want) - 1)
+            end = len(text) if end < 0 else end + 1
+            if end - start > 0 and text[start:end].strip():
+                return _Span(start, end)
+        return None
+
+
+def _bucket_of(n: int) -> int | None:
+    for k, (lo, hi) in enumerate(LENGTH_BUCKETS):
+        if lo <= n < hi:
+            return k
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Examples
+
+
+@dataclass(frozen=True)
+class _Formats:
+    psm: FimFormat
+    spm: FimFormat
+    l2r: FimFormat
+    end: str  # end-of-middle token text
+    eof: str  # end-of-file token text (l2r chunks reaching the end)
+
+
+def _formats(family: str, table: dict[str, FimFormat] | None = None) -> _Formats:
+    table = table or load_fim_table()
+    psm = table[family]
+    spm = table.get(family + "_spm", psm)
+    if not psm.is_fim or psm.order != "PSM" or spm.order not in ("SPM", "PSM"):
+        raise ValueError(f"FIM family {family!r} must be a PSM FIM format (with an optional {family}_spm)")
+    end = psm.tokens.get("eot") or (psm.stop[0] if psm.stop else "")
+    if not end:
+        raise ValueError(f"FIM family {family!r} has no end-of-middle token (tokens.eot)")
+    return _Formats(psm, spm, table["left_to_right"], end, psm.tokens.get("eof", end))
+
+
+def _choose(rng: random.Random, weighted: Sequence[tuple[str, float]]) -> str:
+    total = sum(w for _, w in weighted)
+    x = rng.random() * total
+    for name, w in weighted:
+        x -= w
+        if x < 0:
+            return name
+    return weighted[-1][0]
+
+
+@dataclass
+class _Settings:
+    formats: _Formats
+    count_tokens: Callable[[str], int]
+    templates: PromptTemplates
+    context: ContextSettings
+    mix: tuple[tuple[str, float], ...]
+    context_share: float
+    max_prompt_tokens: int | None
+    core: NsIndex | None = None
+
+
+def _file_label(rng: random.Random, path: str) -> str | None:
+    how = _choose(rng, LABEL_MIX)
+    if how == "path":
+        return path
+    if how == "name":
+        return PurePosixPath(path).name
+    return None
+
+
+def _fitting_prompt(prefix: str, suffix: str, fmt: FimFormat, lines: Sequence[str], namespace: str | None,
+                    label: str | None, s: _Settings):
+    """`build_prompt` as the engine calls it; should the whole prompt still count more tokens than
+    the budget (counts of parts need not add up exactly), again with a budget lowered by the excess,
+    then without context. None if nothing fits."""
+    budget = s.max_prompt_tokens or s.templates.budget.max_prompt_tokens
+    limit, ctx = budget, tuple(lines)
+    for _ in range(3):
+        prompt = build_prompt(prefix, suffix, fmt, s.count_tokens, context_lines=ctx, namespace=namespace,
+                              file_label=label, templates=s.templates, max_prompt_tokens=limit)
+        total = s.count_tokens(prompt.text)
+        if total <= budget:
+            return prompt
+        limit -= total - budget + 8
+        if limit < 64:  # the context alone is too large for this budget
+            limit, ctx = budget, ()
+    return None
+
+
+def _examples_for_file(rng: random.Random, text: str, package: str, path: str, pkg: PackageIndex,
+                       n: int, s: _Settings) -> list[dict]:
+    spans = _FileSpans(text)
+    out: list[dict] = []
+    used: set[tuple[str, int, int]] = set()
+    for _ in range(n * 2):
+        if len(out) >= n:
+            break
+        kind = _choose(rng, s.mix)
+        if kind in ("psm", "spm"):
+            span = spans.form_span(rng)
+            order = kind
+        elif kind == "symbol":
+            span = spans.symbol_span(rng)
+            order = "spm" if rng.random() < SPM_SHARE else "psm"
+        elif kind == "char":
+            span = spans.char_span(rng)
+            order = "spm" if rng.random() < SPM_SHARE else "psm"
+        else:
+            span = spans.l2r_span(rng)
+            order = "l2r"
+        if span is None or (kind, span.start, span.end) in used:
+            continue
+        used.add((kind, span.start, span.end))
+        prefix, middle, suffix = text[:span.start], text[span.start:span.end], text[span.end:]
+        label = _file_label(rng, path)
+        with_context = rng.random() < s.context_share
+        if order == "l2r":
+            suffix = ""  # a left-to-right model never sees it; the chunk continues the prefix
+        gap_text = prefix + suffix if order != "l2r" else prefix
+        view, at = spans.analysis_view(gap_text, len(prefix), s.context.nearby_chars)
+        cursor = analyze_cursor(view, at)
+        lines = context_lines_for(view, cursor, pkg, s.context, s.core) if with_context else []
+        fmt = {"psm": s.formats.psm, "spm": s.formats.spm, "l2r": s.formats.l2r}[order]
+        prompt = _fitting_prompt(prefix, suffix, fmt, lines, cursor.namespace, label, s)
+        if prompt is None:
+            continue
+        if order == "l2r":
+            completion = middle + (s.formats.eof if span.end == len(text) else "")
+        else:
+            completion = middle + s.formats.end
+        out.append({
+            "prompt": prompt.text,
+            "completion": completion,
+            "kind": kind,
+            "order": order,
+            "package": package,
+            "path": path,
+            "start": span.start,
+            "end": span.end,
+            "context_lines": len(prompt.context_lines),
+            "prompt_tokens": prompt.tokens,
+        })
+    return out
+
+
+def _read_manifest(corpus_dir: Path, split: Split) -> list[dict]:
+    manifest = json.loads((corpus_dir / "manifest.json").read_text(encoding="utf-8"))
+    files = list(manifest.get("files", []))
+    refused = sorted({f["package"] for f in files if f["package"] in split.bench or f["package"] in split.reserved})
+    if refused:
+        raise ReservedPackage(
+            f"the corpus lists bench/reserved packages, which are never used for training: {', '.join(refused)}")
+    for f in files:
+        p = PurePosixPath(f["path"])
+        if p.is_absolute() or ".." in p.parts or "/" in f["package"] or f["package"] in ("", ".", ".."):
+            raise ValueError(f"bad manifest entry: {f['package']}/{f['path']}")
+    return sorted(files, key=lambda f: (f["package"], f["path"]))
+
+
+def _core_index(corpus_dir: Path, files: Iterable[dict]) -> NsIndex | None:
+    """clojure.core's vars from the corpus' clojure sources (core.clj and the files it loads with
+    (in-ns 'clojure.core)), or None when the corpus has no such package."""
+    sources = []
+    for f in files:
+        if not f["path"].startswith("clojure/core"):
+            continue
+        try:
+            text = (corpus_dir / "files" / CORE_PACKAGE / f["path"]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if file_namespace(text) == CORE_NS:
+            sources.append(text)
+    return index_package(sources).get(CORE_NS) if sources else None
+
+
+def _seeded(seed: int, *parts: str) -> random.Random:
+    digest = hashlib.sha256("\0".join([str(seed), *parts]).encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def make_examples(
+    corpus_dir: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    valid_share: float = 0.03,
+    count_tokens: Callable[[str], int] | None = None,
+    family: str = DEFAULT_FAMILY,
+    mix: dict[str, float] | None = None,
+    context_share: float = 0.8,
+    chars_per_example: int = CHARS_PER_EXAMPLE,
+    passes: int = 1,
+    max_prompt_tokens: int | None = None,
+    split_path: str | Path | None = None,
+    core_matches: bool = True,
+    fim_table: dict[str, FimFormat] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write out_dir/train.jsonl, out_dir/valid.jsonl and out_dir/stats.json; return the stats.
+
+    One example per `chars_per_example` source characters per pass (at least one per file and
+    pass); `passes` > 1 draws more, different spans from the same files. Same arguments, same bytes.
+    """
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    split = Split.load(Path(split_path) if split_path else None)
+    files = _read_manifest(corpus_dir, split)  # refuses bench/reserved before reading any source
+    mix = dict(mix or DEFAULT_MIX)
+    unknown = set(mix) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown example kinds: {sorted(unknown)}")
+    s = _Settings(
+        formats=_formats(family, fim_table),
+        count_tokens=count_tokens or chars_estimate,
+        templates=load_templates(),
+        context=load_context_settings(),
+        mix=tuple((k, float(mix[k])) for k in KINDS if mix.get(k, 0) > 0),
+        context_share=context_share,
+        max_prompt_tokens=max_prompt_tokens,
+    )
+
+    # which files are held out: by hash of package/path; at least one when there are two or more
+    valid_keys = {(f["package"], f["path"]) for f in files if is_valid_file(f["package"], f["path"], valid_share)}
+    if valid_share > 0 and not valid_keys and len(files) >= 2:
+        f = min(files, key=lambda f: _file_hash(f["package"], f["path"]))
+        valid_keys.add((f["package"], f["path"]))
+
+    texts: dict[tuple[str, str], str] = {}
+    by_package: dict[str, list[dict]] = {}
+    for f in files:
+        by_package.setdefault(f["package"], []).append(f)
+    if core_matches:
+        s.core = _core_index(corpus_dir, by_package.get(CORE_PACKAGE, ()))
+
+    train: list[dict] = []
+    valid: list[dict] = []
+    skipped: Counter = Counter()
+    n_files = {"train": 0, "valid": 0}
+    done = 0
+    for package in sorted(by_package):
+        pkg_files = by_package[package]
+        for f in pkg_files:
+            try:
+                texts[(package, f["path"])] = (corpus_dir / "files" / package / f["path"]).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                skipped["unreadable"] += 1
+        # train examples see the package's train files only; valid ones the whole package
+        all_index = index_package(texts[(package, f["path"])] for f in pkg_files if (package, f["path"]) in texts)
+        train_index = index_package(texts[(package, f["path"])] for f in pkg_files
+                                    if (package, f["path"]) in texts and (package, f["path"]) not in valid_keys)
+        for f in pkg_files:
+            key = (package, f["path"])
+            done += 1
+            text = texts.pop(key, None)
+            if progress is not None:
+                progress(done, len(files))
+            if text is None:
+                continue
+            if not text.strip() or max((len(line) for line in text.splitlines()), default=0) > MAX_LINE_CHARS:
+                skipped["empty-or-long-lines"] += 1
+                continue
+            is_valid = key in valid_keys
+            n_files["valid" if is_valid else "train"] += 1
+            for p in range(passes):
+                rng = _seeded(seed, package, f["path"], str(p))
+                n = max(1, round(len(text) / chars_per_example))
+                exs = _examples_for_file(rng, text, package, f["path"], all_index if is_valid else train_index, n, s)
+                (valid if is_valid else train).extend(exs)
+
+    _seeded(seed, "shuffle").shuffle(train)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("valid", valid)):
+        tmp = out_dir / f"{name}.jsonl.tmp"
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp.replace(out_dir / f"{name}.jsonl")
+
+    stats = _stats(train, valid, s, seed, family, n_files, skipped, sorted(by_package), valid_share)
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return stats
+
+
+def _stats(train, valid, s: _Settings, seed, family, n_files, skipped, packages, valid_share) -> dict:
+    def part(rows: list[dict]) -> dict:
+        kinds = Counter(r["kind"] for r in rows)
+        orders = Counter(r["order"] for r in rows)
+        hist: dict[str, dict[str, int]] = {}
+        for r in rows:
+            h = hist.setdefault(r["kind"], {bucket_label(lo): 0 for lo, _ in LENGTH_BUCKETS})
+            label = bucket_label(r["end"] - r["start"])
+            h[label] = h.get(label, 0) + 1
+        prompt_tokens = sum(r["prompt_tokens"] for r in rows)
+        completion_tokens = sum(s.count_tokens(r["completion"]) for r in rows)
+        return {
+            "examples": len(rows),
+            "kinds": {k: kinds.get(k, 0) for k in KINDS},
+            "orders": dict(sorted(orders.items())),
+            "with_context": sum(1 for r in rows if r["context_lines"]),
+            "span_chars_histogram": {k: hist[k] for k in KINDS if k in hist},
+            "tokens_estimate": {"prompt": prompt_tokens, "completion": completion_tokens,
+                                "total": prompt_tokens + completion_tokens},
+            "max_prompt_tokens": max((r["prompt_tokens"] for r in rows), default=0),
+        }
+
+    return {
+        "seed": seed,
+        "fim_family": family,
+        "end_of_middle": s.formats.end,
+        "valid_share": valid_share,
+        "mix": dict(s.mix),
+        "context_share": s.context_share,
+        "length_buckets": [list(b) for b in LENGTH_BUCKETS],
+        "packages": packages,
+        "files": n_files,
+        "skipped_files": dict(skipped),
+        "train": part(train),
+        "valid": part(valid),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: `cljassist train data CORPUS_DIR OUT_DIR [--seed N] [--valid-share F]`
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("corpus_dir", help="corpus written by `cljassist train corpus` (manifest.json, files/)")
+    parser.add_argument("out_dir", help="where train.jsonl, valid.jsonl and stats.json go")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--valid-share", type=float, default=0.03, help="share of files held out (default 0.03)")
+    parser.add_argument("--family", default=DEFAULT_FAMILY, help=f"FIM family of prompts/fim.toml (default {DEFAULT_FAMILY})")
+    parser.add_argument("--passes", type=int, default=1, help="draw this many different span sets per file")
+    parser.add_argument("--chars-per-example", type=int, default=CHARS_PER_EXAMPLE)
+    parser.add_argument("--tokenizer", default=None, metavar="GGUF",
+                        help="count tokens with this GGUF's tokenizer (default: a chars/3 estimate)")
+    return parser
+
+
+def main_data(args: argparse.Namespace) -> int:
+    count = gguf_token_counter(args.tokenizer) if getattr(args, "tokenizer", None) else None
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        pct = done * 100 // max(1, total)
+        if pct != last[0] and sys.stderr.isatty() or done == total:
+            last[0] = pct
+            bar = "#" * (pct // 4)
+            print(f"\rfim data [{bar:<25}] {done}/{total} files", end="\n" if done == total else "",
+                  file=sys.stderr, flush=True)
+
+    try:
+        stats = make_examples(
+            args.corpus_dir, args.out_dir, seed=getattr(args, "seed", 0),
+            valid_share=getattr(args, "valid_share", 0.03),
+            count_tokens=count,
+            family=getattr(args, "family", DEFAULT_FAMILY),
+            passes=getattr(args, "passes", 1),
+            chars_per_example=getattr(args, "chars_per_example", CHARS_PER_EXAMPLE),
+            progress=progress,
+        )
+    except (ReservedPackage, ValueError, FileNotFoundError, KeyError) as e:
+        print(f"cljassist train data: {e}", file=sys.stderr)
+        return 2
+    t, v = stats["train"], stats["valid"]
+    print(f"{t['examples']} train examples from {stats['files']['train']} files, "
+          f"{v['examples']} valid from {stats['files']['valid']} files; "
+          f"~{t['tokens_estimate']['total']} train tokens; kinds {t['kinds']} -> {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main_data(add_data_arguments(argparse.ArgumentParser(prog="cljassist train data")).parse_args()))
