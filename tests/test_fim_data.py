@@ -80,8 +80,9 @@ def write_corpus(root: Path, packages: dict[str, int], seed: int = 1) -> Path:
             dest = root / "files" / pkg / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(text, encoding="utf-8")
-            rows.append({"package": pkg, "path": rel, "sha256": hashlib.sha256(text.encode()).hexdigest(),
-                         "lines": text.count("\n")})
+            # the manifest as `cljassist train corpus` writes it (corpus_build.py)
+            rows.append({"package": pkg, "path": f"files/{pkg}/{rel}", "relative": rel,
+                         "sha256": hashlib.sha256(text.encode()).hexdigest(), "lines": text.count("\n")})
     (root / "manifest.json").write_text(json.dumps({"files": rows}), encoding="utf-8")
     return root
 
@@ -169,7 +170,7 @@ def test_valid_split_is_by_whole_file(corpus, generated):
     for pkg, path in train_files:
         assert not is_valid_file(pkg, path, 0.2)
     manifest = json.loads((corpus / "manifest.json").read_text())
-    assert train_files | valid_files == {(f["package"], f["path"]) for f in manifest["files"]}
+    assert train_files | valid_files == {(f["package"], f["relative"]) for f in manifest["files"]}
     assert stats["files"] == {"train": len(train_files), "valid": len(valid_files)}
     # the split does not depend on the seed
     assert is_valid_file("libalpha-clojure", "alpha/mod0.clj", 0.5) == is_valid_file("libalpha-clojure", "alpha/mod0.clj", 0.5)

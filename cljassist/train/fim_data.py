@@ -778,7 +778,9 @@ def _examples_for_file(rng: random.Random, text: str, package: str, path: str, p
 
 def _read_manifest(corpus_dir: Path, split: Split) -> list[dict]:
     manifest = json.loads((corpus_dir / "manifest.json").read_text(encoding="utf-8"))
-    files = list(manifest.get("files", []))
+    # `cljassist train corpus` writes "path" relative to the corpus dir ("files/<pkg>/<in jar>") and
+    # "relative" inside the package; everything here works with the path inside the package.
+    files = [{**f, "path": f.get("relative") or f["path"]} for f in manifest.get("files", [])]
     refused = sorted({f["package"] for f in files if f["package"] in split.bench or f["package"] in split.reserved})
     if refused:
         raise ReservedPackage(
