@@ -28,6 +28,10 @@ _ROLE_KEYS = {
 }
 _CORE_ROLES = ("fim_prefix", "fim_suffix", "fim_middle")
 
+# Written by our exporter (cljassist/train/export.py): the family a fine-tune was trained for.
+# Needed where two families share FIM tokens (the PSM and SPM tables of one fine-tune).
+FAMILY_KEY = "cljassist.fim_family"
+
 
 @dataclass(frozen=True)
 class FimFormat:
@@ -155,8 +159,14 @@ def detect_fim_format(meta: GgufMetadata, table: dict[str, FimFormat] | None = N
 
     Keys such as ``fim_rep``/``fim_sep`` alone (SmolLM-style vocabularies have
     ``<reponame>``/``<file_sep>``) do not make a model FIM-capable.
+
+    An explicit ``cljassist.fim_family`` key (written by our exporter) naming a family of the
+    table wins over all of these.
     """
     table = table if table is not None else load_fim_table()
+    explicit = meta.kv.get(FAMILY_KEY)
+    if isinstance(explicit, str) and explicit in table:
+        return table[explicit]
     fim_families = [f for name, f in table.items() if name != LEFT_TO_RIGHT and f.is_fim]
     vocab = set(meta.tokens)
 
@@ -200,4 +210,5 @@ def _generic_from_ids(meta: GgufMetadata, core: dict[str, str]) -> FimFormat:
     )
 
 
-__all__ = ["FimFormat", "load_fim_table", "detect_fim_format", "prompts_dir", "LEFT_TO_RIGHT", "GENERIC_FIM"]
+__all__ = ["FimFormat", "load_fim_table", "detect_fim_format", "prompts_dir", "LEFT_TO_RIGHT", "GENERIC_FIM",
+           "FAMILY_KEY"]

@@ -54,7 +54,13 @@ def _add_data(sub) -> None:
     p.set_defaults(func=main_data)
 
 
-_SUBCOMMANDS = [_add_corpus, _add_data]
+def _add_export(sub) -> None:
+    from cljassist.train.export import add_parser
+
+    add_parser(sub)
+
+
+_SUBCOMMANDS = [_add_corpus, _add_data, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
