@@ -60,7 +60,15 @@ def _add_export(sub) -> None:
     add_parser(sub)
 
 
-_SUBCOMMANDS = [_add_corpus, _add_data, _add_export]
+def _add_fit(sub) -> None:
+    from cljassist.train.fit import add_fit_arguments, main_fit  # imports only numpy until it runs
+
+    p = sub.add_parser("fit", help="LoRA fine-tune of the GGUF base on FIM data (needs the 'train' extra)")
+    add_fit_arguments(p)
+    p.set_defaults(func=main_fit)
+
+
+_SUBCOMMANDS = [_add_corpus, _add_data, _add_fit, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
