@@ -282,12 +282,12 @@ class ReplContextProvider:
         refs = _Refs()
         if cursor is not None and text is not None:
             try:
-                refs = _references(text, cursor, settings)
+                refs = gather_references(text, cursor, settings)
             except Exception:  # unreadable text: carry on with the namespace-level context
                 refs = _Refs()
-        qualifier, name_prefix, bare = _typed(symbol_prefix)
-        quals = _unique(([qualifier] if qualifier else []) + [s.partition("/")[0] for s in refs.form + refs.nearby if _qualified(s)])
-        syms = _unique(refs.form + refs.nearby)
+        qualifier, name_prefix, bare = split_typed_symbol(symbol_prefix)
+        quals = unique(([qualifier] if qualifier else []) + [s.partition("/")[0] for s in refs.form + refs.nearby if _qualified(s)])
+        syms = unique(refs.form + refs.nearby)
 
         with self._lock:
             evals_before = self._evals
@@ -399,7 +399,7 @@ class ReplContextProvider:
         def add_var(info: VarInfo) -> None:
             if info.qualified and info.qualified not in shown:
                 shown.add(info.qualified)
-                lines.append(_var_line(info, settings))
+                lines.append(var_line(info, settings))
 
         # 1. the symbol being typed
         typed: list[VarInfo] = []
@@ -474,7 +474,7 @@ _K_FP, _K_NS, _K_ALIASES, _K_REFERS, _K_PUBLICS, _K_FPS, _K_MATCHES, _K_VARS, _K
 # Reading the code around the cursor (no evaluation)
 
 
-def _references(text: str, cursor: CursorContext, settings: ContextSettings) -> _Refs:
+def gather_references(text: str, cursor: CursorContext, settings: ContextSettings) -> _Refs:
     """The symbols the code around the cursor refers to, closest first: those in the enclosing
     top-level form, and the qualified ones in the forms around it."""
     offset = cursor.offset
@@ -627,7 +627,7 @@ def _names(pattern: Node, src: str, locals_: set[str]) -> None:
 # Small helpers
 
 
-def _typed(prefix: str) -> tuple[str | None, str, str | None]:
+def split_typed_symbol(prefix: str) -> tuple[str | None, str, str | None]:
     """(qualifier, name part, None) for `q/na`; (None, '', prefix) for a bare prefix worth matching."""
     if not prefix or prefix.startswith((":", "#", "'", "@", "^", "`", "~", "\\")):
         return None, "", None
@@ -645,7 +645,7 @@ def _qualified(sym: str) -> bool:
     return "/" in sym[1:] and sym != "/"
 
 
-def _unique(items: Iterable[str]) -> list[str]:
+def unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
@@ -658,7 +658,7 @@ def _clj_vector(items: Iterable[str]) -> str:
     return "[" + " ".join(clj_string(s) for s in items) + "]"
 
 
-def _var_line(info: VarInfo, settings: ContextSettings) -> str:
+def var_line(info: VarInfo, settings: ContextSettings) -> str:
     arglists = info.arglists
     if arglists.startswith("(quote ") and arglists.endswith(")"):
         arglists = arglists[len("(quote "):-1]

@@ -295,10 +295,10 @@ def test_clojure_string_literals_round_trip(nrepl_client, s):
 # -- reading the code around the cursor (no REPL) ----------------------------------------------
 
 def _refs(marked: str):
-    from cljassist.context import _references, load_context_settings
+    from cljassist.context import gather_references, load_context_settings
 
     text, cursor = at_marker(marked)
-    return _references(text, cursor, load_context_settings())
+    return gather_references(text, cursor, load_context_settings())
 
 
 def test_references_skip_locals_quotes_special_forms_and_the_defined_name():

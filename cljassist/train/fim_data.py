@@ -22,11 +22,11 @@ chunk that reaches the end of its file is followed by ``tokens.eof``.
 
 Context: with probability ``context_share`` an example gets the lines the live REPL context stage
 (`cljassist.context`) would give at that cursor, computed like the engine does (from prefix +
-suffix, the middle left out, with `cljassist.context._references` for the symbols the enclosing
+suffix, the middle left out, with `cljassist.context.gather_references` for the symbols the enclosing
 form uses) but resolved against the defn/defmacro/def/defprotocol names, arglists and docstrings
 read from the same package's sources instead of a running REPL -- plus clojure.core's vars, read
 from the corpus' clojure package, among the matches of a bare prefix being typed, as the REPL's
-ns-map has them. Lines are rendered by `cljassist.context._var_line` with the `[context]` settings
+ns-map has them. Lines are rendered by `cljassist.context.var_line` with the `[context]` settings
 of completion.toml. Train examples see only the package's train files; valid ones the whole package.
 
 Held-out validation is by whole file: a hash of ``package/path`` (independent of the seed) puts
@@ -53,11 +53,11 @@ from cljassist.clojure_text.reader import Node, file_namespace, namespace_of_for
 from cljassist.context import (
     ContextSettings,
     VarInfo,
-    _references,
-    _typed,
-    _unique,
-    _var_line,
+    gather_references,
     load_context_settings,
+    split_typed_symbol,
+    unique,
+    var_line,
 )
 from cljassist.corpus import ReservedPackage, Split
 from cljassist.model.fim import FimFormat, load_fim_table
@@ -448,12 +448,12 @@ def context_lines_for(text: str, cursor: CursorContext, pkg: PackageIndex,
     if here is None:
         return []
     try:
-        refs = _references(text, cursor, settings)
+        refs = gather_references(text, cursor, settings)
     except Exception:
         refs = None
     form_syms = refs.form if refs else []
     nearby_syms = refs.nearby if refs else []
-    qualifier, name_prefix, bare = _typed(cursor.symbol_prefix)
+    qualifier, name_prefix, bare = split_typed_symbol(cursor.symbol_prefix)
     skip = set(settings.skip_namespaces)
     lines: list[str] = []
     shown: set[str] = set()
@@ -461,7 +461,7 @@ def context_lines_for(text: str, cursor: CursorContext, pkg: PackageIndex,
     def add_var(info: VarInfo) -> None:
         if info.qualified and info.qualified not in shown:
             shown.add(info.qualified)
-            lines.append(_var_line(info, settings))
+            lines.append(var_line(info, settings))
 
     # 1. the symbol being typed
     typed: list[VarInfo] = []
@@ -500,7 +500,7 @@ def context_lines_for(text: str, cursor: CursorContext, pkg: PackageIndex,
                 break
 
     # 3. what else the aliased namespaces in use offer
-    quals = _unique(([qualifier] if qualifier else []) + [s.partition("/")[0] for s in form_syms + nearby_syms if "/" in s[1:]])
+    quals = unique(([qualifier] if qualifier else []) + [s.partition("/")[0] for s in form_syms + nearby_syms if "/" in s[1:]])
     for q in quals:
         target_name = here.aliases.get(q, q if q in pkg else None)
         if target_name is None or target_name in skip or target_name not in pkg:
