@@ -4,6 +4,7 @@
     cljassist nrepl [DIR]
     cljassist bench CASES.jsonl [--limit N] [--json OUT] [--nrepl HOST:PORT | --no-repl]
     cljassist bench make SRC_DIR OUT.jsonl
+    cljassist bench --typing FILE... [--forms K] [--no-pause] [--naive-every K] [--json OUT]   keystroke latency
     cljassist serve [--nrepl HOST:PORT] [--no-inject]       daemon for editors (.cljassist-port)
     cljassist proxy --upstream HOST:PORT [--port P]          nREPL proxy answering cljassist/complete
     cljassist repl [--nrepl HOST:PORT]                       terminal prompt with ghost text
@@ -37,6 +38,11 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
                    help="also show suggestions that failed a REPL check, with the error")
     p.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                    help="skip the REPL checks (read, compile)")
+    p.add_argument("--backend", metavar="URL",
+                   help="complete on an inference server: llama.cpp's .../infill or an OpenAI-compatible "
+                        ".../v1/completions (default: the local model)")
+    p.add_argument("--backend-fallback", action="store_true", default=None,
+                   help="with --backend: use the local model when the server fails or times out")
     if not repl_flags:
         return
     repl = p.add_mutually_exclusive_group()
@@ -61,13 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     nrepl.add_argument("dir", nargs="?", default=".")
     nrepl.add_argument("--classpath", default="", help="extra classpath entries, ':'-separated (jars, source dirs)")
 
-    bench = sub.add_parser("bench", help="run benchmark cases (see shared bench/FORMAT.md); 'bench make' makes cases")
-    bench.add_argument("cases")
+    bench = sub.add_parser("bench", help="run benchmark cases (see shared bench/FORMAT.md); 'bench make' makes cases; "
+                                          "'bench --typing FILE...' replays typing for latency")
+    bench.add_argument("cases", nargs="?", help="CASES.jsonl (omit with --typing)")
     bench.add_argument("--limit", type=int, help="only the first N cases")
     bench.add_argument("--sample", type=int, metavar="N", help="N cases evenly spaced through the file")
     bench.add_argument("--json", metavar="OUT.json")
     bench.add_argument("--compare", action="store_true",
                        help="with a REPL: also report EM without context and precision/compiles without verification")
+    typing = bench.add_argument_group("latency: replay typing (see cljassist/bench/typing.py)")
+    typing.add_argument("--typing", nargs="+", metavar="FILE",
+                        help="type top-level forms of these Clojure files key by key; ours vs a naive engine")
+    typing.add_argument("--forms", type=int, default=3, metavar="K", help="forms per file (default 3)")
+    typing.add_argument("--max-form-chars", type=int, default=400, metavar="N",
+                        help="prefer forms of at most N characters (default 400)")
+    typing.add_argument("--seed", type=int, default=0, help="seed for form choice and pauses (default 0)")
+    typing.add_argument("--pause-ms", type=float, default=120.0, help="mean typing interval per key (default 120)")
+    typing.add_argument("--no-pause", action="store_true", help="do not sleep between keystrokes")
+    typing.add_argument("--naive-every", type=int, default=4, metavar="K",
+                        help="the naive path replays every K-th keystroke (default 4)")
+    typing.add_argument("--load-ns", action="store_true",
+                        help="load each file's namespace in the REPL first if it is not loaded (runs its ns form)")
     _common_model_options(bench)
 
     serve = sub.add_parser("serve", help="daemon holding the model and REPL connection for editors (writes .cljassist-port)")
@@ -121,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return main_serve(Path(args.dir), [e for e in args.classpath.split(":") if e])
         if args.command == "bench":
+            if args.typing:
+                if args.cases is not None:
+                    raise InputError(f"give either CASES.jsonl or --typing FILE..., not both ({args.cases})")
+                from cljassist.bench.typing import run_typing_command
+
+                return run_typing_command(args)
+            if args.cases is None:
+                raise InputError("bench needs CASES.jsonl, or --typing FILE... to replay typing")
             from cljassist.bench.run import run_bench_command
 
             return run_bench_command(args)
@@ -155,7 +183,8 @@ def settings_from_args(args, near: Path | None) -> Settings:
     return load_settings(near).with_overrides(
         model=args.model, candidates=args.candidates, max_new_tokens=args.max_new_tokens,
         threads=args.threads, nrepl=getattr(args, "nrepl", None), eval_mode=args.eval_mode, show_failing=args.show_failing,
-        verify=args.verify,
+        verify=args.verify, backend=getattr(args, "backend", None),
+        backend_fallback=getattr(args, "backend_fallback", None),
     )
 
 

@@ -33,6 +33,15 @@ class Settings:
     verify: bool = True  # check candidates in the REPL when one is connected
     show_failing: bool = False  # show candidates that failed a REPL check, with their error
     eval_mode: str = "off"  # "off" | "safe": evaluate allowlisted pure forms (opt-in only)
+    # Per-keystroke speed (issue 6): type-through and recent-result caches, and keeping the model's
+    # evaluated prompt between requests. Off only for the naive baseline of `bench --typing`.
+    cache: bool = True
+    reuse_prompt: bool = True
+    prefetch: bool = False  # after an accepted suggestion, compute the next one while the user reads
+    # Remote engine: a llama.cpp-compatible /infill or an OpenAI-compatible /v1/completions URL.
+    backend: str | None = None
+    backend_timeout_ms: int = 10000
+    backend_fallback: bool = False  # when the server fails, complete with the local model instead
     config_file: str | None = field(default=None, compare=False)
 
     def with_overrides(self, **overrides) -> "Settings":
@@ -52,6 +61,11 @@ _EDN_KEYS = {
     "verify": ("verify", (bool,)),
     "show-failing": ("show_failing", (bool,)),
     "eval": ("eval_mode", (str,)),
+    "cache": ("cache", (bool,)),
+    "prefetch": ("prefetch", (bool,)),
+    "backend": ("backend", (str,)),
+    "backend-timeout-ms": ("backend_timeout_ms", (int,)),
+    "backend-fallback": ("backend_fallback", (bool,)),
 }
 EVAL_MODES = ("off", "safe")
 

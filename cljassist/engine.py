@@ -1,7 +1,8 @@
 """The completion engine: one request through the whole pipeline, top to bottom.
 
-    request -> text analysis -> live REPL context -> prompt -> model candidates
-            -> verification -> ranking -> suggestions
+    request -> prefilter (type-through, recent results) -> text analysis
+            -> live REPL context (gathered while the model reads the prompt's stable start)
+            -> prompt -> model candidates -> verification -> ranking -> suggestions
 
 Every front-end (CLI, benchmark, and later the nREPL bridge, terminal prompt and file watcher)
 calls `Engine.complete` and nothing below it.
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from cljassist.cache import RecentResults, TypeThroughCache
 from cljassist.candidates import GapContext, make_stop_rule
 from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
 from cljassist.config import Settings
@@ -74,6 +77,9 @@ class CompletionResult:
     repl: str = "off"  # "off" | "used" | "ns-not-loaded" | "failed: <reason>"
     withheld: int = 0  # candidates produced but not offered
     candidates: list[Candidate] = field(default_factory=list)  # every candidate with its checks
+    # Where the suggestions came from: "model" (the pipeline ran), "type-through" (the user typed the
+    # start of the previous suggestion), "recent" (the same text around the cursor was answered lately).
+    source: str = "model"
 
 
 class Engine:
@@ -88,6 +94,12 @@ class Engine:
         self.settings = settings
         self.repl = repl
         self.verifier = verifier
+        self.type_through = TypeThroughCache()
+        self.recent = RecentResults()
+        # the context lines last shown per (file, namespace): kept while they still cover what a new
+        # gather finds, so the prompt (and the model's cache of it) stays the same while typing
+        self._shown_context: dict[tuple[str | None, str | None], tuple[str, ...]] = {}
+        self._gatherer: ThreadPoolExecutor | None = None
 
     def complete(
         self,
@@ -98,9 +110,32 @@ class Engine:
         """``n``: suggestions wanted (default: the settings').  ``cancelled`` is polled between
         stages and inside generation; when it turns true, :class:`Cancelled` is raised."""
         started = time.perf_counter()
+        n = self.settings.candidates if n is None else max(1, int(n))
+
+        # 0. Prefilter: a suggestion being typed through, or the same place answered lately.
+        if self.settings.cache:
+            cached = self.type_through.lookup(request) or self.recent.get(request, n)
+            if cached is not None:
+                ms = (time.perf_counter() - started) * 1000
+                return dataclasses.replace(cached, ms=ms, timings={"cache": round(ms, 2)})
+
+        result = self._run_pipeline(request, n, cancelled, started)
+        if self.settings.cache:
+            self.type_through.remember(request, result)
+            self.recent.put(request, n, result)
+        return result
+
+    def clear_caches(self) -> None:
+        """Forget cached results and shown context (e.g. after the REPL state changed a lot)."""
+        self.type_through.clear()
+        self.recent.clear()
+        self._shown_context.clear()
+
+    def _run_pipeline(
+        self, request: CompletionRequest, n: int, cancelled: Callable[[], bool] | None, started: float
+    ) -> CompletionResult:
         timings: dict[str, float] = {}
         lap = _Lap(timings, cancelled)
-        n = self.settings.candidates if n is None else max(1, int(n))
 
         # 1. Text analysis: namespace, the symbol being typed, the reader state at the gap.
         cursor = analyze_cursor(request.prefix + request.suffix, len(request.prefix))
@@ -109,21 +144,28 @@ class Engine:
         gap = GapContext.of(request.prefix, request.suffix)
         lap("analysis")
 
-        # 2. Live REPL context (optional: completion works without a REPL).
-        live, repl_state = self._live_context(cursor, request.prefix + request.suffix)
+        # 2. Live REPL context (optional: completion works without a REPL), asked for in the
+        #    background while the model evaluates the part of the prompt that does not depend on it.
+        pending = self._start_gather(cursor, request.prefix + request.suffix)
+        prompt_args = self._prompt_args(request, cursor)
+        model_ms = 0.0
+        if not self.settings.reuse_prompt and hasattr(self.model, "forget"):
+            self.model.forget()  # the naive baseline: every prompt evaluated from its first token
+        elif pending is not None and hasattr(self.model, "preload"):
+            skeleton = build_prompt(**prompt_args)
+            t0 = time.perf_counter()
+            try:
+                self.model.preload(skeleton.stable, cancelled)
+            finally:
+                model_ms += (time.perf_counter() - t0) * 1000
+                lap.skip()
+        live, repl_state, gather_ms = self._finish_gather(pending, cursor, request.file)
         lap("context")
+        if gather_ms is not None:
+            timings["context_gather"] = round(gather_ms, 2)
 
         # 3. Prompt within the token budget.
-        prompt = build_prompt(
-            request.prefix,
-            request.suffix,
-            self.model.fim,
-            self.model.count_tokens,
-            context_lines=live.lines if live else (),
-            namespace=cursor.namespace,
-            file_label=_file_label(request.file),
-            max_prompt_tokens=min(load_templates().budget.max_prompt_tokens, self.settings.n_ctx - self.settings.max_new_tokens),
-        )
+        prompt = build_prompt(**prompt_args, context_lines=live.lines if live else ())
         lap("prompt")
 
         # 4. Model candidates, each ended by the stop rule as soon as its forms are complete.
@@ -135,8 +177,10 @@ class Engine:
             stop=make_stop_rule(gap),
             deadline_s=deadline,
             cancelled=cancelled,
+            prompt_parts=prompt,
         )
         lap("model")
+        timings["model"] = round(timings["model"] + model_ms, 2)
 
         # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval.
         candidates = [structural_check(g, request.prefix, request.suffix, gap) for g in generations]
@@ -160,14 +204,66 @@ class Engine:
             candidates=candidates,
         )
 
-    def _live_context(self, cursor: CursorContext, text: str) -> tuple[LiveContext | None, str]:
+    def _prompt_args(self, request: CompletionRequest, cursor: CursorContext) -> dict:
+        templates = load_templates()
+        return dict(
+            prefix=request.prefix,
+            suffix=request.suffix,
+            fim=self.model.fim,
+            count_tokens=self.model.count_tokens,
+            namespace=cursor.namespace,
+            file_label=_file_label(request.file),
+            max_prompt_tokens=min(templates.budget.max_prompt_tokens, self.settings.n_ctx - self.settings.max_new_tokens),
+            form_start=cursor.top_level[0] if cursor.top_level else _line_start(request.prefix),
+            # with a REPL the context's share is set aside whatever it turns out to be, so the code's
+            # cut (and the prompt's stable start) does not wait for, or move with, the context
+            reserve_context_tokens=templates.budget.max_context_tokens if self.repl is not None else 0,
+        )
+
+    def _start_gather(self, cursor: CursorContext, text: str) -> "Future | None":
         if self.repl is None:
-            return None, "off"
+            return None
+        if self._gatherer is None:
+            self._gatherer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cljassist-context")
+        repl = self.repl
+
+        def gather() -> tuple[LiveContext, float]:
+            t0 = time.perf_counter()
+            live = repl.gather(cursor.namespace, cursor.symbol_prefix, cursor=cursor, text=text)
+            return live, (time.perf_counter() - t0) * 1000
+
+        return self._gatherer.submit(gather)
+
+    def _finish_gather(
+        self, pending: "Future | None", cursor: CursorContext, file: str | None
+    ) -> tuple[LiveContext | None, str, float | None]:
+        if pending is None:
+            return None, "off", None
         try:
-            live = self.repl.gather(cursor.namespace, cursor.symbol_prefix, cursor=cursor, text=text)
+            live, gather_ms = pending.result()
         except (ReplUnavailable, ReplTimeout) as exc:
-            return None, f"failed: {exc}"
-        return live, "used" if live.ns_loaded else "ns-not-loaded"
+            return None, f"failed: {exc}", None
+        if self.settings.reuse_prompt:
+            live = self._steady_context(live, file)
+        return live, "used" if live.ns_loaded else "ns-not-loaded", gather_ms
+
+    def _steady_context(self, live: LiveContext, file: str | None) -> LiveContext:
+        """The lines shown last time for this file and namespace, while they cover the new ones."""
+        key = (file, live.namespace)
+        shown = self._shown_context.get(key)
+        if shown is not None and set(live.lines) <= set(shown):
+            return dataclasses.replace(live, lines=shown)
+        self._shown_context[key] = tuple(live.lines)
+        return live
+
+    def close(self) -> None:
+        if self._gatherer is not None:
+            self._gatherer.shutdown(wait=True)
+            self._gatherer = None
+
+
+def _line_start(prefix: str) -> int:
+    return prefix.rfind("\n") + 1
 
 
 def _file_label(file: str | None) -> str | None:
@@ -192,3 +288,7 @@ class _Lap:
         self.last = now
         if self.cancelled is not None and self.cancelled():
             raise Cancelled(f"cancelled after {stage}")
+
+    def skip(self) -> None:
+        """Leave the time since the last lap out of every stage (the caller accounts for it)."""
+        self.last = time.perf_counter()

@@ -2,6 +2,16 @@
 
 The code around the cursor gets the budget first; context lines get what `max_context_tokens` allows.
 Cuts fall on line boundaries so the model never sees half a line at the edges.
+
+Per keystroke the model keeps the evaluated tokens that the new prompt shares with the previous one
+(the longest common prefix), so the prompt is laid out stable part first:
+  * the prefix's left cut moves in steps of `cut_step_lines` lines, not with every new line typed;
+  * with `form_start` (where the top-level form at the cursor begins) and `context_position =
+    "before_form"`, the REPL context block sits right before that form, not at the top: when the
+    context changes, only the context and the current form are evaluated again, not the whole file;
+  * with `reserve_context_tokens`, the code's budget does not depend on the context's actual size,
+    so the part before the context (`Prompt.stable`) is known before the REPL has answered and can be
+    evaluated while the context is gathered.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ class PromptBudget:
     suffix_share: float
     max_context_tokens: int
     chars_per_token_guess: float
+    cut_step_lines: int = 1
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class PromptTemplates:
     context_header: str
     context_line: str
     file_header: str
+    context_position: str = "top"  # "top" | "before_form"
 
 
 @lru_cache(maxsize=4)
@@ -39,6 +51,7 @@ def load_templates(path: Path | None = None) -> PromptTemplates:
         context_header=data["context"]["header"],
         context_line=data["context"]["line"],
         file_header=data["file"]["header"],
+        context_position=data["context"].get("position", "top"),
     )
 
 
@@ -49,6 +62,9 @@ class Prompt:
     suffix: str  # the part of the suffix the model sees ('' for left-to-right models)
     context_lines: tuple[str, ...]
     tokens: int
+    header: str = ""  # file header + context block (the context block alone when it sits before the form)
+    before: str = ""  # everything the model reads before the gap, in order (what a server's /infill takes as prefix)
+    stable: str = ""  # the start of `text` that does not depend on the REPL context
 
 
 def build_prompt(
@@ -61,14 +77,19 @@ def build_prompt(
     file_label: str | None = None,
     templates: PromptTemplates | None = None,
     max_prompt_tokens: int | None = None,
+    form_start: int | None = None,
+    reserve_context_tokens: int | None = None,
 ) -> Prompt:
+    """``form_start``: offset in ``prefix`` of the top-level form at the cursor (see the module doc).
+    ``reserve_context_tokens``: budget the code as if the context took this many tokens."""
     t = templates or load_templates()
     budget = max_prompt_tokens or t.budget.max_prompt_tokens
 
-    header = t.file_header.format(file=file_label) + "\n" if file_label else ""
+    file_header = t.file_header.format(file=file_label) + "\n" if file_label else ""
     chosen_context = _fit_context(context_lines, namespace, t, count_tokens)
-    header += chosen_context[1]
-    code_budget = max(64, budget - count_tokens(header) - count_tokens(fim.render("", "")))
+    block = chosen_context[1]
+    context_cost = count_tokens(block) if reserve_context_tokens is None else reserve_context_tokens
+    code_budget = max(64, budget - count_tokens(file_header) - context_cost - count_tokens(fim.render("", "")))
 
     if fim.is_fim:
         suffix_budget = int(code_budget * t.budget.suffix_share)
@@ -76,10 +97,24 @@ def build_prompt(
         prefix_budget = code_budget - count_tokens(kept_suffix)
     else:
         kept_suffix, prefix_budget = "", code_budget
-    kept_prefix = _keep_tail_lines(prefix, prefix_budget, t.budget.chars_per_token_guess, count_tokens)
+    kept_prefix = _keep_tail_lines(prefix, prefix_budget, t.budget.chars_per_token_guess, count_tokens,
+                                   t.budget.cut_step_lines)
 
-    text = fim.render(header + kept_prefix, kept_suffix)
-    return Prompt(text, kept_prefix, kept_suffix, chosen_context[0], count_tokens(text))
+    split = 0  # where the context block goes in kept_prefix
+    if t.context_position == "before_form" and form_start is not None:
+        split = min(max(0, form_start - (len(prefix) - len(kept_prefix))), len(kept_prefix))
+    before = file_header + kept_prefix[:split] + block + kept_prefix[split:]
+    text = fim.render(before, kept_suffix)
+    stable = _text_before(fim, file_header + kept_prefix[:split], kept_suffix)
+    header = block if split else file_header + block
+    return Prompt(text, kept_prefix, kept_suffix, chosen_context[0], count_tokens(text), header, before, stable)
+
+
+def _text_before(fim: FimFormat, head: str, suffix: str) -> str:
+    """The rendered prompt's text up to the end of ``head`` (the start of the prefix slot)."""
+    sentinel = "\x00cljassist-split\x00"
+    rendered = fim.render(head + sentinel, suffix)
+    return rendered[: rendered.index(sentinel)]
 
 
 def _fit_context(lines, namespace, t: PromptTemplates, count_tokens) -> tuple[tuple[str, ...], str]:
@@ -97,8 +132,10 @@ def _fit_context(lines, namespace, t: PromptTemplates, count_tokens) -> tuple[tu
     return (tuple(kept), block) if kept else ((), "")
 
 
-def _keep_tail_lines(text: str, budget: int, chars_per_token: float, count_tokens) -> str:
-    """The longest tail of `text` within `budget` tokens, starting at a line start when cut."""
+def _keep_tail_lines(text: str, budget: int, chars_per_token: float, count_tokens, step_lines: int = 1) -> str:
+    """The longest tail of `text` within `budget` tokens, starting at a line start when cut; with
+    `step_lines` > 1 the cut moves on to the next line whose number is a multiple of it, so that it
+    stays put while lines are typed at the end (the model's cached prompt stays valid)."""
     if budget <= 0:
         return ""
     cut = text[-int(budget * chars_per_token):] if len(text) > budget * chars_per_token else text
@@ -108,7 +145,23 @@ def _keep_tail_lines(text: str, budget: int, chars_per_token: float, count_token
         newline = cut.find("\n")
         if 0 <= newline < len(cut) - 1:
             cut = cut[newline + 1:]
+        if step_lines > 1 and cut:
+            cut = _cut_at_line_step(text, len(text) - len(cut), step_lines)
     return cut
+
+
+def _cut_at_line_step(text: str, start: int, step_lines: int) -> str:
+    """``text[start:]`` moved forward to the first line start whose 0-based line number is a multiple
+    of ``step_lines`` (unchanged when no such line start is left)."""
+    line_no = text.count("\n", 0, start)
+    target = -(-line_no // step_lines) * step_lines
+    position = start
+    for _ in range(target - line_no):
+        newline = text.find("\n", position)
+        if newline < 0 or newline == len(text) - 1:
+            return text[start:]
+        position = newline + 1
+    return text[position:]
 
 
 def _keep_head_lines(text: str, budget: int, chars_per_token: float, count_tokens) -> str:

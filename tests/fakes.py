@@ -22,7 +22,7 @@ class ScriptedModel:
     def count_tokens(self, text: str) -> int:
         return len(text) // 3 + 1
 
-    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None):
+    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None, prompt_parts=None):
         self.prompts.append(prompt)
         generations = []
         for output in self.outputs[:n]:

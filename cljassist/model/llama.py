@@ -279,21 +279,39 @@ class LocalModel:
         ptr = self._lc.llama_get_logits_ith(self._llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
 
-    def _load_prompt(self, ids: list[int], cancelled: Callable[[], bool] | None = None) -> tuple[np.ndarray, int]:
+    def _load_prompt(self, ids: list[int], cancelled: Callable[[], bool] | None = None,
+                     need_logits: bool = True) -> tuple[np.ndarray | None, int]:
         """Make ``ids`` the evaluated context, reusing the common prefix; (logits, reused)."""
         llm = self._llm
         cached = llm.input_ids[: llm.n_tokens]
-        limit = min(len(cached), len(ids) - 1)  # always evaluate at least the last token
+        # for logits, always evaluate at least the last token
+        limit = min(len(cached), len(ids) - 1 if need_logits else len(ids))
         common = 0
         if limit > 0:
             a = np.asarray(cached[:limit])
             b = np.asarray(ids[:limit], dtype=a.dtype)
             diff = np.nonzero(a != b)[0]
             common = int(diff[0]) if diff.size else limit
+        if not need_logits and common == len(ids):
+            return None, common  # all cached already: keep what follows too (the next prompt may share it)
         self._rewind(common)
         reused = int(llm.n_tokens)
         logits = self._eval(ids[reused:], cancelled)
         return logits, reused
+
+    def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
+        """Evaluate the start of a coming prompt ahead of time (what is already cached stays), so
+        that the prompt's evaluation overlaps other work; the number of tokens evaluated now."""
+        ids = self.tokenize(text, special=True, add_bos=True)
+        if not ids or len(ids) >= self.n_ctx // 2:
+            return 0  # a prompt start that long will be cut differently: leave it to the real call
+        # the last token may merge with what follows once the prompt is complete: stop before it
+        _, reused = self._load_prompt(ids[:-1], cancelled, need_logits=False)
+        return max(0, len(ids) - 1 - reused)
+
+    def forget(self) -> None:
+        """Drop the evaluated context (the next prompt is evaluated from its first token)."""
+        self._rewind(0)
 
     # ------------------------------------------------------------------ generation
 
@@ -332,8 +350,12 @@ class LocalModel:
         stop: Callable[[str], int | None],
         deadline_s: float | None = None,
         cancelled: Callable[[], bool] | None = None,
+        prompt_parts: Any = None,
     ) -> list[Generation]:
         """Up to ``n`` deterministic candidates continuing ``prompt``.
+
+        ``prompt_parts`` (the engine's :class:`cljassist.prompt.Prompt`) is for servers that take the
+        prefix and suffix apart; this model reads only ``prompt``.
 
         Branch i starts with the i-th most probable first token (stop tokens
         excluded), then continues greedily.  After each token, ``stop(text)`` is
