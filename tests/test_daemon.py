@@ -381,3 +381,32 @@ def test_cljassist_serve_answers_and_cleans_up_on_sigterm(tmp_path, default_mode
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_accepted_prefetches_the_next_line_when_prefetch_is_on(tmp_path):
+    model = ScriptedModel(["(inc x)"])
+    service = CompletionService(Engine(model, Settings(candidates=1, prefetch=True)))
+    try:
+        with Daemon(service, tmp_path) as daemon:
+            client = LineClient(daemon.port)
+            after = {"prefix": "(defn f [x]\n  (inc x)", "suffix": ")\n", "file": "a.clj"}
+            client.send_json({"op": "accepted", "token": daemon.token, "id": 1, **after})
+            assert client.read() == {"id": 1, "prefetching": 2}
+            deadline = time.monotonic() + WAIT
+            while len(model.prompts) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            client.send_json({"op": "complete", "token": daemon.token, "id": 2, "file": "a.clj",
+                              "prefix": after["prefix"] + "\n  ", "suffix": ")\n", "n": 1})
+            reply = client.read()
+            assert reply["source"] == "recent" and reply["suggestions"][0]["text"] == "(inc x)"
+            assert len(model.prompts) == 2  # both prefetched; the request itself needed no model call
+            client.close()
+    finally:
+        service.close()
+
+
+def test_accepted_does_nothing_with_prefetch_off(scripted_daemon):
+    client = LineClient(scripted_daemon.port)
+    client.send_json({"op": "accepted", "token": scripted_daemon.token, "id": 1, "prefix": "(f x)", "suffix": ""})
+    assert client.read() == {"id": 1, "prefetching": 0}
+    client.close()

@@ -24,6 +24,9 @@ Ops:
       {"id": I, "error": "...", ["cancelled": true]}. With "nrepl-safe": true the reply is made
       bencode-safe (`protocol.nrepl_safe`): what the nREPL middleware asks for.
   {"op": "ping", "token": T, "id": I}  ->  {"id": I, "pong": true, "model": ..., "repl": ...}
+  {"op": "accepted", "token": T, "id": I, ...fields}  the user accepted a suggestion; the fields
+      describe the text after it (as for complete). With prefetch on (`:prefetch true`) the daemon
+      computes the next suggestions ahead (`cljassist.prefetch`): reply {"id": I, "prefetching": k}.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from cljassist.errors import Cancelled, CljassistError, InputError
+from cljassist.prefetch import likely_next_requests
 from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
 
 __all__ = ["PORT_FILE_NAME", "MAX_LINE_BYTES", "Daemon", "DaemonAlreadyRunning", "PortFile", "read_port_file",
@@ -412,8 +416,11 @@ class Daemon:
             conn.send({**reply_id, "pong": True, "model": self.model_name, "repl": self.repl_label}, fmt)
         elif op == "complete":
             self._submit_completion(conn, message, reply_id, fmt)
+        elif op == "accepted":
+            self._prefetch_after_accept(conn, message, reply_id, fmt)
         else:
-            conn.send({**reply_id, "error": f"unknown op {op!r}; expected \"complete\" or \"ping\""}, fmt)
+            conn.send({**reply_id, "error": f"unknown op {op!r}; expected \"complete\", \"accepted\" or \"ping\""},
+                      fmt)
         return True
 
     def _submit_completion(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
@@ -431,6 +438,20 @@ class Daemon:
             conn.send(_finish_reply(reply_id, _ticket_reply(ticket), safe), fmt)
 
         ticket.future.add_done_callback(answer)
+
+
+    def _prefetch_after_accept(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
+        safe = message.get("nrepl-safe") in (True, "true", 1)
+        try:
+            request, buffer, n = request_from_fields(message)
+        except CljassistError as exc:
+            conn.send(_finish_reply(reply_id, _error_reply(exc), safe), fmt)
+            return
+        settings = getattr(getattr(self.service, "engine", None), "settings", None)
+        tickets = []
+        if getattr(settings, "prefetch", False):
+            tickets = self.service.prefetch(likely_next_requests(request), buffer=buffer, n=n)
+        conn.send(_finish_reply(reply_id, {"prefetching": len(tickets)}, safe), fmt)
 
 
 def _ticket_reply(ticket) -> dict[str, Any]:

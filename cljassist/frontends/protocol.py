@@ -62,7 +62,7 @@ def result_reply(result: CompletionResult) -> dict[str, Any]:
             item["error"] = s.error
         suggestions.append(item)
     return {"suggestions": suggestions, "namespace": result.namespace, "ms": round(result.ms, 1),
-            "repl": result.repl, "withheld": result.withheld}
+            "repl": result.repl, "withheld": result.withheld, "source": result.source}
 
 
 def nrepl_safe(value: Any) -> Any:

@@ -1,6 +1,11 @@
 """One engine, many callers: a single worker thread owns the model (llama.cpp is not re-entrant),
 requests wait in order, and a newer request for the same buffer cancels the older one, whether it
-is still waiting or already running (the engine polls the cancel flag inside generation)."""
+is still waiting or already running (the engine polls the cancel flag inside generation).
+
+Prefetches (`prefetch`, after the user accepted a suggestion) wait in a second queue that the worker
+serves only when no request waits; any request for the buffer cancels its prefetches. Their
+results are not sent anywhere: they land in the engine's recent-results cache, where the editor's
+next request finds them."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ class Ticket:
     _cancel: threading.Event = field(default_factory=threading.Event)
 
     reason: str = ""
+    prefetch: bool = False
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Stop this request: at once when still waiting, within one prompt chunk or token when running."""
@@ -50,8 +56,10 @@ class CompletionService:
         self.engine = engine
         self._lock = threading.Condition()
         self._waiting: deque[Ticket] = deque()
+        self._prefetching: deque[Ticket] = deque()
         self._latest: dict[str, Ticket] = {}
         self._closed = False
+        self._running: Ticket | None = None
         self._worker = threading.Thread(target=self._run, name="cljassist-engine", daemon=True)
         self._worker.start()
 
@@ -64,16 +72,42 @@ class CompletionService:
             older = self._latest.get(buffer)
             self._latest[buffer] = ticket
             self._waiting.append(ticket)
+            # Prefetches of this buffer: the user comes first. One for this very request is dropped
+            # (this request computes it); one still ahead of the user (e.g. the line after) keeps
+            # waiting, or is queued again if it was running; the others are stale.
+            stale: list[Ticket] = []
+            for waiting in [t for t in self._prefetching if t.buffer == buffer]:
+                if not _ahead_of(waiting.request, request):
+                    self._prefetching.remove(waiting)
+                    stale.append(waiting)
+            running = self._running
+            if running is not None and running.prefetch and running.buffer == buffer:
+                stale.append(running)
+                if _ahead_of(running.request, request):
+                    self._prefetching.appendleft(Ticket(running.request, buffer, running.n, prefetch=True))
             self._lock.notify()
         if older is not None:
             older.cancel(f"superseded by a newer request for {buffer}")
+        for dropped in stale:
+            dropped.cancel(f"a request for {buffer} came first")
         return ticket
+
+    def prefetch(self, requests, buffer: str, n: int | None = None) -> list[Ticket]:
+        """Compute these requests' suggestions when the engine is idle, for the recent-results cache."""
+        tickets = [Ticket(request, buffer, n, prefetch=True) for request in requests]
+        with self._lock:
+            if self._closed:
+                return []
+            self._prefetching.extend(tickets)
+            self._lock.notify()
+        return tickets
 
     def close(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._closed = True
-            waiting = list(self._waiting)
+            waiting = list(self._waiting) + list(self._prefetching)
             self._waiting.clear()
+            self._prefetching.clear()
             self._lock.notify()
         for ticket in waiting:
             ticket.cancel("the completion service is shutting down")
@@ -85,11 +119,12 @@ class CompletionService:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._waiting and not self._closed:
+                while not self._waiting and not self._prefetching and not self._closed:
                     self._lock.wait()
-                if not self._waiting:
+                if self._closed and not self._waiting:
                     return
-                ticket = self._waiting.popleft()
+                ticket = self._waiting.popleft() if self._waiting else self._prefetching.popleft()
+                self._running = ticket
             if ticket.cancelled or not ticket.future.set_running_or_notify_cancel():
                 continue
             try:
@@ -100,5 +135,13 @@ class CompletionService:
                 ticket.future.set_result(result)
             finally:
                 with self._lock:
+                    self._running = None
                     if self._latest.get(ticket.buffer) is ticket:
                         del self._latest[ticket.buffer]
+
+
+def _ahead_of(prefetched: CompletionRequest, request: CompletionRequest) -> bool:
+    """Whether a prefetched request is still a place the user may reach from ``request``: further on
+    in the same text, not the same place."""
+    return (prefetched.suffix == request.suffix and len(prefetched.prefix) > len(request.prefix)
+            and prefetched.prefix.startswith(request.prefix))

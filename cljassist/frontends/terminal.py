@@ -44,6 +44,7 @@ from prompt_toolkit.filters import Condition, has_focus
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 
+from cljassist.clojure_text.indent import continuation_indent
 from cljassist.clojure_text.reader import scan
 from cljassist.engine import CompletionRequest, CompletionResult
 from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
@@ -72,17 +73,6 @@ def input_is_complete(text: str) -> bool:
     if state.unmatched_closers:
         return True
     return not state.stack and state.mode not in _INCOMPLETE_MODES
-
-
-def continuation_indent(text_before_cursor: str) -> str:
-    """Spaces for a new line at the end of `text_before_cursor`: two past an open paren (body
-    indentation), one past an open bracket or brace (element alignment), none inside a string."""
-    state = scan(text_before_cursor)
-    if not state.stack or state.mode in ("string", "regex"):
-        return ""
-    opener, offset = state.stack[-1]
-    column = offset - (text_before_cursor.rfind("\n", 0, offset) + 1)
-    return " " * (column + len(opener) + (1 if opener.endswith("(") else 0))
 
 
 _CLOSER_OF = {"(": ")", "[": "]", "{": "}"}
