@@ -219,3 +219,28 @@ def test_real_model_preload_then_generate_matches_a_cold_generation(default_mode
     warm = default_model.generate_candidates(prompt, n=1, max_tokens=6, stop=stop)
     assert default_model.last_stats["reused_tokens"] > 0
     assert warm[0].text == cold
+
+
+def test_real_repl_context_is_gathered_beside_the_model_and_typing_reuses_the_prompt(
+        nrepl_server, nrepl_client, default_model):
+    from pathlib import Path
+
+    from cljassist.context import ReplContextProvider
+    from cljassist.repl_verify import ReplVerifier
+
+    nrepl_client.eval("(require 'demo.core)", timeout=60)
+    text = (Path(__file__).parent.parent / "fixtures" / "demo" / "src" / "demo" / "core.clj").read_text()
+    offset = text.index("(str/join") + len("(str/j")
+    provider = ReplContextProvider(nrepl_client)
+    engine = Engine(default_model, Settings(candidates=1, max_new_tokens=12, cache=False), provider,
+                    ReplVerifier(nrepl_client))
+    first = engine.complete(CompletionRequest(text[:offset], text[offset:], "demo/core.clj"))
+    assert first.repl == "used" and first.timings["context_gather"] > 0
+    assert "clojure.string/join" in " ".join(engine._shown_context[("demo/core.clj", "demo.core")])
+    second = engine.complete(CompletionRequest(text[:offset + 1], text[offset + 1:], "demo/core.clj"))
+    assert second.repl == "used"
+    stats = default_model.last_stats
+    # only the end of the prompt was evaluated again: the file before the form, the context block
+    # (unchanged: its lines still cover the new matches) and the form up to the cursor stayed cached
+    assert stats["reused_tokens"] >= stats["prompt_tokens"] - 4
+    engine.close()
