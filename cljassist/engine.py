@@ -11,6 +11,7 @@ calls `Engine.complete` and nothing below it.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class Engine:
         self.verifier = verifier
         self.type_through = TypeThroughCache()
         self.recent = RecentResults()
+        self._cache_lock = threading.Lock()
         # the context lines last shown per (file, namespace): kept while they still cover what a new
         # gather finds, so the prompt (and the model's cache of it) stays the same while typing
         self._shown_context: dict[tuple[str | None, str | None], tuple[str, ...]] = {}
@@ -113,22 +115,36 @@ class Engine:
         n = self.settings.candidates if n is None else max(1, int(n))
 
         # 0. Prefilter: a suggestion being typed through, or the same place answered lately.
-        if self.settings.cache:
-            cached = self.type_through.lookup(request) or self.recent.get(request, n)
-            if cached is not None:
-                ms = (time.perf_counter() - started) * 1000
-                return dataclasses.replace(cached, ms=ms, timings={"cache": round(ms, 2)})
+        cached = self.cached(request, n)
+        if cached is not None:
+            return cached
 
         result = self._run_pipeline(request, n, cancelled, started)
         if self.settings.cache:
-            self.type_through.remember(request, result)
-            self.recent.put(request, n, result)
+            with self._cache_lock:
+                self.type_through.remember(request, result)
+                self.recent.put(request, n, result)
         return result
+
+    def cached(self, request: CompletionRequest, n: int | None = None) -> CompletionResult | None:
+        """The answer from the prefilter caches alone, or None. Safe to call from any thread while
+        the engine runs another request (the service answers type-through without queueing)."""
+        if not self.settings.cache:
+            return None
+        started = time.perf_counter()
+        n = self.settings.candidates if n is None else max(1, int(n))
+        with self._cache_lock:
+            hit = self.type_through.lookup(request) or self.recent.get(request, n)
+        if hit is None:
+            return None
+        ms = (time.perf_counter() - started) * 1000
+        return dataclasses.replace(hit, ms=ms, timings={"cache": round(ms, 2)})
 
     def clear_caches(self) -> None:
         """Forget cached results and shown context (e.g. after the REPL state changed a lot)."""
-        self.type_through.clear()
-        self.recent.clear()
+        with self._cache_lock:
+            self.type_through.clear()
+            self.recent.clear()
         self._shown_context.clear()
 
     def _run_pipeline(

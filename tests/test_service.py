@@ -196,3 +196,31 @@ def test_likely_next_requests_after_an_accept_include_the_next_line_indented():
     assert following[1].prefix == "(defn f [x]\n  (inc x)\n  " and following[1].suffix == ")\n"
     # in the middle of a line's code, Enter is not the likely next key
     assert likely_next_requests(CompletionRequest("(f x", " y)", "a.clj")) == [CompletionRequest("(f x", " y)", "a.clj")]
+
+
+def test_a_cached_answer_does_not_wait_behind_a_running_request():
+    from cljassist.config import Settings
+    from cljassist.engine import Engine
+    from tests.fakes import ScriptedModel
+
+    engine = Engine(ScriptedModel(["(inc x)"]), Settings(candidates=1))
+    engine.complete(CompletionRequest("(defn f [x] ", ")", "a.clj"))  # now cached: "(inc x)"
+    gate = threading.Event()
+    slow = engine.complete
+
+    def gated_complete(request, n=None, cancelled=None):
+        if request.file == "b.clj":
+            assert gate.wait(10)
+        return slow(request, n, cancelled)
+
+    engine.complete = gated_complete
+    service = CompletionService(engine)
+    try:
+        busy = service.submit(CompletionRequest("(other ", ")", "b.clj"))
+        typed = service.submit(CompletionRequest("(defn f [x] (in", "))", "a.clj"))
+        result = typed.result(timeout=5)  # answered while b.clj's request still holds the worker
+        assert result.source == "type-through" and result.suggestions[0].text == "c x"
+        assert not busy.future.done()
+    finally:
+        gate.set()
+        service.close()

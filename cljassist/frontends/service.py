@@ -66,6 +66,18 @@ class CompletionService:
     def submit(self, request: CompletionRequest, buffer: str | None = None, n: int | None = None) -> Ticket:
         buffer = buffer or request.file or "default"
         ticket = Ticket(request, buffer, n)
+        # A cached answer (type-through, recent) needs no model: it is given at once, on the caller's
+        # thread, instead of waiting behind other buffers' requests; an older one is still cancelled.
+        cached = getattr(self.engine, "cached", None)
+        hit = cached(request, n) if cached is not None else None
+        if hit is not None:
+            with self._lock:
+                older = self._latest.pop(buffer, None)
+            if older is not None:
+                older.cancel(f"superseded by a newer request for {buffer}")
+            ticket.future.set_running_or_notify_cancel()
+            ticket.future.set_result(hit)
+            return ticket
         with self._lock:
             if self._closed:
                 raise Cancelled("the completion service is shutting down")
