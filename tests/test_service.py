@@ -224,3 +224,17 @@ def test_a_cached_answer_does_not_wait_behind_a_running_request():
     finally:
         gate.set()
         service.close()
+
+
+def test_a_request_cancelled_while_waiting_is_forgotten(engine_and_service):
+    engine, service = engine_and_service
+    busy = service.submit(CompletionRequest("(a", ")"), buffer="a")
+    assert engine.started.wait(5)
+    waiting = service.submit(CompletionRequest("(b " + "x" * 1000, ")"), buffer="b")
+    waiting.cancel("the client disconnected")
+    engine.release.set()
+    busy.result(10)
+    deadline = time.monotonic() + 10
+    while (service._latest or service._running is not None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service._latest == {} and service._running is None  # nothing of it kept

@@ -137,14 +137,15 @@ class CompletionService:
                     return
                 ticket = self._waiting.popleft() if self._waiting else self._prefetching.popleft()
                 self._running = ticket
-            if ticket.cancelled or not ticket.future.set_running_or_notify_cancel():
-                continue
             try:
-                result = self.engine.complete(ticket.request, n=ticket.n, cancelled=ticket._cancel.is_set)
-            except BaseException as exc:  # every failure goes to the caller, the worker lives on
-                ticket.future.set_exception(exc)
-            else:
-                ticket.future.set_result(result)
+                if ticket.cancelled or not ticket.future.set_running_or_notify_cancel():
+                    continue  # (the finally below still forgets it)
+                try:
+                    result = self.engine.complete(ticket.request, n=ticket.n, cancelled=ticket._cancel.is_set)
+                except BaseException as exc:  # every failure goes to the caller, the worker lives on
+                    ticket.future.set_exception(exc)
+                else:
+                    ticket.future.set_result(result)
             finally:
                 with self._lock:
                     self._running = None
