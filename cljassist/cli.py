@@ -41,6 +41,8 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
     p.add_argument("--backend", metavar="URL",
                    help="complete on an inference server: llama.cpp's .../infill or an OpenAI-compatible "
                         ".../v1/completions (default: the local model)")
+    p.add_argument("--backend-timeout-ms", type=int, metavar="MS",
+                   help="with --backend: longest wait for one server request (default 10000)")
     p.add_argument("--backend-fallback", action="store_true", default=None,
                    help="with --backend: use the local model when the server fails or times out")
     if not repl_flags:
@@ -185,6 +187,7 @@ def settings_from_args(args, near: Path | None) -> Settings:
         threads=args.threads, nrepl=getattr(args, "nrepl", None), eval_mode=args.eval_mode, show_failing=args.show_failing,
         verify=args.verify, backend=getattr(args, "backend", None),
         backend_fallback=getattr(args, "backend_fallback", None),
+        backend_timeout_ms=getattr(args, "backend_timeout_ms", None),
     )
 
 

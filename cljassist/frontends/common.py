@@ -15,11 +15,24 @@ from cljassist.errors import InputError, ReplTimeout, ReplUnavailable
 
 
 def load_model(settings: Settings):
-    from cljassist.model.llama import LocalModel
-    from cljassist.model.locate import resolve_model_path
+    """The model the engine completes with: the completion server named by `settings.backend`
+    (backed by the local model when `settings.backend_fallback`), else the local GGUF model of
+    `settings.model` (the bundled default when unset)."""
 
-    path = resolve_model_path(settings.model, None)
-    return LocalModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
+    def local_model():
+        from cljassist.model.llama import LocalModel
+        from cljassist.model.locate import resolve_model_path
+
+        path = resolve_model_path(settings.model, None)
+        return LocalModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
+
+    if not settings.backend:
+        return local_model()
+    from cljassist.model.remote import FallbackModel, RemoteModel
+
+    remote = RemoteModel(settings.backend, timeout_ms=settings.backend_timeout_ms, reuse_prompt=settings.reuse_prompt)
+    # the fallback loads the local model only when the server first fails (see FallbackModel)
+    return FallbackModel(remote, local_model) if settings.backend_fallback else remote
 
 
 @dataclass(frozen=True)
