@@ -3,7 +3,10 @@ validation loss and token accuracy per evaluation, into one PNG.
 
     python scripts/plot_training_curve.py RUN_DIR [OUT.png]      (needs matplotlib: the train extra)
 
-Reads RUN_DIR/steps.jsonl and RUN_DIR/curve.jsonl as `train fit` writes them.
+Reads RUN_DIR/steps.jsonl and RUN_DIR/curve.jsonl as `train fit` writes them. When
+RUN_DIR/checkpoint_em.jsonl exists (scripts/checkpoint_em.py), a third panel shows the validation
+exact match and edit similarity of the engine's greedy completion per checkpoint; step 0 there is
+the base model zero-shot, prompted left to right (it has no trained FIM tokens), drawn apart.
 """
 
 from __future__ import annotations
@@ -29,6 +32,28 @@ def moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
+def plot_checkpoint_em(ax, rows: list[dict]) -> None:
+    """Validation EM and ES per checkpoint; the step-0 base (left-to-right prompt) as open markers."""
+    rows = sorted((r for r in rows if r.get("em") is not None), key=lambda r: r["step"])
+    trained = [r for r in rows if r["step"] > 0]
+    base = [r for r in rows if r["step"] == 0]
+    if trained:
+        xs = [r["step"] for r in trained]
+        ax.plot(xs, [r["em"] for r in trained], "o-", color="C3", label="EM (checkpoint, FIM prompt)")
+        ax.plot(xs, [r["es"] for r in trained], "s--", color="C0", label="ES (checkpoint, FIM prompt)")
+    if base:
+        ax.plot([0], [base[0]["em"]], "o", mfc="none", color="C3", markersize=9,
+                label="EM step 0: base zero-shot, left to right")
+        ax.plot([0], [base[0]["es"]], "s", mfc="none", color="C0", markersize=9,
+                label="ES step 0: base zero-shot, left to right")
+    n = rows[-1].get("n") if rows else None
+    ax.set_title(f"validation EM per checkpoint (greedy, no REPL, n={n})", fontsize=10)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share of items")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
@@ -44,7 +69,10 @@ def main(argv: list[str]) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    checkpoint_em = read_jsonl(run / "checkpoint_em.jsonl")
+    panels = 3 if checkpoint_em else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4))
+    ax_loss, ax_acc = axes[0], axes[1]
     xs = [s["step"] for s in steps]
     losses = [s["loss"] for s in steps]
     ax_loss.plot(xs, losses, color="0.8", linewidth=0.8, label="train loss (step)")
@@ -58,6 +86,8 @@ def main(argv: list[str]) -> int:
     ax_loss.legend()
     ax_acc.set_xlabel("step")
     ax_acc.set_ylabel("valid token accuracy (teacher forcing)")
+    if checkpoint_em:
+        plot_checkpoint_em(axes[2], checkpoint_em)
     tokens = steps[-1].get("tokens_seen", 0)
     fig.suptitle(f"cljassist train fit: {run.name}, {len(steps)} steps, {tokens:,} tokens seen")
     fig.tight_layout()
