@@ -29,7 +29,9 @@ def default_model(default_model_file):
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed (pip install llama-cpp-python)")
     from cljassist.model.llama import LocalModel
+    from cljassist.model.prepare import runtime_model_path
 
-    model = LocalModel(default_model_file, n_ctx=2048)
+    # what the front-ends load: the shipped model re-encoded as Q8_0 (cljassist/model/prepare.py)
+    model = LocalModel(runtime_model_path(default_model_file), n_ctx=2048)
     yield model
     model.close()

@@ -24,6 +24,10 @@ def load_model(settings: Settings):
         from cljassist.model.locate import resolve_model_path
 
         path = resolve_model_path(settings.model, None)
+        if not settings.model:  # the shipped default: its Q8_0 copy evaluates prompts twice as fast
+            from cljassist.model.prepare import runtime_model_path
+
+            path = runtime_model_path(path)
         return LocalModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
 
     if not settings.backend:

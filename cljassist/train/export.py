@@ -56,6 +56,13 @@ from typing import Any
 import numpy as np
 
 from cljassist.errors import CljassistError, ModelLoadError, ModelNotFound
+from cljassist.model.model_cache import (  # noqa: F401 - sha256_file and default_cache_dir are part of this API
+    default_cache_dir,
+    locked as _locked,
+    recorded_sha as _recorded_sha,
+    sha256_file,
+    write_atomic as _write_atomic,
+)
 from cljassist.model.fim import FAMILY_KEY as FIM_FAMILY_KEY  # read by detect_fim_format
 
 ADAPTER_FORMAT = 1
@@ -102,14 +109,6 @@ class ExportError(CljassistError):
 
 
 # ------------------------------------------------------------------ small helpers
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def gguf_tensor_name(hf_module: str) -> str:
@@ -542,25 +541,6 @@ def build_model_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.Pa
 # ------------------------------------------------------------------ shipped model (cache)
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/cljassist/models`` (default ``~/.cache/cljassist/models``)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "cljassist" / "models"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _recorded_sha(sum_path: Path) -> str | None:
-    try:
-        return sum_path.read_text(encoding="utf-8").split()[0].lower()
-    except (OSError, IndexError):
-        return None
-
-
 def ensure_shipped_model(cache_dir: str | os.PathLike[str] | None = None, *,
                          adapter_dir: str | os.PathLike[str] | None = None,
                          base_gguf: str | os.PathLike[str] | None = None,
@@ -602,25 +582,6 @@ def ensure_shipped_model(cache_dir: str | os.PathLike[str] | None = None, *,
         build_model_gguf(adir, base_gguf, out, quant=quant)
         _write_atomic(sum_path, f"{sha256_file(out)}  {out.name}\n")
     return out
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive advisory lock (two processes on first use build once); no-op without fcntl."""
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-# ------------------------------------------------------------------ CLI
 
 
 def main_export(args: argparse.Namespace) -> int:
