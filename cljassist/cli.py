@@ -32,6 +32,10 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
     p.add_argument("-n", "--candidates", type=int, help="candidates to generate (default 3)")
     p.add_argument("--max-new-tokens", type=int, help="longest suggestion in tokens (default 64)")
     p.add_argument("--threads", type=int, help="CPU threads for the model")
+    p.add_argument("--deadline-ms", type=int, metavar="MS",
+                   help="time budget for generating a request's candidates (default: none)")
+    p.add_argument("--max-prompt-tokens", type=int, metavar="N",
+                   help="prompt budget in tokens (default: prompts/completion.toml's, 768)")
     p.add_argument("--eval", dest="eval_mode", choices=("off", "safe"),
                    help="evaluate suggestions made only of allowlisted pure functions (default off)")
     p.add_argument("--show-failing", action="store_true", default=None,
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 def settings_from_args(args, near: Path | None) -> Settings:
     return load_settings(near).with_overrides(
         model=args.model, candidates=args.candidates, max_new_tokens=args.max_new_tokens,
-        threads=args.threads, nrepl=getattr(args, "nrepl", None), eval_mode=args.eval_mode, show_failing=args.show_failing,
+        threads=args.threads, max_prompt_tokens=getattr(args, "max_prompt_tokens", None),
+        deadline_ms=getattr(args, "deadline_ms", None), nrepl=getattr(args, "nrepl", None), eval_mode=args.eval_mode, show_failing=args.show_failing,
         verify=args.verify, backend=getattr(args, "backend", None),
         backend_fallback=getattr(args, "backend_fallback", None),
         backend_timeout_ms=getattr(args, "backend_timeout_ms", None),

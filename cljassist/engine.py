@@ -229,7 +229,8 @@ class Engine:
             count_tokens=self.model.count_tokens,
             namespace=cursor.namespace,
             file_label=_file_label(request.file),
-            max_prompt_tokens=min(templates.budget.max_prompt_tokens, self.settings.n_ctx - self.settings.max_new_tokens),
+            max_prompt_tokens=min(self.settings.max_prompt_tokens or templates.budget.max_prompt_tokens,
+                                  self.settings.n_ctx - self.settings.max_new_tokens),
             form_start=cursor.top_level[0] if cursor.top_level else _line_start(request.prefix),
             # with a REPL the context's share is set aside whatever it turns out to be, so the code's
             # cut (and the prompt's stable start) does not wait for, or move with, the context

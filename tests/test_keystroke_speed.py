@@ -244,3 +244,28 @@ def test_real_repl_context_is_gathered_beside_the_model_and_typing_reuses_the_pr
     # (unchanged: its lines still cover the new matches) and the form up to the cursor stayed cached
     assert stats["reused_tokens"] >= stats["prompt_tokens"] - 4
     engine.close()
+
+
+def test_keystroke_defaults_fill_only_what_is_unset():
+    from cljassist.config import KEYSTROKE_DEFAULTS, for_keystrokes
+
+    filled = for_keystrokes(Settings())
+    assert filled.max_prompt_tokens == KEYSTROKE_DEFAULTS["max_prompt_tokens"]
+    assert filled.deadline_ms == KEYSTROKE_DEFAULTS["deadline_ms"]
+    mine = for_keystrokes(Settings(max_prompt_tokens=1000, deadline_ms=5000))
+    assert (mine.max_prompt_tokens, mine.deadline_ms) == (1000, 5000)
+
+
+def test_prompt_budget_setting_bounds_the_prompt():
+    model = ScriptedModel(["x"])
+    long_prefix = "".join(f"(def a{i} {i})\n" for i in range(500)) + "(inc "
+    Engine(model, Settings(candidates=1, max_prompt_tokens=200)).complete(CompletionRequest(long_prefix, ")"))
+    assert count(model.prompts[0]) <= 200
+
+
+def test_the_generation_deadline_counts_from_the_end_of_the_prompt(default_model):
+    default_model.forget()
+    prompt = "(ns demo.slow)\n" + "".join(f"(defn f{i} [x] (* x {i}))\n" for i in range(40)) + "(defn g [x]\n  ("
+    out = default_model.generate_candidates(prompt, n=2, max_tokens=16, stop=lambda t: None, deadline_s=0.001)
+    # the prompt alone takes far longer than 1 ms, and still the first branch got its first token
+    assert len(out) == 1 and out[0].finish == "deadline" and out[0].n_tokens == 1

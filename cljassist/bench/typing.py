@@ -486,6 +486,7 @@ def read_typing_files(names: list[str]) -> list[tuple[Path, str]]:
 
 def run_typing_command(args) -> int:
     from cljassist.cli import settings_from_args
+    from cljassist.config import for_keystrokes
     from cljassist.frontends import common
 
     for flag in ("limit", "sample", "compare"):
@@ -499,7 +500,7 @@ def run_typing_command(args) -> int:
         args.candidates = TYPING_CANDIDATES
     if args.max_new_tokens is None:
         args.max_new_tokens = TYPING_MAX_NEW_TOKENS
-    settings = settings_from_args(args, files[0][0])
+    settings = for_keystrokes(settings_from_args(args, files[0][0]))
     plans = plan_typing([(str(p), t) for p, t in files], args.forms, args.seed, args.pause_ms, args.max_form_chars)
     provider, repl_label = common.connect_repl(settings, files[0][0], args.no_repl, explicit=args.nrepl is not None)
     progress = lambda m: print(m, file=sys.stderr)  # noqa: E731

@@ -496,12 +496,13 @@ def _engine_repl_label(service) -> str:
 def main_serve(args) -> int:
     """`cljassist serve`: serve completions for the current directory until SIGINT/SIGTERM."""
     from cljassist.cli import settings_from_args
+    from cljassist.config import for_keystrokes
     from cljassist.frontends.common import open_engine, stop_on_signals, wait_until_set
     from cljassist.frontends.service import CompletionService
 
     directory = Path.cwd()
     refuse_if_served(directory)  # before loading the model; start() checks again, atomically
-    settings = settings_from_args(args, directory)
+    settings = for_keystrokes(settings_from_args(args, directory))
     opened = open_engine(settings, near=directory, no_repl=getattr(args, "no_repl", False),
                          explicit=getattr(args, "nrepl", None) is not None)
     service = CompletionService(opened.engine)

@@ -570,13 +570,14 @@ def _write_atomically(path: Path, text: str) -> None:
 def main_proxy(args) -> int:
     """`cljassist proxy --upstream HOST:PORT [--port P]`: serve until SIGINT/SIGTERM."""
     from cljassist.cli import settings_from_args
+    from cljassist.config import for_keystrokes
     from cljassist.frontends.service import CompletionService
 
     try:
         upstream = parse_endpoint(args.upstream)
     except ValueError as exc:
         raise InputError(f"--upstream: {exc}") from None
-    settings = settings_from_args(args, Path.cwd())
+    settings = for_keystrokes(settings_from_args(args, Path.cwd()))
     engine = open_proxy_engine(settings, upstream)
     try:
         if engine.notice:

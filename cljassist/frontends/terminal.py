@@ -621,11 +621,12 @@ def connect_or_start_nrepl(settings, cwd: Path, explicit: bool, printer: Printer
 def main_repl(args) -> int:
     """`cljassist repl [--nrepl HOST:PORT | --no-repl] + model options`."""
     from cljassist.cli import settings_from_args
+    from cljassist.config import for_keystrokes
     from cljassist.frontends.common import open_engine
     from cljassist.frontends.service import CompletionService
 
     cwd = Path.cwd()
-    settings = settings_from_args(args, cwd)
+    settings = for_keystrokes(settings_from_args(args, cwd))
     printer = Printer(sys.stdout)
     no_repl = bool(getattr(args, "no_repl", False))
     target: ReplTarget | None = None

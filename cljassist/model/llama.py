@@ -373,8 +373,9 @@ class LocalModel:
         candidate also ends on EOS/EOT/control tokens (not included in the text)
         and after ``max_tokens`` tokens.
 
-        ``deadline_s`` is a wall-clock budget in seconds for the whole call,
-        prompt evaluation included.  A branch running past it ends with
+        ``deadline_s`` is a wall-clock budget in seconds for generating, counted
+        from the end of prompt evaluation (a cold prompt takes what it takes; the
+        budget bounds what the user waits beyond it).  A branch running past it ends with
         finish='deadline' and keeps its text; branches not started by then are
         left out (so fewer than ``n`` may come back).  Candidates come back in
         branch order (most probable first token first).
@@ -383,7 +384,6 @@ class LocalModel:
         returns true the call raises :class:`Cancelled` (the KV cache stays usable).
         """
         t0 = time.perf_counter()
-        end_at = t0 + deadline_s if deadline_s is not None else None
         n = max(0, int(n))
         max_tokens = max(1, int(max_tokens))
         ids = self.tokenize(prompt, special=True, add_bos=True)
@@ -393,6 +393,7 @@ class LocalModel:
 
         logits, reused = self._load_prompt(ids, cancelled)
         t1 = time.perf_counter()
+        end_at = t1 + deadline_s if deadline_s is not None else None
         stats: dict[str, Any] = {
             "prompt_tokens": len(ids),
             "reused_tokens": reused,
