@@ -98,6 +98,7 @@ class Engine:
         self.type_through = TypeThroughCache()
         self.recent = RecentResults()
         self._cache_lock = threading.Lock()
+        self._cache_stamp: object = None  # the REPL connection the cached answers were checked on
         # the context lines last shown per (file, namespace): kept while they still cover what a new
         # gather finds, so the prompt (and the model's cache of it) stays the same while typing
         self._shown_context: dict[tuple[str | None, str | None], tuple[str, ...]] = {}
@@ -120,8 +121,13 @@ class Engine:
             return cached
 
         result = self._run_pipeline(request, n, cancelled, started)
-        if self.settings.cache:
+        stamp = self._repl_stamp()
+        # an answer the REPL could not check is not kept: once it is back, the checks must run
+        if self.settings.cache and stamp is not None and not result.repl.startswith("failed"):
             with self._cache_lock:
+                if stamp != self._cache_stamp:
+                    self._clear_cached()
+                    self._cache_stamp = stamp
                 self.type_through.remember(request, result)
                 self.recent.put(request, n, result)
         return result
@@ -133,7 +139,13 @@ class Engine:
             return None
         started = time.perf_counter()
         n = self.settings.candidates if n is None else max(1, int(n))
+        stamp = self._repl_stamp()
         with self._cache_lock:
+            if stamp is None or stamp != self._cache_stamp:
+                # the REPL went away or came back: what it checked may no longer hold, and a user
+                # whose REPL is down must hear so from a fresh answer, not a remembered one
+                self._clear_cached()
+                return None
             hit = self.type_through.lookup(request) or self.recent.get(request, n)
         if hit is None:
             return None
@@ -143,9 +155,22 @@ class Engine:
     def clear_caches(self) -> None:
         """Forget cached results and shown context (e.g. after the REPL state changed a lot)."""
         with self._cache_lock:
-            self.type_through.clear()
-            self.recent.clear()
+            self._clear_cached()
         self._shown_context.clear()
+
+    def _clear_cached(self) -> None:
+        self.type_through.clear()
+        self.recent.clear()
+
+    def _repl_stamp(self) -> object:
+        """Which REPL connection answers are checked on now: "off" without a REPL, the client's
+        connection generation with one, None while its connection is down."""
+        if self.repl is None:
+            return "off"
+        client = getattr(self.repl, "client", None)
+        if client is None or not hasattr(client, "connection_generation"):
+            return "unknown-client"  # a provider without a client we can watch (test fakes)
+        return client.connection_generation if client.connected else None
 
     def _run_pipeline(
         self, request: CompletionRequest, n: int, cancelled: Callable[[], bool] | None, started: float

@@ -24,6 +24,15 @@ def engine_for(client: NreplClient) -> Engine:
     return Engine(model, Settings(candidates=2), ReplContextProvider(client, timeout_s=5), ReplVerifier(client, timeout_s=5))
 
 
+def wait_until_disconnected(client: NreplClient, timeout_s: float = 10.0) -> None:
+    """The client's reader sees the dead server's end of the socket a moment after the kill."""
+    import time
+
+    end = time.monotonic() + timeout_s
+    while client.connected and time.monotonic() < end:
+        time.sleep(0.01)
+
+
 def test_completion_survives_a_repl_restart(tmp_path):
     first = start_local_nrepl(tmp_path, timeout=120, jvm_opts=TEST_JVM_OPTS)
     second = None
@@ -40,6 +49,7 @@ def test_completion_survives_a_repl_restart(tmp_path):
 
         first.process.kill()
         first.process.wait(30)
+        wait_until_disconnected(client)
         during = engine.complete(request)
         assert during.repl.startswith("failed:") and "127.0.0.1" in during.repl
         assert during.suggestions and all(s.checks["compiles"] is None for s in during.suggestions)
