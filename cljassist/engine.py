@@ -268,10 +268,11 @@ class Engine:
         if self._gatherer is None:
             self._gatherer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cljassist-context")
         repl = self.repl
+        typed = cursor.symbol_prefix if self.settings.context_matches is not False else ""
 
         def gather() -> tuple[LiveContext, float]:
             t0 = time.perf_counter()
-            live = repl.gather(cursor.namespace, cursor.symbol_prefix, cursor=cursor, text=text)
+            live = repl.gather(cursor.namespace, typed, cursor=cursor, text=text)
             return live, (time.perf_counter() - t0) * 1000
 
         return self._gatherer.submit(gather)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from cljassist.cache import RecentResults, TypeThroughCache
 from cljassist.config import Settings
 from cljassist.context import LiveContext
@@ -134,6 +136,7 @@ class _FakeRepl:
 
     def gather(self, namespace, symbol_prefix="", cursor=None, text=None):
         self.gathers += 1
+        self.symbol_prefix = symbol_prefix
         assert self.release.wait(10)
         return LiveContext(namespace, True, tuple(self.lines), 1.0)
 
@@ -252,8 +255,19 @@ def test_keystroke_defaults_fill_only_what_is_unset():
     filled = for_keystrokes(Settings())
     assert filled.max_prompt_tokens == KEYSTROKE_DEFAULTS["max_prompt_tokens"]
     assert filled.deadline_ms == KEYSTROKE_DEFAULTS["deadline_ms"]
-    mine = for_keystrokes(Settings(max_prompt_tokens=1000, deadline_ms=5000))
-    assert (mine.max_prompt_tokens, mine.deadline_ms) == (1000, 5000)
+    assert filled.context_matches is False
+    mine = for_keystrokes(Settings(max_prompt_tokens=1000, deadline_ms=5000, context_matches=True))
+    assert (mine.max_prompt_tokens, mine.deadline_ms, mine.context_matches) == (1000, 5000, True)
+
+
+@pytest.mark.parametrize("context_matches, asked", [(None, "str/jo"), (True, "str/jo"), (False, "")])
+def test_context_matches_setting_decides_whether_the_typed_symbol_is_looked_up(context_matches, asked):
+    repl = _FakeRepl([])
+    repl.release.set()
+    engine = Engine(ScriptedModel(["in"]), Settings(candidates=1, context_matches=context_matches), repl=repl)
+    engine.complete(CompletionRequest("(ns a.b (:require [clojure.string :as str]))\n(str/jo", ")", "a.clj"))
+    assert repl.symbol_prefix == asked
+    engine.close()
 
 
 def test_prompt_budget_setting_bounds_the_prompt():
