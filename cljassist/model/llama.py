@@ -309,15 +309,6 @@ class LocalModel:
         _, reused = self._load_prompt(ids[:-1], cancelled, need_logits=False)
         return max(0, len(ids) - 1 - reused)
 
-    def warm_up(self) -> float:
-        """Evaluate a few tokens once and forget them; milliseconds taken. The weights are mapped
-        from disk lazily: the first evaluation pays for reading them, and a front-end would rather
-        pay that at start than on the first keystroke."""
-        started = time.perf_counter()
-        self.preload("(ns user)\n(defn warm-up [x]\n  (inc x))\n")
-        self.forget()
-        return (time.perf_counter() - started) * 1000.0
-
     def forget(self) -> None:
         """Drop the evaluated context (the next prompt is evaluated from its first token)."""
         self._rewind(0)
