@@ -40,7 +40,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cljassist.bench.metrics import CaseResult  # noqa: E402
-from cljassist.bench.run import _complete_case, evenly_spaced, load_cases, make_report  # noqa: E402
+from cljassist.bench.run import _complete_case, make_report, select_cases  # noqa: E402
 from cljassist.config import Settings  # noqa: E402
 from cljassist.engine import CompletionRequest, Engine  # noqa: E402
 from cljassist.errors import CljassistError, InputError  # noqa: E402
@@ -331,11 +331,7 @@ def _main(args: argparse.Namespace) -> int:
     if len(set(labels)) != len(labels):
         raise InputError(f"--model labels must differ: {', '.join(labels)}")
     cases_path = Path(args.cases)
-    cases = load_cases(cases_path, args.limit)
-    if args.sample:
-        cases = evenly_spaced(cases, args.sample)
-    if not cases:
-        raise InputError(f"{cases_path}: no cases")
+    cases = select_cases(cases_path, args.limit, args.sample)
     settings = Settings().with_overrides(candidates=args.candidates, max_new_tokens=args.max_new_tokens,
                                          threads=args.threads, n_ctx=args.n_ctx, nrepl=args.nrepl,
                                          cache=False if args.no_cache else None)

@@ -197,16 +197,21 @@ def _cell(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def select_cases(path: Path, limit: int | None = None, sample: int | None = None) -> list:
+    """The cases of ``path``: the first ``limit``, then ``sample`` of them evenly spaced."""
+    cases = load_cases(path, limit)
+    if sample:
+        cases = evenly_spaced(cases, sample)
+    if not cases:
+        raise InputError(f"{path}: no cases")
+    return cases
+
+
 def run_bench_command(args) -> int:
     from cljassist.cli import settings_from_args
     from cljassist.frontends.common import connect_repl, load_model, make_verifier
 
-    cases_path = Path(args.cases)
-    cases = load_cases(cases_path, args.limit)
-    if args.sample:
-        cases = evenly_spaced(cases, args.sample)
-    if not cases:
-        raise InputError(f"{cases_path}: no cases")
+    cases = select_cases(Path(args.cases), args.limit, args.sample)
     settings = settings_from_args(args, Path.cwd())
     provider, repl_label = connect_repl(settings, Path.cwd(), args.no_repl, explicit=args.nrepl is not None)
     model = load_model(settings)
