@@ -283,3 +283,25 @@ def test_the_generation_deadline_counts_from_the_end_of_the_prompt(default_model
     out = default_model.generate_candidates(prompt, n=2, max_tokens=16, stop=lambda t: None, deadline_s=0.001)
     # the prompt alone takes far longer than 1 ms, and still the first branch got its first token
     assert len(out) == 1 and out[0].finish == "deadline" and out[0].n_tokens == 1
+
+
+class _Client:
+    def __init__(self):
+        self.connection_generation = 1
+        self.connected = True
+
+
+def test_cached_answers_are_tied_to_the_repl_connection_they_were_checked_on():
+    repl = _FakeRepl([])
+    repl.release.set()
+    repl.client = _Client()
+    engine = Engine(ScriptedModel(["1", "2", "3"]), Settings(candidates=1), repl=repl)
+    request = CompletionRequest("(ns a.b)\n(inc ", ")", "a.clj")
+    assert engine.complete(request).source == "model"
+    assert engine.complete(request).source == "recent"
+    repl.client.connected = False  # the REPL went away: no remembered answer stands in for a fresh one
+    assert engine.cached(request) is None
+    repl.client.connected, repl.client.connection_generation = True, 2  # back, on a new connection
+    assert engine.complete(request).source == "model"
+    assert engine.complete(request).source == "recent"
+    engine.close()

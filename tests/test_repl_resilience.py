@@ -2,6 +2,8 @@
 
 The model is a scripted fake here: these tests are about the REPL side of the engine."""
 
+import time
+
 import pytest
 
 from cljassist.config import Settings
@@ -26,8 +28,6 @@ def engine_for(client: NreplClient) -> Engine:
 
 def wait_until_disconnected(client: NreplClient, timeout_s: float = 10.0) -> None:
     """The client's reader sees the dead server's end of the socket a moment after the kill."""
-    import time
-
     end = time.monotonic() + timeout_s
     while client.connected and time.monotonic() < end:
         time.sleep(0.01)
