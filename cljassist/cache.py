@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cljassist.engine import CompletionRequest, CompletionResult
+    from cljassist.types import CompletionRequest, CompletionResult
 
 # How much text around the cursor keys a recent result: enough to tell places apart, short enough
 # that hashing it costs nothing next to a model call.

@@ -209,17 +209,9 @@ def read_source_file(path: Path) -> str:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def suggestion_json(s) -> dict:
-    out = {"text": s.text, "score": s.score, "checks": s.checks}
-    if s.error:
-        out["error"] = s.error
-    if s.value is not None:
-        out["value"] = s.value
-    return out
-
-
 def run_complete(args) -> int:
-    from cljassist.engine import CompletionRequest, Engine
+    from cljassist.engine import Engine
+    from cljassist.types import CompletionRequest, ReplStatus, suggestion_dict
 
     path = Path(args.file)
     text = read_source_file(path)
@@ -237,17 +229,17 @@ def run_complete(args) -> int:
     result = engine.complete(request)
     if args.json:
         print(json.dumps({
-            "suggestions": [suggestion_json(s) for s in result.suggestions],
+            "suggestions": [suggestion_dict(s) for s in result.suggestions],
             "ms": round(result.ms, 1),
             "timings": result.timings,
             "namespace": result.namespace,
-            "repl": result.repl if provider else repl_label,
+            "repl": result.repl_label if provider else repl_label,
         }, ensure_ascii=False))
         return 0
     if provider is None:
         print(f";; REPL {repl_label}", file=sys.stderr)
-    elif result.repl != "used":
-        print(f";; REPL {repl_label}: {result.repl}", file=sys.stderr)
+    elif result.repl is not ReplStatus.USED:
+        print(f";; REPL {repl_label}: {result.repl_label}", file=sys.stderr)
     if not result.suggestions:
         print(f";; no suggestion passed the checks ({result.withheld} withheld, {result.ms:.0f} ms)")
         return 0

@@ -205,6 +205,12 @@ class ReplContextProvider:
         self._publics: dict[str, tuple[int, list[VarInfo]]] = {}
         self._evals = 0
 
+    @property
+    def connection_stamp(self) -> int | None:
+        """None while the connection is down, else the client's connection generation: answers
+        checked on one connection may not hold on the next (the REPL may have restarted)."""
+        return self.client.connection_generation if self.client.connected else None
+
     # -- session ---------------------------------------------------------------------------------
 
     @property

@@ -14,7 +14,6 @@ import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -22,73 +21,22 @@ from cljassist.cache import RecentResults, TypeThroughCache
 from cljassist.candidates import GapContext, make_stop_rule
 from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
 from cljassist.config import Settings
-from cljassist.context import LiveContext, ReplContextProvider
-from cljassist.errors import Cancelled, InputError, ReplTimeout, ReplUnavailable
-from cljassist.model.llama import LocalModel
+from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
 from cljassist.prompt import build_prompt, load_templates
-from cljassist.rank import Suggestion, rank
-from cljassist.verify import Candidate, repl_checks, structural_check
+from cljassist.rank import rank
+from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, ContextProvider, ReplStatus
+from cljassist.verify import repl_checks, structural_check
 
 if TYPE_CHECKING:
+    from cljassist.context import LiveContext
     from cljassist.repl_verify import ReplVerifier
-
-CURSOR_MARKER = "<CURSOR>"
-
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    prefix: str
-    suffix: str
-    file: str | None = None  # shown to the model and used for discovery; not read by the engine
-    namespace: str | None = None  # when the text was cut before its ns form (benchmark cases)
-
-    @classmethod
-    def at_offset(cls, text: str, offset: int, file: str | None = None) -> "CompletionRequest":
-        if not 0 <= offset <= len(text):
-            raise InputError(f"cursor offset {offset} is outside the text (0..{len(text)})")
-        return cls(text[:offset], text[offset:], file)
-
-    @classmethod
-    def at_line_column(cls, text: str, line: int, column: int, file: str | None = None) -> "CompletionRequest":
-        """1-based line and column; column counts characters, and may be one past the line's end."""
-        lines = text.split("\n")
-        if not 1 <= line <= len(lines):
-            raise InputError(f"cursor out of range: line {line} (the file has {len(lines)} lines)")
-        if not 1 <= column <= len(lines[line - 1]) + 1:
-            raise InputError(f"cursor out of range: column {column} (line {line} has {len(lines[line - 1])} characters)")
-        offset = sum(len(l) + 1 for l in lines[: line - 1]) + column - 1
-        return cls.at_offset(text, offset, file)
-
-    @classmethod
-    def at_marker(cls, text: str, file: str | None = None) -> "CompletionRequest":
-        count = text.count(CURSOR_MARKER)
-        if count != 1:
-            what = "no" if count == 0 else f"{count}"
-            raise InputError(f"expected exactly one {CURSOR_MARKER} marker, found {what}; or pass --line and --column")
-        offset = text.index(CURSOR_MARKER)
-        return cls(text[:offset], text[offset + len(CURSOR_MARKER):], file)
-
-
-@dataclass
-class CompletionResult:
-    suggestions: list[Suggestion]
-    ms: float
-    timings: dict[str, float] = field(default_factory=dict)  # per stage, milliseconds
-    namespace: str | None = None
-    repl: str = "off"  # "off" | "used" | "ns-not-loaded" | "failed: <reason>"
-    withheld: int = 0  # candidates produced but not offered
-    candidates: list[Candidate] = field(default_factory=list)  # every candidate with its checks
-    # Where the suggestions came from: "model" (the pipeline ran), "type-through" (the user typed the
-    # start of the previous suggestion), "recent" (the same text around the cursor was answered lately).
-    source: str = "model"
-
 
 class Engine:
     def __init__(
         self,
-        model: LocalModel,
+        model: CompletionModel,
         settings: Settings = Settings(),
-        repl: ReplContextProvider | None = None,
+        repl: ContextProvider | None = None,
         verifier: "ReplVerifier | None" = None,
     ):
         self.model = model
@@ -123,7 +71,7 @@ class Engine:
         result = self._run_pipeline(request, n, cancelled, started)
         stamp = self._repl_stamp()
         # an answer the REPL could not check is not kept: once it is back, the checks must run
-        if self.settings.cache and stamp is not None and not result.repl.startswith("failed"):
+        if self.settings.cache and stamp is not None and result.repl is not ReplStatus.FAILED:
             with self._cache_lock:
                 if stamp != self._cache_stamp:
                     self._clear_cached()
@@ -163,14 +111,11 @@ class Engine:
         self.recent.clear()
 
     def _repl_stamp(self) -> object:
-        """Which REPL connection answers are checked on now: "off" without a REPL, the client's
-        connection generation with one, None while its connection is down."""
+        """Which REPL connection answers are checked on now: "off" without a REPL, else the
+        provider's connection stamp (None while its connection is down)."""
         if self.repl is None:
             return "off"
-        client = getattr(self.repl, "client", None)
-        if client is None or not hasattr(client, "connection_generation"):
-            return "unknown-client"  # a provider without a client we can watch (test fakes)
-        return client.connection_generation if client.connected else None
+        return self.repl.connection_stamp
 
     def _run_pipeline(
         self, request: CompletionRequest, n: int, cancelled: Callable[[], bool] | None, started: float
@@ -190,9 +135,9 @@ class Engine:
         pending = self._start_gather(cursor, request.prefix + request.suffix)
         prompt_args = self._prompt_args(request, cursor)
         model_ms = 0.0
-        if not self.settings.reuse_prompt and hasattr(self.model, "forget"):
+        if not self.settings.reuse_prompt:
             self.model.forget()  # the naive baseline: every prompt evaluated from its first token
-        elif pending is not None and hasattr(self.model, "preload"):
+        elif pending is not None:
             skeleton = build_prompt(**prompt_args)
             t0 = time.perf_counter()
             try:
@@ -200,7 +145,7 @@ class Engine:
             finally:
                 model_ms += (time.perf_counter() - t0) * 1000
                 lap.skip()
-        live, repl_state, gather_ms = self._finish_gather(pending, cursor, request.file)
+        live, repl_state, repl_error, gather_ms = self._finish_gather(pending, cursor, request.file)
         lap("context")
         if gather_ms is not None:
             timings["context_gather"] = round(gather_ms, 2)
@@ -212,13 +157,12 @@ class Engine:
         # 4. Model candidates, each ended by the stop rule as soon as its forms are complete.
         deadline = self.settings.deadline_ms / 1000 if self.settings.deadline_ms else None
         generations = self.model.generate_candidates(
-            prompt.text,
+            prompt,
             n=n,
             max_tokens=self.settings.max_new_tokens,
             stop=make_stop_rule(gap),
             deadline_s=deadline,
             cancelled=cancelled,
-            prompt_parts=prompt,
         )
         lap("model")
         timings["model"] = round(timings["model"] + model_ms, 2)
@@ -229,7 +173,8 @@ class Engine:
             try:
                 repl_checks(candidates, self.verifier, request.prefix, request.suffix, cursor)
             except (ReplUnavailable, ReplTimeout) as exc:
-                repl_state = f"failed: {exc}"  # the structural verdicts stand; REPL checks stay None
+                # the structural verdicts stand; REPL checks stay None
+                repl_state, repl_error = ReplStatus.FAILED, str(exc)
         lap("verify")
 
         # 6. Ranking.
@@ -243,6 +188,7 @@ class Engine:
             repl=repl_state,
             withheld=len(candidates) - len(suggestions),
             candidates=candidates,
+            repl_error=repl_error,
         )
 
     def _prompt_args(self, request: CompletionRequest, cursor: CursorContext) -> dict:
@@ -270,7 +216,7 @@ class Engine:
         repl = self.repl
         typed = cursor.symbol_prefix if self.settings.context_matches is not False else ""
 
-        def gather() -> tuple[LiveContext, float]:
+        def gather() -> tuple["LiveContext", float]:
             t0 = time.perf_counter()
             live = repl.gather(cursor.namespace, typed, cursor=cursor, text=text)
             return live, (time.perf_counter() - t0) * 1000
@@ -279,18 +225,19 @@ class Engine:
 
     def _finish_gather(
         self, pending: "Future | None", cursor: CursorContext, file: str | None
-    ) -> tuple[LiveContext | None, str, float | None]:
+    ) -> tuple["LiveContext | None", ReplStatus, str | None, float | None]:
+        """(context, REPL status, why the REPL failed, milliseconds the gather took)."""
         if pending is None:
-            return None, "off", None
+            return None, ReplStatus.OFF, None, None
         try:
             live, gather_ms = pending.result()
         except (ReplUnavailable, ReplTimeout) as exc:
-            return None, f"failed: {exc}", None
+            return None, ReplStatus.FAILED, str(exc), None
         if self.settings.reuse_prompt:
             live = self._steady_context(live, file)
-        return live, "used" if live.ns_loaded else "ns-not-loaded", gather_ms
+        return live, ReplStatus.USED if live.ns_loaded else ReplStatus.NS_NOT_LOADED, None, gather_ms
 
-    def _steady_context(self, live: LiveContext, file: str | None) -> LiveContext:
+    def _steady_context(self, live: "LiveContext", file: str | None) -> "LiveContext":
         """The lines shown last time for this file and namespace, while they cover the new ones."""
         key = (file, live.namespace)
         shown = self._shown_context.get(key)

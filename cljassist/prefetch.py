@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from cljassist.clojure_text.indent import continuation_indent
-from cljassist.engine import CompletionRequest
+from cljassist.types import CompletionRequest
 
 
 def likely_next_requests(after_accept: CompletionRequest) -> list[CompletionRequest]:

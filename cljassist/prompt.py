@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cljassist.model.fim import FimFormat, prompts_dir
+from cljassist.types import Prompt
 
 
 @dataclass(frozen=True)
@@ -53,18 +54,6 @@ def load_templates(path: Path | None = None) -> PromptTemplates:
         file_header=data["file"]["header"],
         context_position=data["context"].get("position", "top"),
     )
-
-
-@dataclass(frozen=True)
-class Prompt:
-    text: str
-    prefix: str  # the part of the request's prefix the model sees
-    suffix: str  # the part of the suffix the model sees ('' for left-to-right models)
-    context_lines: tuple[str, ...]
-    tokens: int
-    header: str = ""  # file header + context block (the context block alone when it sits before the form)
-    before: str = ""  # everything the model reads before the gap, in order (what a server's /infill takes as prefix)
-    stable: str = ""  # the start of `text` that does not depend on the REPL context
 
 
 def build_prompt(

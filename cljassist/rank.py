@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
-from cljassist.verify import Candidate
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    text: str
-    score: float  # geometric-mean token probability in (0, 1]
-    checks: dict = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-    error: str | None = None  # set only on a failing suggestion shown because the user asked
-    value: str | None = None  # printed value when evaluation was opted in
+from cljassist.types import Candidate, Suggestion
 
 
 def normalize(text: str) -> str:

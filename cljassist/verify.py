@@ -9,35 +9,14 @@ the user asked to see failures with their errors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cljassist.candidates import GapContext, Shaped, shape_candidate
-from cljassist.model.llama import Generation
+from cljassist.types import Candidate, Generation
 
 if TYPE_CHECKING:
     from cljassist.clojure_text.cursor import CursorContext
     from cljassist.repl_verify import ReplVerdict, ReplVerifier
-
-CHECK_NAMES = ("balanced", "reads", "compiles", "evaluated")
-
-
-@dataclass
-class Candidate:
-    text: str
-    logprob: float
-    n_tokens: int
-    finish: str
-    checks: dict[str, bool | None] = field(default_factory=lambda: dict.fromkeys(CHECK_NAMES))
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None  # why a check failed, one line
-    value: str | None = None  # printed value, when evaluated
-
-    @property
-    def passed_all(self) -> bool:
-        """No check that ran has failed."""
-        return bool(self.text) and not any(v is False for v in self.checks.values())
-
 
 def structural_check(generation: Generation, prefix: str, suffix: str, gap: GapContext) -> Candidate:
     shaped: Shaped = shape_candidate(generation.text, prefix, suffix, gap)

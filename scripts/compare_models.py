@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cljassist.bench.metrics import CaseResult  # noqa: E402
 from cljassist.bench.run import _complete_case, make_report, select_cases  # noqa: E402
 from cljassist.config import Settings  # noqa: E402
-from cljassist.engine import CompletionRequest, Engine  # noqa: E402
+from cljassist.engine import Engine  # noqa: E402
+from cljassist.types import CompletionRequest  # noqa: E402
 from cljassist.errors import CljassistError, InputError  # noqa: E402
 
 # The columns of the comparison tables (keys of bench's summarize()).

@@ -57,7 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cljassist.frontends.daemon import PORT_FILE_NAME, PortFile, read_port_file  # noqa: E402
-from cljassist.frontends.protocol import CURSOR_MARKER, decode_line, encode_line  # noqa: E402
+from cljassist.frontends.protocol import decode_line, encode_line  # noqa: E402
+from cljassist.types import CURSOR_MARKER  # noqa: E402
 
 DEMO_DIR = ROOT / "fixtures" / "demo"
 SOURCE_SUFFIXES = (".clj", ".cljc", ".cljs")

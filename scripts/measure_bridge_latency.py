@@ -28,13 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cljassist.config import Settings  # noqa: E402
-from cljassist.engine import CompletionRequest, CompletionResult  # noqa: E402
 from cljassist.frontends.bridge import inject_middleware  # noqa: E402
 from cljassist.frontends.common import open_engine  # noqa: E402
 from cljassist.frontends.daemon import Daemon  # noqa: E402
 from cljassist.frontends.proxy import NreplProxy  # noqa: E402
 from cljassist.frontends.service import CompletionService  # noqa: E402
-from cljassist.rank import Suggestion  # noqa: E402
+from cljassist.types import CompletionRequest, CompletionResult, Suggestion  # noqa: E402
 from cljassist.repl.client import NreplClient  # noqa: E402
 from cljassist.repl.local_server import start_local_nrepl  # noqa: E402
 

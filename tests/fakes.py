@@ -3,13 +3,15 @@ the real GGUF model and the real nREPL instead."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from cljassist.model.fim import load_fim_table
-from cljassist.model.llama import Generation
+from cljassist.types import Generation, Prompt, as_prompt
 
 
 class ScriptedModel:
     """Plays back fixed texts as candidates, feeding them to the stop rule one character at a time
-    the way the real model feeds it one token at a time."""
+    the way the real model feeds it one token at a time. A :class:`cljassist.types.CompletionModel`."""
 
     name = "scripted"
 
@@ -18,12 +20,15 @@ class ScriptedModel:
         self.outputs = outputs
         self.fim = load_fim_table()[family]
         self.prompts: list[str] = []
+        self.last_stats: dict[str, Any] = {}
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 3 + 1
 
-    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None, prompt_parts=None):
-        self.prompts.append(prompt)
+    def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
+                            deadline_s: float | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+        self.prompts.append(as_prompt(prompt).text)
         generations = []
         for output in self.outputs[:n]:
             raw, mean_logprob = output if isinstance(output, tuple) else (output, -0.3)
@@ -37,3 +42,12 @@ class ScriptedModel:
             generations.append(Generation(text=text, logprob=mean_logprob * n_tokens, n_tokens=n_tokens,
                                           finish=finish, ms=1.0))
         return generations
+
+    def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
+        return 0
+
+    def forget(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

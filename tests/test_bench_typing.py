@@ -15,8 +15,7 @@ from cljassist.bench.typing import (
 from cljassist.cli import EXIT_ERROR, main
 from cljassist.clojure_text.reader import scan
 from cljassist.config import Settings
-from cljassist.engine import CompletionResult
-from cljassist.rank import Suggestion
+from cljassist.types import CompletionResult, Suggestion
 from tests.fakes import ScriptedModel
 
 FILE = "(ns t.core)\n\n(a [b] \"c\")\n\n(def x 1)\n\n(defn g\n  [y]\n  (inc y))\n"

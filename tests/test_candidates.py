@@ -3,7 +3,8 @@ from hypothesis import given, settings, strategies as st
 from cljassist.candidates import GapContext, make_stop_rule, shape_candidate
 from cljassist.clojure_text.reader import imbalance
 from cljassist.config import Settings
-from cljassist.engine import CompletionRequest, Engine
+from cljassist.engine import Engine
+from cljassist.types import CompletionRequest
 from tests.fakes import ScriptedModel
 
 

@@ -20,7 +20,8 @@ import edn_format
 import pytest
 
 from cljassist.config import Settings
-from cljassist.engine import CompletionResult, Engine, Suggestion
+from cljassist.engine import Engine
+from cljassist.types import CompletionResult, Suggestion
 from cljassist.errors import Cancelled
 from cljassist.frontends import daemon as daemon_module
 from cljassist.frontends.daemon import PORT_FILE_NAME, Daemon, DaemonAlreadyRunning, PortFile, read_port_file

@@ -10,7 +10,8 @@ from cljassist.cli import main
 from cljassist.clojure_text.reader import imbalance
 from cljassist.config import Settings
 from cljassist.context import ReplContextProvider
-from cljassist.engine import CompletionRequest, Engine
+from cljassist.engine import Engine
+from cljassist.types import CompletionRequest
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"

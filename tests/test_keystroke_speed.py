@@ -11,10 +11,10 @@ import pytest
 from cljassist.cache import RecentResults, TypeThroughCache
 from cljassist.config import Settings
 from cljassist.context import LiveContext
-from cljassist.engine import CompletionRequest, CompletionResult, Engine
+from cljassist.engine import Engine
 from cljassist.model.fim import load_fim_table
 from cljassist.prompt import build_prompt
-from cljassist.rank import Suggestion
+from cljassist.types import CompletionRequest, CompletionResult, Suggestion
 from tests.fakes import ScriptedModel
 
 
@@ -133,6 +133,13 @@ class _FakeRepl:
         self.lines = lines
         self.release = threading.Event()
         self.gathers = 0
+        self.client = None  # set to follow a fake client's connection
+
+    @property
+    def connection_stamp(self):
+        if self.client is None:
+            return "fake"
+        return self.client.connection_generation if self.client.connected else None
 
     def gather(self, namespace, symbol_prefix="", cursor=None, text=None):
         self.gathers += 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cljassist.engine import CompletionResult, Suggestion
+from cljassist.types import CompletionResult, Suggestion
 from cljassist.errors import Cancelled
 from cljassist.frontends.daemon import Daemon
 from cljassist.frontends.service import CompletionService

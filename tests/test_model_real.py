@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cljassist.model.llama import Generation, LocalModel, log_softmax, utf8_complete_len
+from cljassist.model.llama import LocalModel, log_softmax, utf8_complete_len
+from cljassist.types import Generation
 
 pytestmark = pytest.mark.integration
 

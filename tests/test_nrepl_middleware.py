@@ -22,7 +22,7 @@ import edn_format
 import pytest
 
 from cljassist.config import Settings
-from cljassist.engine import CompletionResult, Suggestion
+from cljassist.types import CompletionResult, Suggestion
 from cljassist.errors import Cancelled
 from cljassist.frontends.bridge import COMPLETE_OP, MIDDLEWARE_VAR, export_middleware, inject_middleware
 from cljassist.frontends.daemon import Daemon

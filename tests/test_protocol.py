@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cljassist.engine import CompletionResult
 from cljassist.errors import InputError
 from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
-from cljassist.rank import Suggestion
+from cljassist.types import CompletionResult, Suggestion
 
 
 def test_code_with_line_and_column():

@@ -58,7 +58,7 @@ class GatedModel(ScriptedModel):
         self.release = threading.Event()
         self.saw_cancel = threading.Event()
 
-    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None, prompt_parts=None):
+    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None):
         self.started.set()
         deadline = time.monotonic() + WAIT
         while not self.release.wait(0.01):

@@ -20,17 +20,15 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
 
 from cljassist.candidates import GapContext, make_stop_rule
 from cljassist.config import Settings
-from cljassist.engine import CompletionRequest, Engine
+from cljassist.engine import Engine
 from cljassist.errors import Cancelled, InputError
 from cljassist.model.fim import load_fim_table
-from cljassist.model.llama import Generation
 from cljassist.model.remote import (
     INFILL_FORMAT,
     BackendError,
@@ -40,6 +38,7 @@ from cljassist.model.remote import (
     text_before_gap,
 )
 from cljassist.prompt import build_prompt
+from cljassist.types import CompletionRequest, Generation, Prompt
 from tests.fakes import ScriptedModel
 
 # ------------------------------------------------------------------------------- scripted server
@@ -243,9 +242,9 @@ def test_infill_request_shape_and_reply(scripted):
     probs = [(" b", -0.25), (")", -0.5), ("\n", -0.1), ("  (foo)", -1.0)]
     server = scripted([infill_reply(" b)\n  (foo)", probs=probs)])
     model = RemoteModel(server.base + "/infill", timeout_ms=5000)
-    parts = SimpleNamespace(header=";; demo/core.clj\n", prefix="(defn add [a b]\n  (+ a", suffix=")\n(def x 1)\n")
-    out = model.generate_candidates("ignored for /infill", n=1, max_tokens=16, stop=stop_at_newline,
-                                    prompt_parts=parts)
+    parts = Prompt("ignored for /infill", header=";; demo/core.clj\n", prefix="(defn add [a b]\n  (+ a",
+                   suffix=")\n(def x 1)\n", context_lines=(), tokens=0)
+    out = model.generate_candidates(parts, n=1, max_tokens=16, stop=stop_at_newline)
 
     path, body = server.requests[0]
     assert path == "/infill"
@@ -272,8 +271,8 @@ def test_infill_parts_from_a_real_prompt(scripted):
     model = RemoteModel(server.base + "/infill")
     prompt = build_prompt("(ns a.b)\n(defn f [x]\n  ", ")\n", model.fim, model.count_tokens, file_label="a/b.clj")
     assert prompt.suffix == ")\n"
-    assert text_before_gap(prompt, model.fim, prompt.text) == ";; a/b.clj\n(ns a.b)\n(defn f [x]\n  "
-    [g] = model.generate_candidates(prompt.text, n=1, max_tokens=8, stop=lambda t: None, prompt_parts=prompt)
+    assert text_before_gap(prompt, model.fim) == ";; a/b.clj\n(ns a.b)\n(defn f [x]\n  "
+    [g] = model.generate_candidates(prompt, n=1, max_tokens=8, stop=lambda t: None)
     body = server.requests[0][1]
     assert body["input_prefix"] == ";; a/b.clj\n(ns a.b)\n(defn f [x]\n  "
     assert body["input_suffix"] == ")\n"
@@ -288,15 +287,17 @@ def test_infill_prefix_has_the_repl_context_where_the_prompt_put_it(scripted):
     prompt = build_prompt(prefix, ")\n", model.fim, model.count_tokens, context_lines=["demo.core/z"],
                           namespace="demo.core", file_label="demo/core.clj", form_start=prefix.index("(defn"))
     assert "demo.core/z" in prompt.before and prompt.before.endswith("(+ a ")
-    model.generate_candidates(prompt.text, n=1, max_tokens=8, stop=lambda t: None, prompt_parts=prompt)
+    model.generate_candidates(prompt, n=1, max_tokens=8, stop=lambda t: None)
     assert server.requests[0][1]["input_prefix"] == prompt.before
 
 
 def test_text_before_gap_without_the_before_field():
     fim = load_fim_table()["qwen25_coder"]
-    parts = SimpleNamespace(prefix="(f ", suffix=")", header=";; h\n")
-    assert text_before_gap(parts, fim, fim.render(";; h\n;; ctx\n(f ", ")")) == ";; h\n;; ctx\n(f "
-    assert text_before_gap(parts, fim, "unrelated text") == ";; h\n(f "
+    def parts(text):
+        return Prompt(text, prefix="(f ", suffix=")", header=";; h\n", context_lines=(), tokens=0)
+
+    assert text_before_gap(parts(fim.render(";; h\n;; ctx\n(f ", ")")), fim) == ";; h\n;; ctx\n(f "
+    assert text_before_gap(parts("unrelated text"), fim) == ";; h\n(f "
 
 
 # --------------------------------------------------------------------------------- /v1/completions
@@ -335,7 +336,7 @@ def test_completions_fim_family_sends_and_applies_its_stop_texts(scripted):
     model = RemoteModel(server.base + "/v1/completions#fim=qwen25_coder&logprobs=0")
     prompt = build_prompt("(defn add [a b]\n  ", "\n", model.fim, model.count_tokens)
     assert prompt.text.startswith("<|fim_prefix|>")
-    [g] = model.generate_candidates(prompt.text, n=1, max_tokens=8, stop=lambda t: None, prompt_parts=prompt)
+    [g] = model.generate_candidates(prompt, n=1, max_tokens=8, stop=lambda t: None)
     body = server.requests[0][1]
     assert body["prompt"] == prompt.text and "<|endoftext|>" in body["stop"] and "logprobs" not in body
     assert (g.text, g.finish, g.n_tokens) == ("(+ a b)", "eos", 3)  # 7 bytes / 3, rounded up
@@ -369,8 +370,8 @@ def test_streamed_infill_counts_pieces_as_tokens_and_keeps_the_connection(script
     server = scripted([Stream(events, done=False)])
     model = RemoteModel(server.base + "/infill")
     for _ in range(2):
-        [g] = model.generate_candidates("p", n=1, max_tokens=3, stop=lambda t: None,
-                                        prompt_parts=SimpleNamespace(before="(f ", prefix="(f ", suffix=")"))
+        [g] = model.generate_candidates(Prompt("p", before="(f ", prefix="(f ", suffix=")", context_lines=(), tokens=0),
+                                        n=1, max_tokens=3, stop=lambda t: None)
         assert (g.text, g.finish, g.n_tokens, g.logprob) == ("(+ 1 2", "length", 3, 0.0)
     assert model.last_stats["reused_tokens"] == 18 and model.last_stats["prompt_tokens"] == 20
     assert server.requests[0][1]["input_prefix"] == "(f " and server.hung_up == 0
@@ -571,7 +572,7 @@ def test_fallback_renders_the_prompt_for_the_local_models_format():
     model = FallbackModel(RemoteModel(f"http://127.0.0.1:{free_port()}/infill"), lambda: local)
     prompt = build_prompt("(+ 1 ", ")\n(def y 2)\n", model.fim, model.count_tokens, file_label="m.clj")
     assert prompt.text == ";; m.clj\n(+ 1 )\n(def y 2)\n"
-    model.generate_candidates(prompt.text, n=1, max_tokens=4, stop=lambda t: None, prompt_parts=prompt)
+    model.generate_candidates(prompt, n=1, max_tokens=4, stop=lambda t: None)
     assert local.prompts == [";; m.clj\n(+ 1 "]
 
 

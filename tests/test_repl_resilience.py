@@ -8,10 +8,11 @@ import pytest
 
 from cljassist.config import Settings
 from cljassist.context import ReplContextProvider
-from cljassist.engine import CompletionRequest, Engine
+from cljassist.engine import Engine
 from cljassist.repl.client import NreplClient
 from cljassist.repl.local_server import start_local_nrepl
 from cljassist.repl_verify import ReplVerifier
+from cljassist.types import CompletionRequest, ReplStatus
 from tests.fakes import ScriptedModel
 from tests.fixtures_repl import TEST_JVM_OPTS
 
@@ -51,7 +52,8 @@ def test_completion_survives_a_repl_restart(tmp_path):
         first.process.wait(30)
         wait_until_disconnected(client)
         during = engine.complete(request)
-        assert during.repl.startswith("failed:") and "127.0.0.1" in during.repl
+        assert during.repl is ReplStatus.FAILED and "127.0.0.1" in during.repl_error
+        assert during.repl_label == f"failed: {during.repl_error}"
         assert during.suggestions and all(s.checks["compiles"] is None for s in during.suggestions)
 
         second = start_local_nrepl(tmp_path, timeout=120, port=first.port, jvm_opts=TEST_JVM_OPTS)

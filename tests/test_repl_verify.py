@@ -266,7 +266,7 @@ def test_eval_infinite_is_interrupted(eval_verifier):
 
 @pytest.mark.integration
 def test_record_into_candidate_checks(verifier):
-    from cljassist.verify import CHECK_NAMES, Candidate
+    from cljassist.types import CHECK_NAMES, Candidate
 
     c = Candidate("zz)", 0.0, 1, "stop")
     verifier.verify(NS + "(+ 1 ", "zz)", "").record(c.checks)

@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-from cljassist.engine import CompletionRequest, CompletionResult
 from cljassist.errors import Cancelled, InputError
 from cljassist.frontends.service import CompletionService
-from cljassist.rank import Suggestion
+from cljassist.types import CompletionRequest, CompletionResult, Suggestion
 
 
 class GatedEngine:

@@ -13,7 +13,6 @@ import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from cljassist.engine import CompletionResult
 from cljassist.errors import Cancelled
 from cljassist.frontends.service import CompletionService
 from cljassist.frontends.terminal import (
@@ -29,7 +28,7 @@ from cljassist.frontends.terminal import (
     open_history,
     top_suggestion,
 )
-from cljassist.rank import Suggestion
+from cljassist.types import CompletionResult, Suggestion
 from cljassist.repl.client import NreplClient
 from cljassist.repl.local_server import start_local_nrepl
 from tests.fixtures_repl import TEST_JVM_OPTS

@@ -20,7 +20,7 @@ import pytest
 from cljassist.cli import build_parser
 from cljassist.clojure_text.reader import is_balanced
 from cljassist.config import Settings
-from cljassist.engine import CompletionResult, Engine
+from cljassist.engine import Engine
 from cljassist.errors import InputError
 from cljassist.frontends import watch
 from cljassist.frontends.watch import (
@@ -35,7 +35,7 @@ from cljassist.frontends.watch import (
     main_watch,
     write_if_unchanged,
 )
-from cljassist.rank import Suggestion
+from cljassist.types import CompletionResult, Suggestion
 from tests.fakes import ScriptedModel
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from cljassist.bench.metrics import CaseResult, edit_similarity, exact_match, summarize
 from cljassist.clojure_text.reader import is_balanced
-from cljassist.engine import CompletionRequest, CompletionResult, Engine
+from cljassist.engine import Engine
 from cljassist.rank import rank
-from cljassist.verify import Candidate
+from cljassist.types import Candidate, CompletionRequest, CompletionResult
 from cljassist.errors import InputError
 
 REQUIRED_FIELDS = {"id": str, "prefix": str, "suffix": str, "middle": str, "category": str}

@@ -71,7 +71,7 @@ from typing import Callable, Protocol
 
 from cljassist.bench.metrics import percentile
 from cljassist.clojure_text.reader import ScanState, namespace_of_form, parse, scan
-from cljassist.engine import CompletionRequest
+from cljassist.types import CompletionRequest
 from cljassist.errors import CljassistError, InputError
 
 DEFAULT_FORMS = 3

@@ -126,9 +126,8 @@ class OpenEngine:
         if self.provider is not None:
             self.provider.close()
             self.provider.client.close()
-        close_model = getattr(self.engine.model, "close", None)
-        if close_model is not None and self.owns_model:
-            close_model()
+        if self.owns_model:
+            self.engine.model.close()
 
 
 def open_engine(settings: Settings, near: Path | None = None, no_repl: bool = False,

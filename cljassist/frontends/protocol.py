@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from cljassist.engine import CURSOR_MARKER, CompletionRequest, CompletionResult
+from cljassist.types import CURSOR_MARKER, CompletionRequest, CompletionResult, suggestion_dict
 from cljassist.errors import InputError
 
 CIDER_PREFIX_PLACEHOLDER = "__prefix__"
@@ -53,16 +53,9 @@ def request_from_fields(fields: Mapping[str, Any]) -> tuple[CompletionRequest, s
 
 def result_reply(result: CompletionResult) -> dict[str, Any]:
     """The reply map: suggestions best first, each with its text, score, checks and value/error."""
-    suggestions = []
-    for s in result.suggestions:
-        item: dict[str, Any] = {"text": s.text, "score": round(s.score, 3), "checks": dict(s.checks)}
-        if s.value is not None:
-            item["value"] = s.value
-        if s.error:
-            item["error"] = s.error
-        suggestions.append(item)
+    suggestions = [suggestion_dict(s, score_digits=3) for s in result.suggestions]
     return {"suggestions": suggestions, "namespace": result.namespace, "ms": round(result.ms, 1),
-            "repl": result.repl, "withheld": result.withheld, "source": result.source}
+            "repl": result.repl_label, "withheld": result.withheld, "source": result.source}
 
 
 def nrepl_safe(value: Any) -> Any:
@@ -158,4 +151,4 @@ def _int(fields: Mapping[str, Any], key: str, low: int, high: int | None = None)
     return value
 
 
-__all__ = ["request_from_fields", "result_reply", "nrepl_safe", "decode_line", "encode_line", "CURSOR_MARKER"]
+__all__ = ["request_from_fields", "result_reply", "nrepl_safe", "decode_line", "encode_line"]

@@ -14,7 +14,7 @@ from collections import deque
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
-from cljassist.engine import CompletionRequest, CompletionResult
+from cljassist.types import CompletionRequest, CompletionResult
 from cljassist.errors import Cancelled
 
 

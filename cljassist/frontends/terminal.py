@@ -46,7 +46,7 @@ from prompt_toolkit.key_binding import KeyBindings
 
 from cljassist.clojure_text.indent import continuation_indent
 from cljassist.clojure_text.reader import scan
-from cljassist.engine import CompletionRequest, CompletionResult
+from cljassist.types import CompletionRequest, CompletionResult
 from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
 
 __all__ = [

@@ -46,9 +46,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, TextIO
 
-from cljassist.engine import CURSOR_MARKER, CompletionRequest
 from cljassist.errors import Cancelled, CljassistError, InputError
-from cljassist.rank import Suggestion, normalize
+from cljassist.rank import normalize
+from cljassist.types import CURSOR_MARKER, CompletionRequest, ReplStatus, Suggestion
 
 SOURCE_SUFFIXES = (".clj", ".cljc", ".cljs")
 MAX_FILE_BYTES = 1024 * 1024  # bigger files are skipped: not hand-edited source, and slow to scan
@@ -249,11 +249,6 @@ class Outcome:
     fills: tuple[Fill, ...] = ()
 
 
-def passed_checks(s: Suggestion) -> bool:
-    """Balanced, and no check that ran failed (a suggestion shown with --show-failing never is)."""
-    return s.error is None and s.checks.get("balanced") is True and not any(v is False for v in s.checks.values())
-
-
 def checks_label(checks: dict) -> str:
     """`[balanced reads !compiles]`: passed, failed (!); a check that did not run is left out."""
     shown = [name if ok else f"!{name}" for name, ok in checks.items() if ok is not None]
@@ -280,12 +275,12 @@ def _choose(suggestions: list[Suggestion]) -> tuple[Suggestion | None, tuple[Sug
     """The first passing suggestion (the engine ranks them) and the others. One holding the marker
     itself is never used: it would be filled again on every save."""
     usable = [s for s in suggestions if s.text.strip() and CURSOR_MARKER not in s.text]
-    chosen = next((s for s in usable if passed_checks(s)), None)
+    chosen = next((s for s in usable if s.passed), None)
     return chosen, tuple(s for s in usable if s is not chosen)
 
 
 def _why_not(result) -> str:
-    repl = "" if result.repl == "used" else f"; REPL {result.repl}"
+    repl = "" if result.repl is ReplStatus.USED else f"; REPL {result.repl_label}"
     return f"no suggestion passed the checks ({result.withheld} withheld{repl})"
 
 

@@ -18,7 +18,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -27,24 +26,13 @@ import numpy as np
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
+from cljassist.types import Generation, Prompt, as_prompt, generation_counts
 
 # prompt tokens evaluated between two looks at a request's cancel flag
 _CANCEL_CHUNK = 64
 
 # tokenizer.ggml.token_type value of control tokens (BOS, EOS, FIM markers, ...)
 _TOKEN_TYPE_CONTROL = 3
-
-
-@dataclass
-class Generation:
-    """One completion candidate."""
-
-    text: str
-    logprob: float  # sum of the chosen tokens' log-probabilities (natural log, <= 0)
-    n_tokens: int  # tokens generated (the one that triggered a text stop included)
-    finish: str  # 'stop' | 'eos' | 'length' | 'deadline'
-    ms: float  # wall time of this branch (the shared prompt evaluation not included)
-    token_ids: tuple[int, ...] = ()  # the generated ids (a stop token never included)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -342,20 +330,11 @@ class LocalModel:
             out.update(i for i, text in enumerate(self.meta.tokens) if text in wanted)
         return frozenset(out)
 
-    def generate_candidates(
-        self,
-        prompt: str,
-        n: int,
-        max_tokens: int,
-        stop: Callable[[str], int | None],
-        deadline_s: float | None = None,
-        cancelled: Callable[[], bool] | None = None,
-        prompt_parts: Any = None,
-    ) -> list[Generation]:
-        """Up to ``n`` deterministic candidates continuing ``prompt``.
-
-        ``prompt_parts`` (the engine's :class:`cljassist.prompt.Prompt`) is for servers that take the
-        prefix and suffix apart; this model reads only ``prompt``.
+    def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
+                            deadline_s: float | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+        """Up to ``n`` deterministic candidates continuing ``prompt.text`` (the parts are for servers
+        that take the prefix and suffix apart).
 
         Branch i starts with the i-th most probable first token (stop tokens
         excluded), then continues greedily.  After each token, ``stop(text)`` is
@@ -375,9 +354,8 @@ class LocalModel:
         returns true the call raises :class:`Cancelled` (the KV cache stays usable).
         """
         t0 = time.perf_counter()
-        n = max(0, int(n))
-        max_tokens = max(1, int(max_tokens))
-        ids = self.tokenize(prompt, special=True, add_bos=True)
+        n, max_tokens = generation_counts(n, max_tokens)
+        ids = self.tokenize(as_prompt(prompt).text, special=True, add_bos=True)
         if not ids:
             ids = self.tokenize(" ", special=True, add_bos=True)
         ids, dropped, head = self._fit_prompt(ids, max_tokens)
@@ -485,4 +463,4 @@ class LocalModel:
         return f"LocalModel({self.name!r}, fim={self.fim.family}, n_ctx={getattr(self, 'n_ctx', '?')})"
 
 
-__all__ = ["LocalModel", "Generation", "log_softmax", "utf8_complete_len"]
+__all__ = ["LocalModel", "log_softmax", "utf8_complete_len"]

@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence
 
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.model.fim import LEFT_TO_RIGHT, FimFormat, load_fim_table
-from cljassist.model.llama import Generation
+from cljassist.types import CompletionModel, Generation, Prompt, as_prompt, generation_counts
 
 INFILL = "infill"
 COMPLETIONS = "completions"
@@ -520,23 +520,21 @@ class _Cutter:
 # --------------------------------------------------------------------------------------------- model
 
 
-def text_before_gap(prompt_parts: Any, fim: FimFormat, prompt_text: str) -> str:
+def text_before_gap(prompt: Prompt, fim: FimFormat) -> str:
     """Everything the model reads before the gap: file header, REPL context block and code prefix.
 
-    ``prompt_parts.before`` when the prompt has it; else recovered from the text, which is
-    ``fim.render(before, suffix)``; else ``header + prefix``.
+    ``prompt.before`` when set; else recovered from the text, which is ``fim.render(before,
+    suffix)``; else ``header + prefix``.
     """
-    before = getattr(prompt_parts, "before", None)
-    if isinstance(before, str) and before:
-        return before
-    suffix = prompt_parts.suffix
-    start, _, end = fim.render("\x00", suffix).partition("\x00")
-    if prompt_text.startswith(start) and prompt_text.endswith(end) and len(prompt_text) >= len(start) + len(end):
-        middle = prompt_text[len(start): len(prompt_text) - len(end)]
-        if middle.endswith(prompt_parts.prefix):
+    if prompt.before:
+        return prompt.before
+    text = prompt.text
+    start, _, end = fim.render("\x00", prompt.suffix).partition("\x00")
+    if text.startswith(start) and text.endswith(end) and len(text) >= len(start) + len(end):
+        middle = text[len(start): len(text) - len(end)]
+        if middle.endswith(prompt.prefix):
             return middle
-    header = getattr(prompt_parts, "header", "")
-    return (header if isinstance(header, str) else "") + prompt_parts.prefix
+    return prompt.header + prompt.prefix
 
 
 class RemoteModel:
@@ -583,16 +581,9 @@ class RemoteModel:
         """
         return math.ceil(len(text.encode("utf-8")) / _BYTES_PER_TOKEN)
 
-    def generate_candidates(
-        self,
-        prompt: str,
-        n: int,
-        max_tokens: int,
-        stop: Callable[[str], int | None],
-        deadline_s: float | None = None,
-        cancelled: Callable[[], bool] | None = None,
-        prompt_parts: Any = None,
-    ) -> list[Generation]:
+    def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
+                            deadline_s: float | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
         """Up to ``n`` distinct candidates, the greedy one first.
 
         Each HTTP exchange is bounded by the backend timeout and by what is left of ``deadline_s``.
@@ -601,12 +592,13 @@ class RemoteModel:
         far (finish='deadline') and no further request starts (a server that had sent nothing yet
         gives no candidate).  ``cancelled`` is checked before each request and, from a watchdog
         thread, during it (so it must be thread-safe, e.g. ``threading.Event.is_set``).
-        ``prompt_parts`` (a :class:`cljassist.prompt.Prompt`) gives /infill the prefix and suffix.
+        /infill is sent the prompt's parts (all before the gap, and the suffix), the
+        completions API its text.
         """
         started = time.perf_counter()
         end_at = time.monotonic() + deadline_s if deadline_s is not None else None
-        n = max(0, int(n))
-        max_tokens = max(1, int(max_tokens))
+        prompt = as_prompt(prompt)
+        n, max_tokens = generation_counts(n, max_tokens)
         stats: dict[str, Any] = {"backend": self.url, "http_ms": 0.0, "requests": 0}
         self.last_stats = stats
         out: list[Generation] = []
@@ -616,7 +608,7 @@ class RemoteModel:
         while len(out) < n and attempt < max(1, 2 * n - 1):
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled before the request to the completion server")
-            body = self._body(prompt, prompt_parts, max_tokens, attempt)
+            body = self._body(prompt, max_tokens, attempt)
             try:
                 generation = self._one(body, stop, end_at, cancelled, stats)
             except BackendError as exc:
@@ -701,20 +693,16 @@ class RemoteModel:
             return reply, cutter
         raise AssertionError("unreachable")
 
-    def _body(self, prompt: str, parts: Any, max_tokens: int, attempt: int) -> dict[str, Any]:
+    def _body(self, prompt: Prompt, max_tokens: int, attempt: int) -> dict[str, Any]:
         sampling: dict[str, Any] = {"temperature": 0.0} if attempt == 0 else \
             {"temperature": _SAMPLE_TEMPERATURE, "seed": _SEED_BASE + attempt}
         # no repeat penalty (llama.cpp and llama-cpp-python have one by default; the local model does
         # not); streamed, so that the request can end as soon as the stop rule ends the candidate
         common = {**sampling, "repeat_penalty": 1.0, "stream": True, "cache_prompt": self.reuse_prompt}
         if self.target.api == INFILL:
-            if parts is not None:
-                prefix, suffix = text_before_gap(parts, self.fim, prompt), parts.suffix
-            else:  # an engine that does not pass the parts: the prompt text is prefix-only
-                prefix, suffix = prompt, ""
-            return {"input_prefix": prefix, "input_suffix": suffix, "prompt": "", "n_predict": max_tokens,
-                    "n_probs": 1, **common}
-        body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, **common}
+            return {"input_prefix": text_before_gap(prompt, self.fim), "input_suffix": prompt.suffix, "prompt": "",
+                    "n_predict": max_tokens, "n_probs": 1, **common}
+        body: dict[str, Any] = {"prompt": prompt.text, "max_tokens": max_tokens, **common}
         stops = [s for s in self.fim.stop if s]
         if stops:
             body["stop"] = stops
@@ -744,6 +732,13 @@ class RemoteModel:
             return max(1, reply.n_tokens), 0.0
         return max(1, self.count_tokens(wanted)), 0.0
 
+    def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
+        """Nothing to do: the server keeps its own evaluated prompt (``cache_prompt``)."""
+        return 0
+
+    def forget(self) -> None:
+        """Nothing to do: with ``reuse_prompt`` off the server is asked not to keep the prompt."""
+
     def close(self) -> None:
         self._http.close_connection()
 
@@ -761,39 +756,31 @@ class FallbackModel:
     every keystroke; then it is tried again.
 
     The prompt was built for the remote's format; when the local model's differs, it is rendered
-    again from ``prompt_parts`` (all before the gap, and the suffix if the local model does FIM).
+    again from the prompt's parts (all before the gap, and the suffix if the local model does FIM).
     ``last_stats`` is the remote's, or the local's with ``backend = "local (fallback: <reason>)"``.
     """
 
-    def __init__(self, remote: RemoteModel, local_factory: Callable[[], Any], retry_after_s: float = 20.0):
+    def __init__(self, remote: RemoteModel, local_factory: Callable[[], CompletionModel], retry_after_s: float = 20.0):
         self.remote = remote
         self.local_factory = local_factory
         self.retry_after_s = retry_after_s
         self.name: str = remote.name
         self.fim: FimFormat = remote.fim
         self.last_stats: dict[str, Any] = {}
-        self._local: Any = None
+        self._local: CompletionModel | None = None
         self._skip_until = 0.0
         self._reason = ""
 
     def count_tokens(self, text: str) -> int:
         return self.remote.count_tokens(text)
 
-    def generate_candidates(
-        self,
-        prompt: str,
-        n: int,
-        max_tokens: int,
-        stop: Callable[[str], int | None],
-        deadline_s: float | None = None,
-        cancelled: Callable[[], bool] | None = None,
-        prompt_parts: Any = None,
-    ) -> list[Generation]:
+    def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
+                            deadline_s: float | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
         started = time.monotonic()
         if started >= self._skip_until:
             try:
-                out = self.remote.generate_candidates(prompt, n, max_tokens, stop, deadline_s, cancelled,
-                                                      prompt_parts=prompt_parts)
+                out = self.remote.generate_candidates(prompt, n, max_tokens, stop, deadline_s, cancelled)
                 self.last_stats = self.remote.last_stats
                 return out
             except BackendError as exc:  # Cancelled goes through: it is no failure of the server
@@ -802,12 +789,12 @@ class FallbackModel:
         local = self._local_model()
         if deadline_s is not None:
             deadline_s = max(0.001, deadline_s - (time.monotonic() - started))
-        out = local.generate_candidates(self._local_prompt(prompt, prompt_parts, local.fim), n, max_tokens,
+        out = local.generate_candidates(self._local_prompt(prompt, local.fim), n, max_tokens,
                                         stop, deadline_s, cancelled)
-        self.last_stats = {**getattr(local, "last_stats", {}), "backend": f"local (fallback: {self._reason})"}
+        self.last_stats = {**local.last_stats, "backend": f"local (fallback: {self._reason})"}
         return out
 
-    def _local_model(self) -> Any:
+    def _local_model(self) -> CompletionModel:
         if self._local is None:
             try:
                 self._local = self.local_factory()
@@ -815,15 +802,25 @@ class FallbackModel:
                 raise BackendError(f"{self._reason}; and the local fallback model failed: {exc}") from None
         return self._local
 
-    def _local_prompt(self, prompt: str, parts: Any, local_fim: FimFormat) -> str:
-        if parts is None or local_fim == self.fim:
-            return prompt
-        before = text_before_gap(parts, self.fim, prompt)
-        return local_fim.render(before, parts.suffix if local_fim.is_fim else "")
+    def _local_prompt(self, prompt: Prompt | str, local_fim: FimFormat) -> str:
+        """The prompt in the local model's format; a prompt given as finished text goes as it is."""
+        if isinstance(prompt, str) or local_fim == self.fim:
+            return as_prompt(prompt).text
+        before = text_before_gap(prompt, self.fim)
+        return local_fim.render(before, prompt.suffix if local_fim.is_fim else "")
+
+    def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
+        """Nothing to do: the prompt's start is rendered for the server's format, and the local
+        model, when it answers, renders the prompt in its own."""
+        return 0
+
+    def forget(self) -> None:
+        if self._local is not None:
+            self._local.forget()
 
     def close(self) -> None:
         self.remote.close()
-        if self._local is not None and hasattr(self._local, "close"):
+        if self._local is not None:
             self._local.close()
 
     def __repr__(self) -> str:

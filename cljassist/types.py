@@ -1,0 +1,233 @@
+"""The data that flows through the pipeline, and the interfaces its stages declare.
+
+    CompletionRequest -> Prompt -> CompletionModel -> Generation -> Candidate -> Suggestion
+                                                                             -> CompletionResult
+
+Only the standard library is imported here (and the package's errors), so that front-ends, tests
+and tools can name these types without loading numpy or llama.cpp.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
+
+from cljassist.errors import InputError
+
+if TYPE_CHECKING:
+    from cljassist.clojure_text.cursor import CursorContext
+    from cljassist.context import LiveContext
+    from cljassist.model.fim import FimFormat
+
+CURSOR_MARKER = "<CURSOR>"
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    prefix: str
+    suffix: str
+    file: str | None = None  # shown to the model and used for discovery; not read by the engine
+    namespace: str | None = None  # when the text was cut before its ns form (benchmark cases)
+
+    @classmethod
+    def at_offset(cls, text: str, offset: int, file: str | None = None) -> "CompletionRequest":
+        if not 0 <= offset <= len(text):
+            raise InputError(f"cursor offset {offset} is outside the text (0..{len(text)})")
+        return cls(text[:offset], text[offset:], file)
+
+    @classmethod
+    def at_line_column(cls, text: str, line: int, column: int, file: str | None = None) -> "CompletionRequest":
+        """1-based line and column; column counts characters, and may be one past the line's end."""
+        lines = text.split("\n")
+        if not 1 <= line <= len(lines):
+            raise InputError(f"cursor out of range: line {line} (the file has {len(lines)} lines)")
+        if not 1 <= column <= len(lines[line - 1]) + 1:
+            raise InputError(f"cursor out of range: column {column} (line {line} has {len(lines[line - 1])} characters)")
+        offset = sum(len(l) + 1 for l in lines[: line - 1]) + column - 1
+        return cls.at_offset(text, offset, file)
+
+    @classmethod
+    def at_marker(cls, text: str, file: str | None = None) -> "CompletionRequest":
+        count = text.count(CURSOR_MARKER)
+        if count != 1:
+            what = "no" if count == 0 else f"{count}"
+            raise InputError(f"expected exactly one {CURSOR_MARKER} marker, found {what}; or pass --line and --column")
+        offset = text.index(CURSOR_MARKER)
+        return cls(text[:offset], text[offset + len(CURSOR_MARKER):], file)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The model's input, and its parts for servers that take the prefix and suffix apart."""
+
+    text: str
+    prefix: str  # the part of the request's prefix the model sees
+    suffix: str  # the part of the suffix the model sees ('' for left-to-right models)
+    context_lines: tuple[str, ...]
+    tokens: int
+    header: str = ""  # file header + context block (the context block alone when it sits before the form)
+    before: str = ""  # everything the model reads before the gap, in order (what a server's /infill takes as prefix)
+    stable: str = ""  # the start of `text` that does not depend on the REPL context
+
+    @classmethod
+    def of_text(cls, text: str) -> "Prompt":
+        """A prompt given as finished text (tools and tests that call a model directly): all of it
+        is read before the gap, and there is no suffix."""
+        return cls(text=text, prefix=text, suffix="", context_lines=(), tokens=0, before=text)
+
+
+@dataclass
+class Generation:
+    """One completion candidate as the model produced it."""
+
+    text: str
+    logprob: float  # sum of the chosen tokens' log-probabilities (natural log, <= 0)
+    n_tokens: int  # tokens generated (the one that triggered a text stop included)
+    finish: str  # 'stop' | 'eos' | 'length' | 'deadline'
+    ms: float  # wall time of this branch (the shared prompt evaluation not included)
+    token_ids: tuple[int, ...] = ()  # the generated ids (a stop token never included)
+
+
+CHECK_NAMES = ("balanced", "reads", "compiles", "evaluated")
+
+
+def checks_passed(checks: Mapping[str, bool | None]) -> bool:
+    """The one definition of "passed": balanced, and no check that ran has failed (a check that
+    did not run, None, counts neither way)."""
+    return checks.get("balanced") is True and not any(v is False for v in checks.values())
+
+
+@dataclass
+class Candidate:
+    """A generation shaped to the gap, with its checks recorded by name (None: did not run)."""
+
+    text: str
+    logprob: float
+    n_tokens: int
+    finish: str
+    checks: dict[str, bool | None] = field(default_factory=lambda: dict.fromkeys(CHECK_NAMES))
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None  # why a check failed, one line
+    value: str | None = None  # printed value, when evaluated
+
+    @property
+    def passed_all(self) -> bool:
+        return bool(self.text) and checks_passed(self.checks)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    text: str
+    score: float  # geometric-mean token probability in (0, 1]
+    checks: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    error: str | None = None  # set only on a failing suggestion shown because the user asked
+    value: str | None = None  # printed value when evaluation was opted in
+
+    @property
+    def passed(self) -> bool:
+        return checks_passed(self.checks)
+
+
+def suggestion_dict(s: Suggestion, score_digits: int | None = None) -> dict[str, Any]:
+    """A suggestion as a JSON-ready map: text, score, checks, then value and error when set.
+    ``score_digits``: round the score (a reply to an editor shows 3 digits); None keeps the
+    ranking's own precision (the CLI's JSON, read by scripts comparing runs)."""
+    out: dict[str, Any] = {"text": s.text, "score": s.score if score_digits is None else round(s.score, score_digits),
+                           "checks": dict(s.checks)}
+    if s.value is not None:
+        out["value"] = s.value
+    if s.error:
+        out["error"] = s.error
+    return out
+
+
+class ReplStatus(enum.StrEnum):
+    """How the REPL took part in one completion. The values are what front-ends print."""
+
+    OFF = "off"  # no REPL configured
+    USED = "used"  # context gathered (and checks run, when verification is on)
+    NS_NOT_LOADED = "ns-not-loaded"  # the REPL answered, but the cursor's namespace is not loaded in it
+    FAILED = "failed"  # the REPL did not answer; the reason is CompletionResult.repl_error
+
+
+@dataclass
+class CompletionResult:
+    suggestions: list[Suggestion]
+    ms: float
+    timings: dict[str, float] = field(default_factory=dict)  # per stage, milliseconds
+    namespace: str | None = None
+    repl: ReplStatus = ReplStatus.OFF
+    withheld: int = 0  # candidates produced but not offered
+    candidates: list[Candidate] = field(default_factory=list)  # every candidate with its checks
+    # Where the suggestions came from: "model" (the pipeline ran), "type-through" (the user typed the
+    # start of the previous suggestion), "recent" (the same text around the cursor was answered lately).
+    source: str = "model"
+    repl_error: str | None = None  # why the REPL failed, when repl is FAILED
+
+    def __post_init__(self) -> None:
+        self.repl = ReplStatus(self.repl)
+
+    @property
+    def repl_label(self) -> str:
+        """The REPL status as every front-end shows it: "off", "used", "ns-not-loaded" or
+        "failed: <reason>"."""
+        if self.repl is ReplStatus.FAILED:
+            return f"failed: {self.repl_error}"
+        return self.repl.value
+
+
+@runtime_checkable
+class CompletionModel(Protocol):
+    """What the engine needs of a model: the local GGUF model, a completion server, the fallback
+    between the two, and the test fakes all implement it."""
+
+    name: str
+    fim: "FimFormat"  # the prompt format the prompt stage renders for this model
+    last_stats: dict[str, Any]  # what the last generate_candidates call measured (for reports)
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def generate_candidates(self, prompt: "Prompt | str", n: int, max_tokens: int,
+                            stop: Callable[[str], int | None], deadline_s: float | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+        """Up to ``n`` candidates continuing ``prompt`` (a plain string is a finished prompt text:
+        :meth:`Prompt.of_text`). ``stop(text)`` is called on each candidate's growing text; an int
+        k ends it with ``text[:k]``. ``deadline_s`` bounds the generating time; ``cancelled`` is
+        polled and, once true, the call raises :class:`cljassist.errors.Cancelled`."""
+        ...
+
+    def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
+        """Evaluate the start of a coming prompt ahead of time; the tokens evaluated now (0 where
+        the model keeps no evaluated prompt of its own)."""
+        ...
+
+    def forget(self) -> None:
+        """Drop any evaluated prompt, so that the next one is evaluated from its first token."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def as_prompt(prompt: "Prompt | str") -> Prompt:
+    return Prompt.of_text(prompt) if isinstance(prompt, str) else prompt
+
+
+def generation_counts(n: int, max_tokens: int) -> tuple[int, int]:
+    """``n`` and ``max_tokens`` as every model reads them: no negative count, at least one token."""
+    return max(0, int(n)), max(1, int(max_tokens))
+
+
+@runtime_checkable
+class ContextProvider(Protocol):
+    """The live REPL side of the pipeline, as the engine uses it."""
+
+    def gather(self, namespace: str | None, symbol_prefix: str = "", cursor: "CursorContext | None" = None,
+               text: str | None = None) -> "LiveContext": ...
+
+    @property
+    def connection_stamp(self) -> object:
+        """Which connection answers are checked on: None while the connection is down, else a
+        value that changes whenever the REPL is reconnected (its state may then differ)."""
+        ...
