@@ -1,4 +1,4 @@
-"""The remote engine (cljassist/model/remote.py).
+"""The remote engine (cljassist/model/remote/).
 
 Unit tests talk to a tiny scripted HTTP server in a thread (request shapes, reply parsing, error
 messages, time limits, cancellation, keep-alive).  The integration tests start the real

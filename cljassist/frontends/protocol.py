@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from cljassist.types import CURSOR_MARKER, CompletionRequest, CompletionResult, suggestion_dict
+from cljassist.types import CompletionRequest, CompletionResult, suggestion_dict
 from cljassist.errors import InputError
 
 CIDER_PREFIX_PLACEHOLDER = "__prefix__"
