@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from cljassist.budgets import CACHE_KEY_PREFIX, CACHE_KEY_SUFFIX, RECENT_RESULTS, RECENT_RESULTS_TTL
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
 
 # How much text around the cursor keys a recent result: enough to tell places apart, short enough
 # that hashing it costs nothing next to a model call.
-KEY_PREFIX_CHARS = 4096
-KEY_SUFFIX_CHARS = 1024
+KEY_PREFIX_CHARS = CACHE_KEY_PREFIX.value
+KEY_SUFFIX_CHARS = CACHE_KEY_SUFFIX.value
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _ends_with(head: str, tail: str, end: str) -> bool:
 class RecentResults:
     """An LRU of results keyed by file, suggestion count and the text around the cursor."""
 
-    def __init__(self, capacity: int = 128, ttl_s: float = 120.0) -> None:
+    def __init__(self, capacity: int = RECENT_RESULTS.value, ttl_s: float = RECENT_RESULTS_TTL.seconds) -> None:
         self._entries: OrderedDict[tuple, tuple[float, "CompletionResult"]] = OrderedDict()
         self.capacity = capacity
         self.ttl_s = ttl_s

@@ -19,6 +19,9 @@ import json
 import sys
 from pathlib import Path
 
+from cljassist.budgets import (
+    BACKEND_TIMEOUT, CANDIDATES, KEYSTROKE_DEADLINE, KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS, PROMPT_TOKENS,
+)
 from cljassist.config import Settings, load_settings
 from cljassist.errors import CljassistError, InputError, ReplUnavailable
 from cljassist.frontends.common import connect_repl, load_model, load_namespace, make_verifier
@@ -29,13 +32,15 @@ EXIT_REPL_UNREACHABLE = 3
 
 def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -> None:
     p.add_argument("--model", help="GGUF model file (default: config, then the bundled SmolLM2)")
-    p.add_argument("-n", "--candidates", type=int, help="candidates to generate (default 3)")
-    p.add_argument("--max-new-tokens", type=int, help="longest suggestion in tokens (default 64)")
+    p.add_argument("-n", "--candidates", type=int, help=f"candidates to generate (default {CANDIDATES.value})")
+    p.add_argument("--max-new-tokens", type=int, help=f"longest suggestion in tokens (default {NEW_TOKENS.value})")
     p.add_argument("--threads", type=int, help="CPU threads for the model")
     p.add_argument("--deadline-ms", type=int, metavar="MS",
-                   help="time budget for generating a request's candidates (default: none)")
+                   help=f"time budget for generating a request's candidates "
+                        f"(default: none; {KEYSTROKE_DEADLINE.value} as you type)")
     p.add_argument("--max-prompt-tokens", type=int, metavar="N",
-                   help="prompt budget in tokens (default: prompts/completion.toml's, 768)")
+                   help=f"prompt budget in tokens "
+                        f"(default {PROMPT_TOKENS.value}; {KEYSTROKE_PROMPT_TOKENS.value} as you type)")
     p.add_argument("--eval", dest="eval_mode", choices=("off", "safe"),
                    help="evaluate suggestions made only of allowlisted pure functions (default off)")
     p.add_argument("--show-failing", action="store_true", default=None,
@@ -46,7 +51,7 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
                    help="complete on an inference server: llama.cpp's .../infill or an OpenAI-compatible "
                         ".../v1/completions (default: the local model)")
     p.add_argument("--backend-timeout-ms", type=int, metavar="MS",
-                   help="with --backend: longest wait for one server request (default 10000)")
+                   help=f"with --backend: longest wait for one server request (default {BACKEND_TIMEOUT.value})")
     p.add_argument("--backend-fallback", action="store_true", default=None,
                    help="with --backend: use the local model when the server fails or times out")
     if not repl_flags:

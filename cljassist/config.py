@@ -13,6 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cljassist.budgets import (
+    BACKEND_TIMEOUT, CANDIDATES, CONTEXT_WINDOW, DEADLINE, KEYSTROKE_DEADLINE, KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS,
+    REPL_TIMEOUT,
+)
 from cljassist.errors import InputError
 
 CONFIG_FILE_NAME = ".cljassist.edn"
@@ -23,18 +27,18 @@ PROJECT_MARKERS = (CONFIG_FILE_NAME, "deps.edn", "project.clj", "shadow-cljs.edn
 @dataclass(frozen=True)
 class Settings:
     model: str | None = None  # GGUF path; None means the bundled default model
-    candidates: int = 3
-    max_new_tokens: int = 64
-    n_ctx: int = 4096
-    max_prompt_tokens: int | None = None  # None: prompts/completion.toml's budget
+    candidates: int = CANDIDATES.value
+    max_new_tokens: int = NEW_TOKENS.value
+    n_ctx: int = CONTEXT_WINDOW.value
+    max_prompt_tokens: int | None = None  # None: budgets.PROMPT_TOKENS (KEYSTROKE_DEFAULTS as you type)
     threads: int | None = None
     nrepl: str | None = None  # "HOST:PORT"; None means discover .nrepl-port
-    repl_timeout_ms: int = 2000
-    deadline_ms: int | None = None  # budget for generating candidates, after the prompt is read; None = no limit
+    repl_timeout_ms: int = REPL_TIMEOUT.value
+    deadline_ms: int | None = DEADLINE.value  # for generating candidates, after the prompt is read; None = no limit
     verify: bool = True  # check candidates in the REPL when one is connected
     show_failing: bool = False  # show candidates that failed a REPL check, with their error
     eval_mode: str = "off"  # "off" | "safe": evaluate allowlisted pure forms (opt-in only)
-    # Per-keystroke speed (issue 6): type-through and recent-result caches, and keeping the model's
+    # Per-keystroke speed: type-through and recent-result caches, and keeping the model's
     # evaluated prompt between requests. Off only for the naive baseline of `bench --typing`.
     cache: bool = True
     reuse_prompt: bool = True
@@ -45,7 +49,7 @@ class Settings:
     context_matches: bool | None = None
     # Remote engine: a llama.cpp-compatible /infill or an OpenAI-compatible /v1/completions URL.
     backend: str | None = None
-    backend_timeout_ms: int = 10000
+    backend_timeout_ms: int = BACKEND_TIMEOUT.value
     backend_fallback: bool = False  # when the server fails, complete with the local model instead
     config_file: str | None = field(default=None, compare=False)
 
@@ -54,12 +58,12 @@ class Settings:
 
 
 # Front-ends that complete as you type (the daemon for editors, the nREPL proxy, the terminal prompt,
-# `bench --typing`) use these where neither the config nor a flag says otherwise. Measured here
-# (bench --typing, default model): a 768-token prompt took 3.8 s cold, 384 tokens 1.3 s; a 200 ms
-# generation budget after the prompt bounds generation; without REPL matches for the symbol being
-# typed, warm p95 went from 786 ms to 247 ms (suggestions matching the typed text: 10% -> 5%).
-# Explicit requests (complete, watch, bench cases) keep the full budget, matches, no time limit.
-KEYSTROKE_DEFAULTS = {"max_prompt_tokens": 384, "deadline_ms": 200, "context_matches": False}
+# `bench --typing`) use these where neither the config nor a flag says otherwise: the budgets' as-you-type
+# prompt and deadline, and no REPL matches for the symbol being typed (measured here with bench --typing,
+# default model: without them warm p95 went from 786 ms to 247 ms, suggestions matching the typed text
+# from 10% to 5%). Explicit requests (complete, watch, bench cases) keep the full budget, matches, no time limit.
+KEYSTROKE_DEFAULTS = {"max_prompt_tokens": KEYSTROKE_PROMPT_TOKENS.value, "deadline_ms": KEYSTROKE_DEADLINE.value,
+                      "context_matches": False}
 
 
 def for_keystrokes(settings: Settings) -> Settings:

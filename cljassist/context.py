@@ -45,6 +45,7 @@ from typing import Any, Iterable
 
 import edn_format
 
+from cljassist.budgets import CONTEXT_CACHE_ENTRIES, REPL_TIMEOUT
 from cljassist.clojure_text.cursor import FN_LIKE, LET_LIKE, CursorContext
 from cljassist.clojure_text.reader import Node, parse
 from cljassist.errors import ReplTimeout, ReplUnavailable
@@ -178,7 +179,7 @@ class _NsInfo:
 
 
 _UNRESOLVED = VarInfo("", -1, "", "")
-_MAX_CACHED = 4096  # entries per cache before it is simply cleared
+_MAX_CACHED = CONTEXT_CACHE_ENTRIES.value
 
 
 @dataclass
@@ -193,7 +194,7 @@ class _Refs:
 
 
 class ReplContextProvider:
-    def __init__(self, client: NreplClient, timeout_s: float = 2.0):
+    def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds):
         self.client = client
         self.timeout_s = timeout_s
         self._session: str | None = None

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
+from cljassist.budgets import CONTEXT_TOKENS, PROMPT_TOKENS
 from cljassist.model.fim import FimFormat, prompts_dir
 from cljassist.types import Prompt
 
@@ -48,7 +49,8 @@ class PromptTemplates:
 def load_templates(path: Path | None = None) -> PromptTemplates:
     data = tomllib.loads((path or prompts_dir() / "completion.toml").read_text(encoding="utf-8"))
     return PromptTemplates(
-        budget=PromptBudget(**data["budget"]),
+        budget=PromptBudget(max_prompt_tokens=PROMPT_TOKENS.value, max_context_tokens=CONTEXT_TOKENS.value,
+                            **data["budget"]),
         context_header=data["context"]["header"],
         context_line=data["context"]["line"],
         file_header=data["file"]["header"],

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import edn_format
 
+from cljassist.budgets import REPL_TIMEOUT
 from cljassist.clojure_text.cursor import (
     DEFN_LIKE, FN_LIKE, FOR_LIKE, LET_LIKE, METHOD_HOSTS, CursorContext, analyze_cursor,
 )
@@ -324,7 +325,7 @@ _MISSING = "cljassist.repl-verify/missing"
 class ReplVerifier:
     """Reads and compiles candidates in the user's REPL, in a session of our own."""
 
-    def __init__(self, client: NreplClient, timeout_s: float = 2.0, eval_mode: str = "off"):
+    def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds, eval_mode: str = "off"):
         if eval_mode not in ("off", "safe"):
             raise ValueError(f"eval_mode must be 'off' or 'safe', not {eval_mode!r}")
         self.client = client

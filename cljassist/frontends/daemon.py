@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cljassist.budgets import DAEMON_LINE, DAEMON_PROBE_TIMEOUT
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.prefetch import likely_next_requests
 from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
@@ -51,9 +52,9 @@ __all__ = ["PORT_FILE_NAME", "MAX_LINE_BYTES", "Daemon", "DaemonAlreadyRunning",
            "refuse_if_served", "main_serve"]
 
 PORT_FILE_NAME = ".cljassist-port"
-MAX_LINE_BYTES = 8 * 1024 * 1024  # a whole buffer fits; a runaway client does not eat the memory
+MAX_LINE_BYTES = DAEMON_LINE.value
 LOOPBACK_HOST = "127.0.0.1"  # the port file names no host: clients always connect here
-PROBE_TIMEOUT_S = 2.0  # a live daemon answers ping at once (it never waits for the engine)
+PROBE_TIMEOUT_S = DAEMON_PROBE_TIMEOUT.seconds
 
 
 class DaemonAlreadyRunning(CljassistError):

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from cljassist.budgets import REQUEST_SUGGESTIONS
 from cljassist.types import CompletionRequest, CompletionResult, suggestion_dict
 from cljassist.errors import InputError
 
 CIDER_PREFIX_PLACEHOLDER = "__prefix__"
-MAX_SUGGESTIONS = 10
+MAX_SUGGESTIONS = REQUEST_SUGGESTIONS.value
 
 
 def request_from_fields(fields: Mapping[str, Any]) -> tuple[CompletionRequest, str, int | None]:

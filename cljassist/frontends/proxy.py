@@ -42,6 +42,7 @@ from typing import Any
 
 import fastbencode
 
+from cljassist.budgets import NREPL_CONNECT_TIMEOUT, PROXY_REFUSE_WAIT
 from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout, ReplUnavailable
 from cljassist.frontends.common import ReplRuntime, runtime_from_versions, stop_on_signals, wait_until_set
 from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
@@ -84,9 +85,9 @@ OP_DESCRIPTOR: dict[str, Any] = {
 _OP_DESCRIPTOR_RAW = fastbencode.bdecode(encode(OP_DESCRIPTOR))  # bytes keys, for raw frames
 
 _RECV_SIZE = 1 << 16
-_CONNECT_TIMEOUT_S = 5.0
+_CONNECT_TIMEOUT_S = NREPL_CONNECT_TIMEOUT.seconds
 # A client of a proxy whose upstream is down gets this long to send its first request.
-_REFUSE_WAIT_S = 10.0
+_REFUSE_WAIT_S = PROXY_REFUSE_WAIT.seconds
 
 
 def _log(message: str) -> None:

@@ -44,6 +44,7 @@ from prompt_toolkit.filters import Condition, has_focus
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 
+from cljassist.budgets import TERMINAL_DEBOUNCE, TERMINAL_INTERRUPT_GRACE
 from cljassist.clojure_text.indent import continuation_indent
 from cljassist.clojure_text.reader import scan
 from cljassist.types import CompletionRequest, CompletionResult
@@ -188,7 +189,7 @@ class EvalOutcome:
 class Evaluator:
     """Evaluates on its own nREPL session; see the module docstring."""
 
-    def __init__(self, client, session: str | None = None, interrupt_grace_s: float = 10.0) -> None:
+    def __init__(self, client, session: str | None = None, interrupt_grace_s: float = TERMINAL_INTERRUPT_GRACE.seconds) -> None:
         self.client = client
         self.session = session if session is not None else client.clone()
         self.ns = DEFAULT_NAMESPACE
@@ -325,7 +326,7 @@ class EngineAutoSuggest(AutoSuggest):
     """prompt_toolkit AutoSuggest answered by the engine on the CompletionService's worker thread."""
 
     def __init__(self, service, namespace: Callable[[], str | None] = lambda: None,
-                 buffer_id: str = REPL_BUFFER_ID, debounce_s: float = 0.1) -> None:
+                 buffer_id: str = REPL_BUFFER_ID, debounce_s: float = TERMINAL_DEBOUNCE.seconds) -> None:
         self.service = service
         self.namespace = namespace
         self.buffer_id = buffer_id

@@ -46,17 +46,18 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, TextIO
 
+from cljassist.budgets import WATCH_DEBOUNCE, WATCH_FILE, WATCH_SHOWN
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.rank import normalize
 from cljassist.types import CURSOR_MARKER, CompletionRequest, ReplStatus, Suggestion
 
 SOURCE_SUFFIXES = (".clj", ".cljc", ".cljs")
-MAX_FILE_BYTES = 1024 * 1024  # bigger files are skipped: not hand-edited source, and slow to scan
+MAX_FILE_BYTES = WATCH_FILE.value
 IGNORED_DIR_NAMES = frozenset({"target", "node_modules"})  # build output; hidden dirs are ignored too
-DEFAULT_DEBOUNCE_S = 0.3
+DEFAULT_DEBOUNCE_S = WATCH_DEBOUNCE.seconds
 COMMENT_PREFIX = ";; cljassist:"
 TEMP_SUFFIX = ".cljassist-tmp"
-MAX_SHOWN_CHARS = 60  # an alternative longer than this is cut in the comment line
+MAX_SHOWN_CHARS = WATCH_SHOWN.value
 
 # ------------------------------------------------------------------------------------------------
 # Which paths are watched

@@ -23,13 +23,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from cljassist.budgets import CANCEL_CHUNK
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
 from cljassist.types import Generation, Prompt, as_prompt, generation_counts
 
 # prompt tokens evaluated between two looks at a request's cancel flag
-_CANCEL_CHUNK = 64
+_CANCEL_CHUNK = CANCEL_CHUNK.value
 
 # tokenizer.ggml.token_type value of control tokens (BOS, EOS, FIM markers, ...)
 _TOKEN_TYPE_CONTROL = 3

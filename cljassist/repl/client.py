@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from cljassist.budgets import NREPL_CONNECT_TIMEOUT, NREPL_LOAD_TIMEOUT, NREPL_REQUEST_TIMEOUT
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.repl.bencode import BencodeError, MessageStream, encode
 
@@ -201,7 +202,7 @@ class _Connection:
 class NreplClient:
     """Client for one nREPL server (see the module docstring for the design)."""
 
-    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = NREPL_CONNECT_TIMEOUT.seconds) -> None:
         """Prefer :meth:`connect`, which also opens the connection."""
         self.host = host
         self.port = port
@@ -215,7 +216,7 @@ class NreplClient:
         self._stale_sessions: set[str] = set()  # cloned on an earlier one
 
     @classmethod
-    def connect(cls, host: str, port: int, timeout: float = 5.0) -> NreplClient:
+    def connect(cls, host: str, port: int, timeout: float = NREPL_CONNECT_TIMEOUT.seconds) -> NreplClient:
         client = cls(host, port, timeout)
         client._connection()
         return client
@@ -303,13 +304,13 @@ class NreplClient:
                 raise ReplUnavailable(f"nREPL connection to {self.endpoint} lost: {reason}") from None
         raise ReplUnavailable(f"nREPL connection to {self.endpoint} keeps dropping")
 
-    def request(self, op: str, timeout: float = 10.0, **fields: Any) -> list[dict]:
+    def request(self, op: str, timeout: float = NREPL_REQUEST_TIMEOUT.seconds, **fields: Any) -> list[dict]:
         """Send and wait for all replies (until status ``done``)."""
         return self._wait(self.send(op, **fields), timeout)
 
     # -- sessions ----------------------------------------------------------
 
-    def clone(self, session: str | None = None, timeout: float = 10.0) -> str:
+    def clone(self, session: str | None = None, timeout: float = NREPL_REQUEST_TIMEOUT.seconds) -> str:
         """A new session (a copy of ``session``'s bindings, if given)."""
         replies = self.request("clone", timeout=timeout, session=session)
         new = _merge(replies).get("new-session")
@@ -318,7 +319,7 @@ class NreplClient:
         self._sessions.add(new)
         return new
 
-    def close_session(self, session: str, timeout: float = 10.0) -> None:
+    def close_session(self, session: str, timeout: float = NREPL_REQUEST_TIMEOUT.seconds) -> None:
         self._sessions.discard(session)
         if session in self._stale_sessions:  # already gone with the old server
             self._stale_sessions.discard(session)
@@ -335,7 +336,7 @@ class NreplClient:
         file: str | None = None,
         line: int | None = None,
         column: int | None = None,
-        timeout: float = 10.0,
+        timeout: float = NREPL_REQUEST_TIMEOUT.seconds,
     ) -> EvalResult:
         """Evaluate ``code``; ``line``/``column`` make reported positions match the source."""
         pending = self.send(
@@ -349,26 +350,26 @@ class NreplClient:
         file_path: str | None = None,
         file_name: str | None = None,
         session: str | None = None,
-        timeout: float = 30.0,
+        timeout: float = NREPL_LOAD_TIMEOUT.seconds,
     ) -> EvalResult:
         pending = self.send(
             "load-file", file=content, file_path=file_path, file_name=file_name, session=session
         )
         return EvalResult.from_replies(pending.id, self._wait(pending, timeout))
 
-    def describe(self, timeout: float = 10.0) -> dict:
+    def describe(self, timeout: float = NREPL_REQUEST_TIMEOUT.seconds) -> dict:
         """The server's ops, versions and aux info (merged from all replies)."""
         return _merge(self.request("describe", timeout=timeout))
 
     def completions(
-        self, prefix: str, ns: str | None = None, session: str | None = None, timeout: float = 10.0
+        self, prefix: str, ns: str | None = None, session: str | None = None, timeout: float = NREPL_REQUEST_TIMEOUT.seconds
     ) -> list[dict]:
         """Candidates as dicts with ``candidate``, ``type`` and sometimes ``ns``."""
         replies = self.request("completions", timeout=timeout, prefix=prefix, ns=ns, session=session)
         return list(_merge(replies).get("completions") or [])
 
     def lookup(
-        self, sym: str, ns: str | None = None, session: str | None = None, timeout: float = 10.0
+        self, sym: str, ns: str | None = None, session: str | None = None, timeout: float = NREPL_REQUEST_TIMEOUT.seconds
     ) -> dict:
         """The ``info`` map for ``sym``; empty when it does not resolve.
 
@@ -380,7 +381,7 @@ class NreplClient:
         return info if isinstance(info, dict) else {}
 
     def interrupt(
-        self, session: str, interrupt_id: str | None = None, timeout: float = 10.0
+        self, session: str, interrupt_id: str | None = None, timeout: float = NREPL_REQUEST_TIMEOUT.seconds
     ) -> set[str]:
         """Interrupt the eval running in ``session``; returns the reply status
         (e.g. ``{"done"}``, ``{"done", "session-idle"}``)."""

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from cljassist.budgets import NREPL_START_TIMEOUT
 from cljassist.errors import ReplUnavailable
 from cljassist.repl.discovery import PORT_FILE
 
@@ -98,7 +99,7 @@ class LocalNrepl:
 def start_local_nrepl(
     project_dir: Path,
     extra_classpath: Iterable[str] = (),
-    timeout: float = 60,
+    timeout: float = NREPL_START_TIMEOUT.seconds,
     port: int = 0,
     jvm_opts: Iterable[str] = DEFAULT_JVM_OPTS,
 ) -> LocalNrepl:

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from cljassist.budgets import REMOTE_WATCH_INTERVAL, SERVER_MESSAGE
 from cljassist.errors import Cancelled, CljassistError
 from cljassist.model.remote.url import BackendUrl
 
@@ -19,9 +20,9 @@ if TYPE_CHECKING:
     from cljassist.model.remote.events import Reply
 
 # How often the watchdog looks at the cancel flag and the clock during an HTTP exchange.
-_WATCH_INTERVAL_S = 0.02
+_WATCH_INTERVAL_S = REMOTE_WATCH_INTERVAL.seconds
 # Longest server message quoted in an error.
-_MESSAGE_CHARS = 300
+_MESSAGE_CHARS = SERVER_MESSAGE.value
 
 
 class BackendError(CljassistError):

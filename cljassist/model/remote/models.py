@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any, Callable
 
+from cljassist.budgets import BACKEND_TIMEOUT, FALLBACK_RETRY
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.model.fim import LEFT_TO_RIGHT, FimFormat, load_fim_table
 from cljassist.model.remote.cutter import Cutter
@@ -53,7 +54,7 @@ class RemoteModel:
         extra_error    set when a request for an extra candidate failed (the ones in hand are kept)
     """
 
-    def __init__(self, url: str, timeout_ms: int = 10000, reuse_prompt: bool = True):
+    def __init__(self, url: str, timeout_ms: int = BACKEND_TIMEOUT.value, reuse_prompt: bool = True):
         self.target = parse_backend_url(url)
         self.url = self.target.display
         self.timeout_s = max(1, int(timeout_ms)) / 1000.0
@@ -262,7 +263,7 @@ class FallbackModel:
     ``last_stats`` is the remote's, or the local's with ``backend = "local (fallback: <reason>)"``.
     """
 
-    def __init__(self, remote: RemoteModel, local_factory: Callable[[], CompletionModel], retry_after_s: float = 20.0):
+    def __init__(self, remote: RemoteModel, local_factory: Callable[[], CompletionModel], retry_after_s: float = FALLBACK_RETRY.seconds):
         self.remote = remote
         self.local_factory = local_factory
         self.retry_after_s = retry_after_s

@@ -1,0 +1,175 @@
+"""Every limit of time and size cljassist works within, declared once, each with its reason.
+
+Modules read their limits from here (`budgets.REPL_TIMEOUT.value`), never from a literal of their own,
+and the defaults of `config.Settings` are these values. README.md's Configuration section holds the
+table `python3 -m cljassist.budgets --markdown` prints; tests/test_budgets.py fails when they differ.
+
+The prompt's token budgets live here too, not in prompts/completion.toml: that file says how a
+prompt is laid out and rendered (shares, cut steps, context line formats), this one how big things
+may get, so a reader finds every limit in one table and the README is generated from plain data.
+
+This module imports nothing of cljassist: every stage can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+_BYTE_UNITS = ((1024 * 1024, "MiB"), (1024, "KiB"))
+
+
+@dataclass(frozen=True)
+class Budget:
+    stage: str  # the pipeline stage (or front-end) that the limit bounds
+    name: str
+    value: int | float | None  # None: no limit
+    unit: str  # "tokens", "ms", "s", "bytes", "chars", "entries" or a count's noun
+    override: str  # where a user changes it (config key, flag); "" when only this table does
+    reason: str
+
+    @property
+    def seconds(self) -> float | None:
+        """A time limit in seconds, whatever unit it is declared in."""
+        if self.value is None:
+            return None
+        if self.unit == "ms":
+            return self.value / 1000
+        if self.unit == "s":
+            return float(self.value)
+        raise TypeError(f"{self.name} is in {self.unit}, not a time")
+
+    def shown(self) -> str:
+        if self.value is None:
+            return "none"
+        if self.unit == "bytes":
+            for size, label in _BYTE_UNITS:
+                if self.value >= size and self.value % size == 0:
+                    return f"{self.value // size} {label}"
+        return f"{self.value:g} {self.unit}"
+
+
+PROMPT_TOKENS = Budget(
+    "prompt", "prompt", 768, "tokens", "`:max-prompt-tokens`, `--max-prompt-tokens`",
+    "everything the model reads (context, prefix, suffix, FIM tokens); prompt evaluation dominates "
+    "latency on a laptop CPU (~100-200 tokens/s per core for the 135M model)")
+KEYSTROKE_PROMPT_TOKENS = Budget(
+    "prompt", "prompt, as you type", 384, "tokens", "`:max-prompt-tokens`, `--max-prompt-tokens`",
+    "`serve`, `proxy`, `repl`, `bench --typing`: a cold 768-token prompt took 3.8 s here, 384 tokens 1.3 s")
+CONTEXT_TOKENS = Budget(
+    "prompt", "REPL context block", 256, "tokens", "",
+    "live context lines, most relevant first, the rest dropped; reserved in the prompt budget so the "
+    "code before the block is known, and evaluated, before the REPL answers")
+NEW_TOKENS = Budget(
+    "model", "suggestion length", 64, "tokens", "`:max-new-tokens`, `--max-new-tokens`",
+    "generation stops at the end of the form, so a long limit costs only when the model rambles")
+CANDIDATES = Budget(
+    "model", "candidates", 3, "per request", "`:candidates`, `-n`",
+    "each candidate is one more generation; three give the checks and the ranking a choice")
+CONTEXT_WINDOW = Budget(
+    "model", "model context window", 4096, "tokens", "`:n-ctx`",
+    "holds the prompt and the generated tokens with room to spare; larger costs memory, not speed")
+DEADLINE = Budget(
+    "model", "generation deadline", None, "ms", "`:deadline-ms`, `--deadline-ms`",
+    "explicit requests (`complete`, `watch`, bench cases) wait for every candidate")
+KEYSTROKE_DEADLINE = Budget(
+    "model", "generation deadline, as you type", 200, "ms", "`:deadline-ms`, `--deadline-ms`",
+    "after the prompt is read: a suggestion later than this is typed over anyway")
+CANCEL_CHUNK = Budget(
+    "model", "prompt chunk between cancel checks", 64, "tokens", "",
+    "a newer keystroke cancels the request between chunks; smaller stops sooner, larger evaluates faster")
+REPL_TIMEOUT = Budget(
+    "REPL", "REPL context and checks", 2000, "ms", "`:repl-timeout-ms`",
+    "a busy or hung REPL must not hold up a suggestion: past this, completion goes on without it")
+NREPL_CONNECT_TIMEOUT = Budget(
+    "REPL", "nREPL connect", 5, "s", "",
+    "a port that does not accept by then is not a live nREPL")
+NREPL_REQUEST_TIMEOUT = Budget(
+    "REPL", "one nREPL op, by default", 10, "s", "",
+    "ops on the completion path pass the REPL timeout instead; the others answer at once when the REPL is alive")
+NREPL_LOAD_TIMEOUT = Budget(
+    "REPL", "nREPL load-file", 30, "s", "",
+    "loading a file compiles it and what it requires; a cold JVM takes seconds")
+NREPL_START_TIMEOUT = Budget(
+    "REPL", "starting a local nREPL", 60, "s", "",
+    "`cljassist nrepl` and the tests start a JVM and load nREPL: seconds, more on a slow machine")
+CONTEXT_CACHE_ENTRIES = Budget(
+    "REPL", "REPL lookups cached", 4096, "entries", "",
+    "per cache (matches, vars), then simply cleared; a session looks up a few hundred names")
+RECENT_RESULTS = Budget(
+    "cache", "recent results", 128, "entries", "`:cache false` turns it off",
+    "answers backspace, undo and prefetched places; more would rarely be hit again")
+RECENT_RESULTS_TTL = Budget(
+    "cache", "recent result lifetime", 120, "s", "`:cache false` turns it off",
+    "a result older than this likely reflects code (or REPL state) that has since changed")
+CACHE_KEY_PREFIX = Budget(
+    "cache", "text before the cursor in a cache key", 4096, "chars", "",
+    "enough to tell places apart, short enough that hashing costs nothing next to a model call")
+CACHE_KEY_SUFFIX = Budget(
+    "cache", "text after the cursor in a cache key", 1024, "chars", "",
+    "the code after the cursor changes the answer less than the code before it")
+BACKEND_TIMEOUT = Budget(
+    "remote", "one server request", 10000, "ms", "`:backend-timeout-ms`, `--backend-timeout-ms`",
+    "a server slower than this is treated as down (and, with `:backend-fallback`, the local model answers)")
+FALLBACK_RETRY = Budget(
+    "remote", "server left alone after a failure", 20, "s", "",
+    "with `:backend-fallback`: a dead or hanging server does not add its timeout to every request")
+REMOTE_WATCH_INTERVAL = Budget(
+    "remote", "cancel and clock checks during HTTP", 0.02, "s", "",
+    "a cancelled request stops waiting for the server within this")
+SERVER_MESSAGE = Budget(
+    "remote", "server message quoted in an error", 300, "chars", "",
+    "enough for the server's reason, not a whole HTML error page")
+REQUEST_SUGGESTIONS = Budget(
+    "front-ends", "suggestions an editor may ask for", 10, "per request", "request field `n`",
+    "each costs a generation; a request asking for more is answered with an error")
+DAEMON_LINE = Budget(
+    "front-ends", "daemon request line", 8 * 1024 * 1024, "bytes", "",
+    "a whole buffer fits; a runaway client does not eat the memory")
+DAEMON_PROBE_TIMEOUT = Budget(
+    "front-ends", "probe of a running daemon", 2, "s", "",
+    "a live daemon answers ping at once (it never waits for the engine)")
+PROXY_REFUSE_WAIT = Budget(
+    "front-ends", "proxy client's first request, upstream down", 10, "s", "",
+    "the client gets the error as the reply to its request, not as a dropped connection")
+TERMINAL_DEBOUNCE = Budget(
+    "front-ends", "`repl` pause before asking", 0.1, "s", "",
+    "keys typed faster than this are one request")
+TERMINAL_INTERRUPT_GRACE = Budget(
+    "front-ends", "`repl` interrupted evaluation", 10, "s", "",
+    "how long an interrupted evaluation may take to stop before the prompt gives up waiting on it")
+WATCH_DEBOUNCE = Budget(
+    "front-ends", "`watch` quiet time after a save", 0.3, "s", "",
+    "a burst of saves, or an editor's rename dance, is one fill")
+WATCH_FILE = Budget(
+    "front-ends", "`watch` file size", 1024 * 1024, "bytes", "",
+    "bigger files are skipped: not hand-edited source, and slow to scan")
+WATCH_SHOWN = Budget(
+    "front-ends", "`watch` alternative in a comment", 60, "chars", "",
+    "a longer alternative is cut, keeping the comment line short")
+
+TABLE: tuple[Budget, ...] = tuple(v for v in globals().copy().values() if isinstance(v, Budget))
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """The table as README.md's Configuration section shows it."""
+    rows = ["| stage | limit | default | set with | why |", "|---|---|---|---|---|"]
+    for budget in TABLE:
+        rows.append("| " + " | ".join(_cell(c) for c in (
+            budget.stage, budget.name, budget.shown(), budget.override or "fixed", budget.reason)) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m cljassist.budgets", description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="print the table as README.md holds it")
+    parser.parse_args(argv)
+    print(markdown(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
