@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from cljassist.model.fim import load_fim_table
-from cljassist.types import Generation, Prompt, as_prompt
+from cljassist.types import CompletionModel, Generation, Prompt, as_prompt
 
 
 class ScriptedModel:
@@ -51,3 +51,37 @@ class ScriptedModel:
 
     def close(self) -> None:
         pass
+
+
+class RecordingModel:
+    """A real model that keeps the text of every prompt it is given, so that a test can assert on what
+    the model read, not only on what it wrote. A :class:`cljassist.types.CompletionModel`: the rest
+    is the wrapped model's."""
+
+    def __init__(self, model: CompletionModel):
+        self.model = model
+        self.name = model.name
+        self.fim = model.fim
+        self.prompts: list[str] = []
+
+    @property
+    def last_stats(self) -> dict[str, Any]:
+        return self.model.last_stats
+
+    def count_tokens(self, text: str) -> int:
+        return self.model.count_tokens(text)
+
+    def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
+                            deadline_s: float | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+        self.prompts.append(as_prompt(prompt).text)
+        return self.model.generate_candidates(prompt, n, max_tokens, stop, deadline_s=deadline_s, cancelled=cancelled)
+
+    def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
+        return self.model.preload(text, cancelled)
+
+    def forget(self) -> None:
+        self.model.forget()
+
+    def close(self) -> None:
+        pass  # the wrapped model is shared (loaded once per test session)

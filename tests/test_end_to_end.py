@@ -12,6 +12,7 @@ from cljassist.config import Settings
 from cljassist.context import ReplContextProvider
 from cljassist.engine import Engine
 from cljassist.types import CompletionRequest
+from tests.fakes import RecordingModel
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
@@ -20,35 +21,61 @@ DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 def test_cli_completes_with_json_and_the_repl(nrepl_server, default_model, tmp_path, capsys, monkeypatch):
     source = tmp_path / "todo.clj"
     shutil.copy(DEMO / "src" / "demo" / "todo.clj", source)
-    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)  # load once per session
-    code = main(["complete", str(source), "--json", "--nrepl", f"{nrepl_server.host}:{nrepl_server.port}"])
+    model = RecordingModel(default_model)
+    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: model)  # load once per session
+    code = main(["complete", str(source), "--json", "--load-ns", "--nrepl", f"{nrepl_server.host}:{nrepl_server.port}"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert set(out) >= {"suggestions", "ms", "timings"}
+    assert out["repl"] == "used" and out["namespace"] == "demo.todo"
+    # the model read the live namespace: its aliases, and core/tag-counts used by the form at the cursor
+    assert len(model.prompts) == 1
+    assert ";; In namespace demo.todo, the running program knows:" in model.prompts[0]
+    assert "demo.core/tag-counts" in model.prompts[0]
     text = source.read_text()
     prefix, suffix = text.split("<CURSOR>")
+    assert out["suggestions"], f"nothing suggested; timings {out['timings']}"
     for s in out["suggestions"]:
         assert set(s) == {"text", "score", "checks"} and 0 < s["score"] <= 1
         assert imbalance(prefix + s["text"] + suffix) <= imbalance(prefix + suffix)
-        assert s["checks"]["balanced"] is True
+        # checked in the REPL, and only what compiles is offered (no --show-failing)
+        assert s["checks"]["balanced"] is True and s["checks"]["reads"] is True and s["checks"]["compiles"] is True
 
 
 def test_engine_uses_live_namespace_context(nrepl_server, nrepl_client, default_model):
     nrepl_client.eval("(require 'demo.core)", timeout=60)
     text = (DEMO / "src" / "demo" / "core.clj").read_text()
     offset = text.index("(str/join") + len("(str/jo")
-    engine = Engine(default_model, Settings(candidates=3), ReplContextProvider(nrepl_client))
+    model = RecordingModel(default_model)
+    engine = Engine(model, Settings(candidates=3), ReplContextProvider(nrepl_client))
     result = engine.complete(CompletionRequest.at_offset(text, offset, "demo/core.clj"))
     assert result.namespace == "demo.core" and result.repl == "used"
     assert result.timings["context"] > 0 and result.timings["model"] > 0
+    # the prompt carries the live namespace's context, right before the form at the cursor: the var
+    # matching the symbol being typed (str/jo...) comes from the running REPL, not from the file
+    (prompt,) = model.prompts
+    header = ";; In namespace demo.core, the running program knows:"
+    assert header in prompt
+    block = prompt[prompt.index(header):]
+    assert ";;   clojure.string/join " in block
+    assert block.index("clojure.string/join") < block.index("(str/jo")
+    assert result.suggestions, f"nothing suggested; candidates {result.candidates}"
     assert all(imbalance(text[:offset] + s.text + text[offset:]) <= imbalance(text) for s in result.suggestions)
 
 
 def test_engine_without_repl_still_completes(default_model):
-    engine = Engine(default_model, Settings(candidates=2, max_new_tokens=24))
-    result = engine.complete(CompletionRequest("(defn add-one [x]\n  (+ x ", "))\n"))
-    assert result.repl == "off" and len(result.suggestions) <= 2
-    assert all(s.checks["balanced"] for s in result.suggestions)
+    model = RecordingModel(default_model)
+    engine = Engine(model, Settings(candidates=2, max_new_tokens=24))
+    request = CompletionRequest("(defn add-one [x]\n  (+ x ", "))\n")
+    result = engine.complete(request)
+    assert result.repl == "off" and result.source == "model"
+    (prompt,) = model.prompts
+    assert "(+ x " in prompt and "the running program knows" not in prompt
+    assert 1 <= len(result.suggestions) <= 2, f"nothing suggested; candidates {result.candidates}"
+    for s in result.suggestions:
+        assert s.text.strip()
+        assert s.checks["balanced"] is True and s.checks["compiles"] is None  # no REPL: not judged
+        assert imbalance(request.prefix + s.text + request.suffix) <= imbalance(request.prefix + request.suffix)
 
 
 def test_bench_command_runs_public_cases(default_model, tmp_path, capsys, monkeypatch):
