@@ -212,6 +212,10 @@ class ReplContextProvider:
         checked on one connection may not hold on the next (the REPL may have restarted)."""
         return self.client.connection_generation if self.client.connected else None
 
+    @property
+    def endpoint(self) -> str:
+        return self.client.endpoint
+
     # -- session ---------------------------------------------------------------------------------
 
     @property

@@ -4,8 +4,8 @@
             -> live REPL context (gathered while the model reads the prompt's stable start)
             -> prompt -> model candidates -> verification -> ranking -> suggestions
 
-Every front-end (CLI, benchmark, and later the nREPL bridge, terminal prompt and file watcher)
-calls `Engine.complete` and nothing below it.
+Every front-end (CLI, benchmark, nREPL bridge, terminal prompt, file watcher) calls
+`Engine.complete` and nothing below it.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from cljassist.errors import InputError
 
 if TYPE_CHECKING:
     from cljassist.clojure_text.cursor import CursorContext
+    from cljassist.config import Settings
     from cljassist.context import LiveContext
     from cljassist.model.fim import FimFormat
 
@@ -230,4 +231,25 @@ class ContextProvider(Protocol):
     def connection_stamp(self) -> object:
         """Which connection answers are checked on: None while the connection is down, else a
         value that changes whenever the REPL is reconnected (its state may then differ)."""
+        ...
+
+    @property
+    def endpoint(self) -> str:
+        """Where the REPL is (host:port), for front-ends to show."""
+        ...
+
+
+@runtime_checkable
+class CompletionEngine(Protocol):
+    """What front-ends use of :class:`cljassist.engine.Engine` (and what their test fakes provide)."""
+
+    model: CompletionModel
+    settings: "Settings"
+    repl: ContextProvider | None
+
+    def complete(self, request: CompletionRequest, n: int | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> CompletionResult: ...
+
+    def cached(self, request: CompletionRequest, n: int | None = None) -> CompletionResult | None:
+        """The answer from the caches alone (type-through, recent), or None; safe from any thread."""
         ...

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from cljassist.config import Settings
 from cljassist.model.fim import load_fim_table
-from cljassist.types import CompletionModel, Generation, Prompt, as_prompt
+from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, Generation, Prompt, as_prompt
 
 
 class ScriptedModel:
@@ -85,3 +86,19 @@ class RecordingModel:
 
     def close(self) -> None:
         pass  # the wrapped model is shared (loaded once per test session)
+
+
+class FakeEngine:
+    """What front-ends use of the engine (a :class:`cljassist.types.CompletionEngine`) for tests
+    whose subclass answers ``complete`` from a script: no REPL, default settings, nothing cached."""
+
+    model: CompletionModel = ScriptedModel([])
+    settings = Settings()
+    repl = None
+
+    def complete(self, request: CompletionRequest, n: int | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> CompletionResult:
+        raise NotImplementedError
+
+    def cached(self, request: CompletionRequest, n: int | None = None) -> CompletionResult | None:
+        return None

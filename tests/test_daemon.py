@@ -27,7 +27,7 @@ from cljassist.frontends import daemon as daemon_module
 from cljassist.frontends.daemon import PORT_FILE_NAME, Daemon, DaemonAlreadyRunning, PortFile, read_port_file
 from cljassist.frontends.protocol import decode_line
 from cljassist.frontends.service import CompletionService
-from tests.fakes import ScriptedModel
+from tests.fakes import FakeEngine, ScriptedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0  # generous: only there so a broken daemon fails the test instead of hanging it
@@ -62,7 +62,7 @@ class LineClient:
         self.sock.close()
 
 
-class GatedEngine:
+class GatedEngine(FakeEngine):
     """An engine whose completions wait for `release` (polling the cancel flag like the real one)
     and record whether they were cancelled."""
 

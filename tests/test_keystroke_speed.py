@@ -134,6 +134,7 @@ class _FakeRepl:
         self.release = threading.Event()
         self.gathers = 0
         self.client = None  # set to follow a fake client's connection
+        self.endpoint = "fake"
 
     @property
     def connection_stamp(self):

@@ -19,7 +19,7 @@ from cljassist.types import CompletionResult, Suggestion
 from cljassist.errors import Cancelled
 from cljassist.frontends.daemon import Daemon
 from cljassist.frontends.service import CompletionService
-from tests.fakes import ScriptedModel
+from tests.fakes import FakeEngine, ScriptedModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "load_test.py"
@@ -128,7 +128,7 @@ def test_rss_figures_and_leak_warnings():
 
 # ------------------------------------------------------------------------------- clients, in process
 
-class SlowEngine:
+class SlowEngine(FakeEngine):
     """Answers after `delay_s`, polling the cancel flag like the real engine; or raises `error`."""
 
     def __init__(self, delay_s: float = 0.05, error: Exception | None = None, source: str = "model") -> None:

@@ -30,6 +30,7 @@ from cljassist.frontends.service import CompletionService
 from cljassist.repl.bencode import encode
 from cljassist.repl.client import NreplClient
 from cljassist.repl.local_server import base_classpath, start_local_nrepl
+from tests.fakes import FakeEngine
 from tests.fixtures_repl import DEMO_SRC, TEST_JVM_OPTS, nrepl_missing_reason
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,7 @@ WAIT = 60.0  # generous: only there so a broken bridge fails a test instead of h
 SLOW = ";; SLOW"  # a request whose text holds this waits on the engine's gate
 
 
-class RecordingEngine:
+class RecordingEngine(FakeEngine):
     """Answers every request with one suggestion naming `label`; records the requests; holds
     requests marked SLOW until `gate` opens (polling the cancel flag like the real engine)."""
 

@@ -10,9 +10,10 @@ import pytest
 from cljassist.errors import Cancelled, InputError
 from cljassist.frontends.service import CompletionService
 from cljassist.types import CompletionRequest, CompletionResult, Suggestion
+from tests.fakes import FakeEngine
 
 
-class GatedEngine:
+class GatedEngine(FakeEngine):
     """Completes when released; polls the cancel flag meanwhile, like the real model does."""
 
     def __init__(self):

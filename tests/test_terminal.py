@@ -31,6 +31,7 @@ from cljassist.frontends.terminal import (
 from cljassist.types import CompletionResult, Suggestion
 from cljassist.repl.client import NreplClient
 from cljassist.repl.local_server import start_local_nrepl
+from tests import fakes
 from tests.fixtures_repl import TEST_JVM_OPTS
 
 WAIT_S = 30  # generous: only there so a broken test fails instead of hanging
@@ -200,7 +201,7 @@ def test_lost_connection_gets_a_new_session_on_the_next_eval(nrepl_server):
 # The prompt, driven through pipe input
 
 
-class FakeEngine:
+class FakeEngine(fakes.FakeEngine):
     """Suggests from a table keyed by the text before the cursor; records every request."""
 
     def __init__(self, table: dict[str, str]):

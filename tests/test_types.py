@@ -10,9 +10,11 @@ import sys
 import pytest
 
 from cljassist.context import ReplContextProvider
+from cljassist.engine import Engine
 from cljassist.model.llama import LocalModel
 from cljassist.model.remote import FallbackModel, RemoteModel
 from cljassist.types import (
+    CompletionEngine,
     CompletionModel,
     CompletionResult,
     ContextProvider,
@@ -21,7 +23,7 @@ from cljassist.types import (
     checks_passed,
     suggestion_dict,
 )
-from tests.fakes import ScriptedModel
+from tests.fakes import FakeEngine, ScriptedModel
 from tests.test_keystroke_speed import _FakeRepl, _PreloadingModel
 from tests.test_proxy import GatedModel
 
@@ -67,6 +69,15 @@ def test_context_providers_satisfy_their_protocol():
     assert isinstance(ReplContextProvider.connection_stamp, property)
     assert _parameters(_FakeRepl.gather) == _parameters(ContextProvider.gather)
     assert isinstance(_FakeRepl([]), ContextProvider)
+
+
+def test_the_engine_and_its_fakes_satisfy_the_front_ends_protocol():
+    for name in _protocol_methods(CompletionEngine):
+        assert _parameters(getattr(Engine, name)) == _parameters(getattr(CompletionEngine, name)), name
+        assert _parameters(getattr(FakeEngine, name)) == _parameters(getattr(CompletionEngine, name)), name
+    engine = Engine(ScriptedModel(["x"]))
+    assert isinstance(engine, CompletionEngine) and isinstance(FakeEngine(), CompletionEngine)
+    engine.close()
 
 
 def test_the_shared_types_import_nothing_heavy():

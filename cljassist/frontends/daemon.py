@@ -297,8 +297,9 @@ class Daemon:
         self.host = host
         self.requested_port = port
         self.token = secrets.token_hex(16)
-        self.repl_label = repl_label if repl_label is not None else _engine_repl_label(service)
-        self.model_name = model_name if model_name is not None else _engine_model_name(service)
+        repl = service.engine.repl
+        self.repl_label = repl_label if repl_label is not None else repl.endpoint if repl is not None else "off"
+        self.model_name = model_name if model_name is not None else service.engine.model.name
         self.port: int = 0
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -448,9 +449,8 @@ class Daemon:
         except CljassistError as exc:
             conn.send(_finish_reply(reply_id, _error_reply(exc), safe), fmt)
             return
-        settings = getattr(getattr(self.service, "engine", None), "settings", None)
         tickets = []
-        if getattr(settings, "prefetch", False):
+        if self.service.engine.settings.prefetch:
             tickets = self.service.prefetch(likely_next_requests(request), buffer=buffer, n=n)
         conn.send(_finish_reply(reply_id, {"prefetching": len(tickets)}, safe), fmt)
 
@@ -479,17 +479,6 @@ def _error_reply(exc: BaseException) -> dict[str, Any]:
 def _finish_reply(reply_id: dict, body: dict[str, Any], safe: bool) -> dict[str, Any]:
     reply = {**reply_id, **body}
     return nrepl_safe(reply) if safe else reply
-
-
-def _engine_model_name(service) -> str | None:
-    model = getattr(getattr(service, "engine", None), "model", None)
-    return getattr(model, "name", None) or (type(model).__name__ if model is not None else None)
-
-
-def _engine_repl_label(service) -> str:
-    repl = getattr(getattr(service, "engine", None), "repl", None)
-    client = getattr(repl, "client", None)
-    return getattr(client, "endpoint", None) or "off"
 
 
 # ------------------------------------------------------------------------------- cljassist serve

@@ -14,7 +14,7 @@ from collections import deque
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
-from cljassist.types import CompletionRequest, CompletionResult
+from cljassist.types import CompletionEngine, CompletionRequest, CompletionResult
 from cljassist.errors import Cancelled
 
 
@@ -52,7 +52,7 @@ class Ticket:
 
 
 class CompletionService:
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: CompletionEngine) -> None:
         self.engine = engine
         self._lock = threading.Condition()
         self._waiting: deque[Ticket] = deque()
@@ -68,8 +68,7 @@ class CompletionService:
         ticket = Ticket(request, buffer, n)
         # A cached answer (type-through, recent) needs no model: it is given at once, on the caller's
         # thread, instead of waiting behind other buffers' requests; an older one is still cancelled.
-        cached = getattr(self.engine, "cached", None)
-        hit = cached(request, n) if cached is not None else None
+        hit = self.engine.cached(request, n)
         if hit is not None:
             with self._lock:
                 older = self._latest.pop(buffer, None)

@@ -643,7 +643,7 @@ def main_repl(args) -> int:
         suggester = EngineAutoSuggest(service, namespace=lambda: evaluator.ns if evaluator else None)
         history = open_history(history_path(), printer)
         where = f"nREPL {target.endpoint} ({target.source})" if target else "no REPL (--no-repl): suggestions only"
-        printer.info(f"cljassist repl on {where}; model {getattr(opened.engine.model, 'name', '?')}")
+        printer.info(f"cljassist repl on {where}; model {opened.engine.model.name}")
         printer.info("Enter evaluates a complete form (Esc Enter: always); Tab accepts the suggestion, "
                      "Right one word, Esc dismisses; Ctrl-C interrupts, Ctrl-D exits")
         repl = TerminalRepl(evaluator, suggester, printer, history,
