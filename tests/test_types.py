@@ -23,11 +23,11 @@ from cljassist.types import (
     checks_passed,
     suggestion_dict,
 )
-from tests.fakes import FakeEngine, ScriptedModel
+from tests.fakes import FakeEngine, RecordingModel, ScriptedModel
 from tests.test_keystroke_speed import _FakeRepl, _PreloadingModel
 from tests.test_proxy import GatedModel
 
-MODEL_CLASSES = [LocalModel, RemoteModel, FallbackModel, ScriptedModel, _PreloadingModel, GatedModel]
+MODEL_CLASSES = [LocalModel, RemoteModel, FallbackModel, ScriptedModel, RecordingModel, _PreloadingModel, GatedModel]
 
 
 def _protocol_methods(protocol) -> list[str]:
@@ -55,7 +55,7 @@ def test_every_model_class_has_the_protocols_methods_and_parameters(cls):
 def test_model_instances_satisfy_the_protocol():
     remote = RemoteModel("http://127.0.0.1:9/infill")  # nothing listens: building it needs no server
     models = [ScriptedModel(["x"]), remote, FallbackModel(remote, lambda: ScriptedModel(["x"])),
-              _PreloadingModel(["x"], _FakeRepl([])), GatedModel(["x"])]
+              _PreloadingModel(["x"], _FakeRepl([])), GatedModel(["x"]), RecordingModel(ScriptedModel(["x"]))]
     for model in models:
         assert isinstance(model, CompletionModel), type(model).__name__
 
