@@ -93,6 +93,9 @@ NREPL_LOAD_TIMEOUT = Budget(
 NREPL_START_TIMEOUT = Budget(
     "REPL", "starting a local nREPL", 60, "s", "",
     "`cljassist nrepl` and the tests start a JVM and load nREPL: seconds, more on a slow machine")
+NREPL_STOP = Budget(
+    "REPL", "stopping a local nREPL", 10, "s", "",
+    "a JVM asked to exit gets this long, then it is killed")
 CONTEXT_CACHE_ENTRIES = Budget(
     "REPL", "REPL lookups cached", 4096, "entries", "",
     "per cache (matches, vars), then simply cleared; a session looks up a few hundred names")
@@ -132,6 +135,24 @@ DAEMON_PROBE_TIMEOUT = Budget(
 PROXY_REFUSE_WAIT = Budget(
     "front-ends", "proxy client's first request, upstream down", 10, "s", "",
     "the client gets the error as the reply to its request, not as a dropped connection")
+WORKER_STOP = Budget(
+    "front-ends", "request under way at exit", 10, "s", "",
+    "the completion worker and `watch` end the request they run (cancelled between prompt chunks) within this")
+THREAD_JOIN = Budget(
+    "front-ends", "connection threads at exit", 5, "s", "",
+    "they end as soon as their socket closes; this bounds a stuck one so that exit does not hang")
+MIDDLEWARE_INJECT = Budget(
+    "front-ends", "`serve` putting the middleware into the REPL", 30, "s", "",
+    "the REPL compiles the middleware, which a cold JVM takes seconds to do")
+MIDDLEWARE_RELEASE = Budget(
+    "front-ends", "`serve` releasing the middleware at exit", 5, "s", "",
+    "a REPL that does not answer must not hold up the daemon's exit")
+REPL_SESSION_OP = Budget(
+    "front-ends", "`repl` session clone and interrupt", 5, "s", "",
+    "instant on a live REPL; one that does not answer by then is treated as gone")
+REPL_SESSION_CLOSE = Budget(
+    "front-ends", "`repl` closing its session at exit", 2, "s", "",
+    "the session dies with the connection anyway; exit does not wait long for it")
 TERMINAL_DEBOUNCE = Budget(
     "front-ends", "`repl` pause before asking", 0.1, "s", "",
     "keys typed faster than this are one request")

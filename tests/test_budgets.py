@@ -20,7 +20,8 @@ def _readme_section(begin: str, end: str) -> str:
 
 
 def test_readme_configuration_table_is_the_budgets_table():
-    assert _readme_section("<!-- budgets:begin -->", "<!-- budgets:end -->") == budgets.markdown()
+    assert _readme_section("<!-- budgets:begin -->", "<!-- budgets:end -->") == budgets.markdown(), \
+        "README.md's table differs from cljassist/budgets.py: paste `python3 -m cljassist.budgets --markdown` there"
 
 
 def test_markdown_flag_prints_the_table(capsys):

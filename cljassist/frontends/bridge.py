@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cljassist.budgets import MIDDLEWARE_INJECT, MIDDLEWARE_RELEASE
 from cljassist.errors import CljassistError, ReplTimeout, ReplUnavailable
 
 __all__ = ["COMPLETE_OP", "MIDDLEWARE_NAMESPACE", "MIDDLEWARE_VAR", "MIDDLEWARE_RESOURCE", "InjectionFailed",
@@ -65,7 +66,8 @@ def _nrepl_version(described: dict) -> str:
     return "?"
 
 
-def inject_middleware(client, daemon_host: str, daemon_port: int, token: str, timeout: float = 30.0) -> str:
+def inject_middleware(client, daemon_host: str, daemon_port: int, token: str,
+                      timeout: float = MIDDLEWARE_INJECT.seconds) -> str:
     """Make the server behind `client` (a NreplClient) answer `cljassist/complete` through the
     daemon at daemon_host:daemon_port. Returns a status line: starting with "middleware " when the
     op now works, else saying why not and where the docs are (serve keeps running either way).
@@ -94,7 +96,7 @@ def inject_middleware(client, daemon_host: str, daemon_port: int, token: str, ti
     return f"middleware {MIDDLEWARE_VAR} {how} in nREPL {version}; cljassist/complete is served"
 
 
-def release_middleware(client, token: str, timeout: float = 5.0) -> None:
+def release_middleware(client, token: str, timeout: float = MIDDLEWARE_RELEASE.seconds) -> None:
     """Make the middleware forget this daemon (if it is still the one configured)."""
     code = (f"(when-let [release (resolve '{MIDDLEWARE_NAMESPACE}/release!)] "
             f'(release "{token}"))')

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cljassist.budgets import DAEMON_LINE, DAEMON_PROBE_TIMEOUT
+from cljassist.budgets import DAEMON_LINE, DAEMON_PROBE_TIMEOUT, THREAD_JOIN
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.prefetch import likely_next_requests
 from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
@@ -347,10 +347,10 @@ class Daemon:
         for conn in connections:
             conn.close()
         if self._accept_thread is not None:
-            self._accept_thread.join(5)
+            self._accept_thread.join(THREAD_JOIN.seconds)
         for conn in connections:
-            conn.reader.join(5)
-            conn.writer.join(5)
+            conn.reader.join(THREAD_JOIN.seconds)
+            conn.writer.join(THREAD_JOIN.seconds)
         self._release_port_file()
 
     def __enter__(self) -> "Daemon":

@@ -42,7 +42,7 @@ from typing import Any
 
 import fastbencode
 
-from cljassist.budgets import NREPL_CONNECT_TIMEOUT, PROXY_REFUSE_WAIT
+from cljassist.budgets import NREPL_CONNECT_TIMEOUT, PROXY_REFUSE_WAIT, THREAD_JOIN
 from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout, ReplUnavailable
 from cljassist.frontends.common import ReplRuntime, runtime_from_versions, stop_on_signals, wait_until_set
 from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
@@ -424,7 +424,7 @@ class NreplProxy:
         self._acceptor.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = THREAD_JOIN.seconds) -> None:
         with self._lock:
             if self._stopping:
                 return

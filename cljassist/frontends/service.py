@@ -14,6 +14,7 @@ from collections import deque
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
+from cljassist.budgets import WORKER_STOP
 from cljassist.types import CompletionEngine, CompletionRequest, CompletionResult
 from cljassist.errors import Cancelled
 
@@ -113,7 +114,7 @@ class CompletionService:
             self._lock.notify()
         return tickets
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout: float = WORKER_STOP.seconds) -> None:
         with self._lock:
             self._closed = True
             waiting = list(self._waiting) + list(self._prefetching)

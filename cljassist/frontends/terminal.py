@@ -44,7 +44,9 @@ from prompt_toolkit.filters import Condition, has_focus
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 
-from cljassist.budgets import TERMINAL_DEBOUNCE, TERMINAL_INTERRUPT_GRACE
+from cljassist.budgets import (
+    REPL_SESSION_CLOSE, REPL_SESSION_OP, TERMINAL_DEBOUNCE, TERMINAL_INTERRUPT_GRACE,
+)
 from cljassist.clojure_text.indent import continuation_indent
 from cljassist.clojure_text.reader import scan
 from cljassist.types import CompletionRequest, CompletionResult
@@ -249,14 +251,14 @@ class Evaluator:
             return False
         self._interrupted_at = time.monotonic()
         try:
-            self.client.interrupt(self.session, interrupt_id=pending.id, timeout=5.0)
+            self.client.interrupt(self.session, interrupt_id=pending.id, timeout=REPL_SESSION_OP.seconds)
         except (ReplUnavailable, ReplTimeout):
             return False
         return True
 
     def close(self) -> None:
         try:
-            self.client.close_session(self.session, timeout=2.0)
+            self.client.close_session(self.session, timeout=REPL_SESSION_CLOSE.seconds)
         except (ReplUnavailable, ReplTimeout):
             pass
 
@@ -266,7 +268,7 @@ class Evaluator:
         bindings and current namespace are gone; ReplUnavailable while the REPL is unreachable."""
         if self.client.connected and self.session in self.client.sessions:
             return None
-        self.session = self.client.clone(timeout=5.0)
+        self.session = self.client.clone(timeout=REPL_SESSION_OP.seconds)
         self.ns = DEFAULT_NAMESPACE
         return (f"reconnected to nREPL at {self.client.endpoint}: a new session, in {DEFAULT_NAMESPACE} "
                 "(the old session's bindings are gone)")

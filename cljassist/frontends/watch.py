@@ -46,7 +46,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, TextIO
 
-from cljassist.budgets import WATCH_DEBOUNCE, WATCH_FILE, WATCH_SHOWN
+from cljassist.budgets import WATCH_DEBOUNCE, WATCH_FILE, WATCH_SHOWN, WORKER_STOP
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.rank import normalize
 from cljassist.types import CURSOR_MARKER, CompletionRequest, ReplStatus, Suggestion
@@ -539,7 +539,7 @@ class Watcher:
             self._last_activity = time.monotonic()
             self._changed.notify_all()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = WORKER_STOP.seconds) -> None:
         """Stop watching; a completion under way is cancelled, nothing half-written is left."""
         self._stopping.set()
         with self._changed:

@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from cljassist.budgets import NREPL_CONNECT_TIMEOUT, NREPL_LOAD_TIMEOUT, NREPL_REQUEST_TIMEOUT
+from cljassist.budgets import NREPL_CONNECT_TIMEOUT, NREPL_LOAD_TIMEOUT, NREPL_REQUEST_TIMEOUT, THREAD_JOIN
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.repl.bencode import BencodeError, MessageStream, encode
 
@@ -268,7 +268,7 @@ class NreplClient:
         if conn is not None:
             conn.shutdown("client closed")
             if conn.reader is not threading.current_thread():
-                conn.reader.join(timeout=5)
+                conn.reader.join(timeout=THREAD_JOIN.seconds)
 
     def __enter__(self) -> NreplClient:
         return self

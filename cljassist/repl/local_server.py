@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from cljassist.budgets import NREPL_START_TIMEOUT
+from cljassist.budgets import NREPL_START_TIMEOUT, NREPL_STOP
 from cljassist.errors import ReplUnavailable
 from cljassist.repl.discovery import PORT_FILE
 
@@ -70,7 +70,7 @@ class LocalNrepl:
     def output_tail(self) -> str:
         return "\n".join(self._output)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = NREPL_STOP.seconds) -> None:
         """Terminate the JVM (kill it if it lingers) and remove the port file it wrote."""
         if self.process.poll() is None:
             self.process.terminate()
