@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cljassist.budgets import CANCEL_CHUNK
+from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
@@ -117,7 +117,7 @@ class LocalModel:
     def __init__(
         self,
         path: Path,
-        n_ctx: int = 4096,
+        n_ctx: int = CONTEXT_WINDOW.value,
         n_threads: int | None = None,
         n_batch: int = 512,
     ) -> None:
