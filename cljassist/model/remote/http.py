@@ -9,15 +9,11 @@ import json
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from cljassist.budgets import REMOTE_WATCH_INTERVAL, SERVER_MESSAGE
 from cljassist.errors import Cancelled, CljassistError
 from cljassist.model.remote.url import BackendUrl
-
-if TYPE_CHECKING:
-    from cljassist.model.remote.cutter import Cutter
-    from cljassist.model.remote.events import Reply
 
 # How often the watchdog looks at the cancel flag and the clock during an HTTP exchange.
 _WATCH_INTERVAL_S = REMOTE_WATCH_INTERVAL.seconds
@@ -71,10 +67,7 @@ class _Watchdog:
 
 
 class TimedOut(Exception):
-    """The exchange ran past its limit (turned into a BackendError or a deadline by the caller).
-    ``partial``: what had been streamed by then (the reply and its cutter), when known."""
-
-    partial: "tuple[Reply, Cutter] | None" = None
+    """The exchange ran past its limit (turned into a BackendError or a deadline by the caller)."""
 
 
 class HttpClient:

@@ -23,6 +23,14 @@ _SAMPLE_TEMPERATURE = 0.6
 _SEED_BASE = 1
 
 
+class _StreamTimedOut(Exception):
+    """The exchange ran past its limit; what had been streamed by then comes with it."""
+
+    def __init__(self, reply: Reply, cutter: Cutter):
+        super().__init__()
+        self.reply, self.cutter = reply, cutter
+
+
 def text_before_gap(prompt: Prompt, fim: FimFormat) -> str:
     """Everything the model reads before the gap: file header, REPL context block and code prefix.
 
@@ -144,14 +152,14 @@ class RemoteModel:
         finish: str | None = None
         try:
             reply, cutter = self._exchange(body, stop, limit, cancelled, stats)
-        except TimedOut as exc:
+        except _StreamTimedOut as exc:
             if not by_deadline:
                 raise BackendError(f"the completion server at {self.url} did not answer within "
                                    f"{self.timeout_s * 1000:.0f} ms") from None
             stats["deadline"] = f"the deadline passed while waiting for the server ({limit * 1000:.0f} ms)"
-            if exc.partial is None or not exc.partial[1].text:
+            if not exc.cutter.text:
                 return None
-            (reply, cutter), finish = exc.partial, "deadline"  # keep what was streamed, as the local model does
+            reply, cutter, finish = exc.reply, exc.cutter, "deadline"  # keep what was streamed, as the local model does
         finally:
             stats["http_ms"] += (time.perf_counter() - t0) * 1000.0
         for key, value in reply.stats.items():
@@ -179,9 +187,8 @@ class RemoteModel:
             stats["requests"] += 1
             try:
                 whole = self._http.exchange(body, limit_s, cancelled, on_event)
-            except TimedOut as exc:
-                exc.partial = (reply, cutter)
-                raise
+            except TimedOut:
+                raise _StreamTimedOut(reply, cutter) from None
             except BackendError as exc:
                 # llama-cpp-python and some OpenAI-compatible servers refuse "logprobs": go on without
                 if attempt == 1 and "logprobs" in body and "logprob" in str(exc).lower():
