@@ -52,7 +52,8 @@ from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
 
-__all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_context_settings", "HELPER_NS"]
+__all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_context_settings", "HELPER_NS",
+           "ContextQuery", "ContextFacts", "render_context_lines"]
 
 # Namespace names we are willing to send; anything else is not a namespace.
 _NS_NAME = re.compile(r"^[A-Za-z_*+!?<>=.\-][\w*+!?<>=.\-']*$")
@@ -290,25 +291,17 @@ class ReplContextProvider:
         if namespace is None or not _NS_NAME.match(namespace):
             return LiveContext(namespace, False, (), _ms(started))
         settings = load_context_settings()
-        refs = _Refs()
-        if cursor is not None and text is not None:
-            try:
-                refs = gather_references(text, cursor, settings)
-            except Exception:  # unreadable text: carry on with the namespace-level context
-                refs = _Refs()
-        qualifier, name_prefix, bare = split_typed_symbol(symbol_prefix)
-        quals = unique(([qualifier] if qualifier else []) + [s.partition("/")[0] for s in refs.form + refs.nearby if _qualified(s)])
-        syms = unique(refs.form + refs.nearby)
+        query = ContextQuery.at(symbol_prefix, text, cursor, settings)
 
         with self._lock:
             evals_before = self._evals
             try:
-                reply = self._query(namespace, settings, bare, quals, syms)
+                reply = self._query(namespace, settings, query.bare, query.qualifiers, query.symbols)
                 if reply is None:
                     self.invalidate(namespace)
                     return LiveContext(namespace, False, (), _ms(started), evals=self._evals - evals_before)
-                fetched = self._absorb(namespace, reply, bare, syms)
-                lines = self._render(namespace, settings, reply, qualifier, name_prefix, bare, refs)
+                fetched = self._absorb(namespace, reply, query.bare, query.symbols)
+                lines = render_context_lines(self._facts(namespace, reply, query), settings)
             except (ReplUnavailable, ReplTimeout):
                 raise
             except Exception as exc:  # a garbled or unexpected reply: report it as REPL trouble
@@ -401,58 +394,21 @@ class ReplContextProvider:
 
     # -- rendering -------------------------------------------------------------------------------
 
-    def _render(self, namespace, settings: ContextSettings, reply, qualifier, name_prefix, bare, refs: _Refs) -> list[str]:
-        lines: list[str] = []
-        shown: set[str] = set()
+    def _facts(self, namespace: str, reply, query: "ContextQuery") -> "ContextFacts":
+        """What the REPL (this reply and the caches it kept valid) knows about the query's names."""
         quals = {str(k): str(v) for k, v in (reply.get(_K_QUALS) or {}).items()}
-        skip = set(settings.skip_namespaces)
-
-        def add_var(info: VarInfo) -> None:
-            if info.qualified and info.qualified not in shown:
-                shown.add(info.qualified)
-                lines.append(var_line(info, settings))
-
-        # 1. the symbol being typed
-        typed: list[VarInfo] = []
-        if qualifier is not None and qualifier in quals and quals[qualifier] in self._publics:
-            candidates = [v for v in self._publics[quals[qualifier]][1] if v.name.startswith(name_prefix)]
-            candidates.sort(key=lambda v: (v.name != name_prefix, len(v.name), v.name))
-            typed = candidates
-        elif bare and (namespace, bare) in self._matches:
-            typed = list(self._matches[(namespace, bare)][1])
-        for info in typed[: settings.max_matches]:
-            add_var(info)
-
-        # 2. vars of the enclosing form, then qualified vars used nearby
-        for syms, limit in ((refs.form, settings.max_form_vars), (refs.nearby, settings.max_nearby_vars)):
-            n = 0
-            for sym in syms:
-                info = self._vars.get((namespace, sym))
-                if info is None or not info.qualified or info.namespace in skip or info.qualified in shown:
-                    continue
-                add_var(info)
-                n += 1
-                if n >= limit:
-                    break
-
-        # 3. what else the aliased namespaces in use offer
-        for q, target in quals.items():
-            if target in skip or target not in self._publics:
-                continue
-            names = [v.name for v in self._publics[target][1] if v.qualified not in shown][: settings.max_public_names]
-            if names:
-                lines.append(settings.publics.format(alias=q, namespace=target, names=" ".join(names)))
-
-        # 4. aliases and refers
+        matched = self._matches.get((namespace, query.bare)) if query.bare else None
         ns_info = self._ns.get(namespace)
-        if ns_info is not None:
-            if ns_info.aliases:
-                items = ", ".join(settings.alias_item.format(alias=a, namespace=t) for a, t in sorted(ns_info.aliases.items()))
-                lines.append(settings.aliases.format(items=items))
-            refers = [q for _, q in ns_info.refers if q.partition("/")[0] not in skip]
-            if refers:
-                lines.append(settings.refers.format(items=", ".join(refers)))
-        return lines
+        return ContextFacts(
+            query=query,
+            matches=tuple(matched[1]) if matched else (),
+            form_vars=tuple(self._vars.get((namespace, sym)) for sym in query.refs.form),
+            nearby_vars=tuple(self._vars.get((namespace, sym)) for sym in query.refs.nearby),
+            qualifiers=quals,
+            publics={target: tuple(self._publics[target][1]) for target in quals.values() if target in self._publics},
+            aliases=dict(ns_info.aliases) if ns_info is not None else {},
+            refers=tuple(q for _, q in ns_info.refers) if ns_info is not None else (),
+        )
 
     # -- explicit loading ------------------------------------------------------------------------
 
@@ -479,6 +435,115 @@ class ReplContextProvider:
 _K_FP, _K_NS, _K_ALIASES, _K_REFERS, _K_PUBLICS, _K_FPS, _K_MATCHES, _K_VARS, _K_QUALS = (
     edn_format.Keyword(k) for k in ("fp", "ns", "aliases", "refers", "publics", "fps", "matches", "vars", "quals")
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# What a gather asks, what the program answers, and the lines rendered from the answer. Pure: the
+# live provider answers from the REPL, the training data (cljassist.train.fim_data) from the
+# package's sources, and both render with `render_context_lines`, so the model is trained on the
+# lines it is shown.
+
+
+@dataclass(frozen=True)
+class ContextQuery:
+    """The names a gather asks the running program about, from the code around the cursor."""
+
+    qualifier: str | None  # `q` of a qualified symbol being typed (`q/na`)
+    name_prefix: str  # `na` of it
+    bare: str | None  # a bare symbol prefix being typed, worth matching
+    refs: _Refs  # the symbols the code around the cursor uses
+
+    @classmethod
+    def at(cls, symbol_prefix: str, text: str | None, cursor: CursorContext | None,
+           settings: ContextSettings) -> "ContextQuery":
+        """The query for `symbol_prefix` being typed at `cursor` in `text` (prefix + suffix); without
+        the text only the typed symbol is asked about."""
+        refs = _Refs()
+        if cursor is not None and text is not None:
+            try:
+                refs = gather_references(text, cursor, settings)
+            except Exception:  # unreadable text: carry on with the namespace-level context
+                refs = _Refs()
+        qualifier, name_prefix, bare = split_typed_symbol(symbol_prefix)
+        return cls(qualifier, name_prefix, bare, refs)
+
+    @property
+    def qualifiers(self) -> list[str]:
+        """The qualifiers (aliases or namespace names) whose public vars are wanted."""
+        used = [s.partition("/")[0] for s in self.refs.form + self.refs.nearby if _qualified(s)]
+        return unique(([self.qualifier] if self.qualifier else []) + used)
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols to resolve, each once, closest first."""
+        return unique(self.refs.form + self.refs.nearby)
+
+
+@dataclass(frozen=True)
+class ContextFacts:
+    """The running program's answer to a :class:`ContextQuery` in the cursor's namespace."""
+
+    query: ContextQuery
+    matches: tuple[VarInfo, ...]  # the vars matching `query.bare`, in the program's order
+    form_vars: tuple[VarInfo | None, ...]  # what each of `query.refs.form` resolves to (None: not known)
+    nearby_vars: tuple[VarInfo | None, ...]  # likewise for `query.refs.nearby`
+    qualifiers: dict[str, str]  # the query's qualifiers that name a namespace -> that namespace
+    publics: dict[str, tuple[VarInfo, ...]]  # namespace -> its public vars, sorted by name
+    aliases: dict[str, str]  # the cursor namespace's aliases -> namespaces
+    refers: tuple[str, ...]  # the qualified vars it refers (not clojure.core's), in the program's order
+
+
+def render_context_lines(facts: ContextFacts, settings: ContextSettings) -> list[str]:
+    """The context lines, most relevant first (the order the prompt stage keeps them in)."""
+    lines: list[str] = []
+    shown: set[str] = set()
+    skip = set(settings.skip_namespaces)
+    query = facts.query
+
+    def add_var(info: VarInfo) -> None:
+        if info.qualified and info.qualified not in shown:
+            shown.add(info.qualified)
+            lines.append(var_line(info, settings))
+
+    # 1. the symbol being typed
+    typed: list[VarInfo] = []
+    if query.qualifier is not None:
+        target = facts.qualifiers.get(query.qualifier)
+        if target in facts.publics:
+            typed = [v for v in facts.publics[target] if v.name.startswith(query.name_prefix)]
+            typed.sort(key=lambda v: (v.name != query.name_prefix, len(v.name), v.name))
+    elif query.bare:
+        typed = list(facts.matches)
+    for info in typed[: settings.max_matches]:
+        add_var(info)
+
+    # 2. vars of the enclosing form, then qualified vars used nearby
+    for resolved, limit in ((facts.form_vars, settings.max_form_vars), (facts.nearby_vars, settings.max_nearby_vars)):
+        n = 0
+        for info in resolved:
+            if info is None or not info.qualified or info.namespace in skip or info.qualified in shown:
+                continue
+            add_var(info)
+            n += 1
+            if n >= limit:
+                break
+
+    # 3. what else the aliased namespaces in use offer
+    for q, target in facts.qualifiers.items():
+        if target in skip or target not in facts.publics:
+            continue
+        names = [v.name for v in facts.publics[target] if v.qualified not in shown][: settings.max_public_names]
+        if names:
+            lines.append(settings.publics.format(alias=q, namespace=target, names=" ".join(names)))
+
+    # 4. aliases and refers
+    if facts.aliases:
+        items = ", ".join(settings.alias_item.format(alias=a, namespace=t) for a, t in sorted(facts.aliases.items()))
+        lines.append(settings.aliases.format(items=items))
+    refers = [q for q in facts.refers if q.partition("/")[0] not in skip]
+    if refers:
+        lines.append(settings.refers.format(items=", ".join(refers)))
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------

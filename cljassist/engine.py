@@ -14,7 +14,6 @@ import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from cljassist.cache import RecentResults, TypeThroughCache
@@ -22,7 +21,7 @@ from cljassist.candidates import GapContext, make_stop_rule
 from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
 from cljassist.config import Settings
 from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
-from cljassist.prompt import build_prompt, load_templates
+from cljassist.prompt import PromptInput, PromptLimits, assemble_prompt
 from cljassist.rank import rank
 from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, ContextProvider, ReplStatus
 from cljassist.verify import repl_checks, structural_check
@@ -133,12 +132,20 @@ class Engine:
         # 2. Live REPL context (optional: completion works without a REPL), asked for in the
         #    background while the model evaluates the part of the prompt that does not depend on it.
         pending = self._start_gather(cursor, request.prefix + request.suffix)
-        prompt_args = self._prompt_args(request, cursor)
+        prompt_input = PromptInput(
+            request.prefix,
+            request.suffix,
+            file=request.file,
+            namespace=cursor.namespace,
+            form_start=cursor.top_level[0] if cursor.top_level else None,
+            repl_attached=self.repl is not None,
+        )
+        limits = PromptLimits.of(self.settings)
         model_ms = 0.0
         if not self.settings.reuse_prompt:
             self.model.forget()  # the naive baseline: every prompt evaluated from its first token
         elif pending is not None:
-            skeleton = build_prompt(**prompt_args)
+            skeleton = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits)
             t0 = time.perf_counter()
             try:
                 self.model.preload(skeleton.stable, cancelled)
@@ -151,7 +158,8 @@ class Engine:
             timings["context_gather"] = round(gather_ms, 2)
 
         # 3. Prompt within the token budget.
-        prompt = build_prompt(**prompt_args, context_lines=live.lines if live else ())
+        prompt = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits,
+                                 context_lines=live.lines if live else ())
         lap("prompt")
 
         # 4. Model candidates, each ended by the stop rule as soon as its forms are complete.
@@ -189,23 +197,6 @@ class Engine:
             withheld=len(candidates) - len(suggestions),
             candidates=candidates,
             repl_error=repl_error,
-        )
-
-    def _prompt_args(self, request: CompletionRequest, cursor: CursorContext) -> dict:
-        templates = load_templates()
-        return dict(
-            prefix=request.prefix,
-            suffix=request.suffix,
-            fim=self.model.fim,
-            count_tokens=self.model.count_tokens,
-            namespace=cursor.namespace,
-            file_label=_file_label(request.file),
-            max_prompt_tokens=min(self.settings.max_prompt_tokens or templates.budget.max_prompt_tokens,
-                                  self.settings.n_ctx - self.settings.max_new_tokens),
-            form_start=cursor.top_level[0] if cursor.top_level else _line_start(request.prefix),
-            # with a REPL the context's share is set aside whatever it turns out to be, so the code's
-            # cut (and the prompt's stable start) does not wait for, or move with, the context
-            reserve_context_tokens=templates.budget.max_context_tokens if self.repl is not None else 0,
         )
 
     def _start_gather(self, cursor: CursorContext, text: str) -> "Future | None":
@@ -250,17 +241,6 @@ class Engine:
         if self._gatherer is not None:
             self._gatherer.shutdown(wait=True)
             self._gatherer = None
-
-
-def _line_start(prefix: str) -> int:
-    return prefix.rfind("\n") + 1
-
-
-def _file_label(file: str | None) -> str | None:
-    """Relative paths (benchmark cases) as given; absolute ones by name, to keep the prompt short."""
-    if not file:
-        return None
-    return Path(file).name if Path(file).is_absolute() else file
 
 
 class _Lap:

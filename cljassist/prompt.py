@@ -1,5 +1,12 @@
 """Prompt stage: turn (prefix, suffix, live context) into the model's prompt within a token budget.
 
+`assemble_prompt` is the one place that decides a prompt: the engine and the training data builder
+(cljassist/train/fim_data.py) go through it, and the fallback model re-renders its result for
+another FIM format with `render_gap`, so a model is served the layout it was trained on. From a
+:class:`PromptInput` (the gap, its file, the cursor's namespace and top-level form, whether a REPL
+is attached) and :class:`PromptLimits` it decides the token budget, where the context goes, the
+share set aside for it and the file label; `build_prompt` then lays the prompt out as told.
+
 The code around the cursor gets the budget first; context lines get what `max_context_tokens` allows.
 Cuts fall on line boundaries so the model never sees half a line at the edges.
 
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cljassist.budgets import CONTEXT_TOKENS, PROMPT_TOKENS
+from cljassist.config import Settings
 from cljassist.model.fim import FimFormat, prompts_dir
 from cljassist.types import Prompt
 
@@ -56,6 +64,79 @@ def load_templates(path: Path | None = None) -> PromptTemplates:
         file_header=data["file"]["header"],
         context_position=data["context"].get("position", "top"),
     )
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    """A gap as the prompt stage needs it, from the request and the cursor analysis."""
+
+    prefix: str
+    suffix: str
+    file: str | None = None  # the request's file; the prompt shows its `file_label`
+    namespace: str | None = None  # the cursor's namespace, named in the context header
+    form_start: int | None = None  # offset in `prefix` of the top-level form at the cursor; None: in none
+    repl_attached: bool = False  # a REPL gives context: its share of the budget is set aside
+
+
+@dataclass(frozen=True)
+class PromptLimits:
+    """Token limits: the budget (`max_prompt_tokens`, else the template's) within what the model's
+    window (`n_ctx`) leaves after the tokens it may generate (`max_new_tokens`)."""
+
+    max_prompt_tokens: int | None = None
+    n_ctx: int | None = None  # None: no window to fit (a count of the prompt alone)
+    max_new_tokens: int = 0
+
+    @classmethod
+    def of(cls, settings: Settings) -> "PromptLimits":
+        return cls(settings.max_prompt_tokens, settings.n_ctx, settings.max_new_tokens)
+
+    def budget(self, templates: PromptTemplates) -> int:
+        budget = self.max_prompt_tokens or templates.budget.max_prompt_tokens
+        return budget if self.n_ctx is None else min(budget, self.n_ctx - self.max_new_tokens)
+
+
+def assemble_prompt(
+    gap: PromptInput,
+    fim: FimFormat,
+    count_tokens: Callable[[str], int],
+    limits: PromptLimits = PromptLimits(),
+    context_lines: Sequence[str] = (),
+    templates: PromptTemplates | None = None,
+) -> Prompt:
+    """The prompt for `gap` in `fim`, with `context_lines` (most relevant first) as fit.
+
+    Called once without context lines, it gives the prompt's `stable` start before the REPL has
+    answered: with a REPL attached the context's share is set aside whatever it turns out to be,
+    so the code's cut (and that start) neither waits for nor moves with the context."""
+    t = templates or load_templates()
+    return build_prompt(
+        gap.prefix,
+        gap.suffix,
+        fim,
+        count_tokens,
+        context_lines=context_lines,
+        namespace=gap.namespace,
+        file_label=file_label(gap.file),
+        templates=t,
+        max_prompt_tokens=limits.budget(t),
+        # outside any top-level form the context goes before the cursor's line
+        form_start=gap.form_start if gap.form_start is not None else gap.prefix.rfind("\n") + 1,
+        reserve_context_tokens=t.budget.max_context_tokens if gap.repl_attached else 0,
+    )
+
+
+def file_label(file: str | None) -> str | None:
+    """Relative paths (benchmark cases) as given; absolute ones by name, to keep the prompt short."""
+    if not file:
+        return None
+    return Path(file).name if Path(file).is_absolute() else file
+
+
+def render_gap(fim: FimFormat, before: str, suffix: str) -> str:
+    """The prompt text of everything before the gap and the suffix; a model without FIM tokens
+    reads left to right and is not shown the suffix."""
+    return fim.render(before, suffix if fim.is_fim else "")
 
 
 def build_prompt(
@@ -95,7 +176,7 @@ def build_prompt(
     if t.context_position == "before_form" and form_start is not None:
         split = min(max(0, form_start - (len(prefix) - len(kept_prefix))), len(kept_prefix))
     before = file_header + kept_prefix[:split] + block + kept_prefix[split:]
-    text = fim.render(before, kept_suffix)
+    text = render_gap(fim, before, kept_suffix)
     stable = _text_before(fim, file_header + kept_prefix[:split], kept_suffix)
     header = block if split else file_header + block
     return Prompt(text, kept_prefix, kept_suffix, chosen_context[0], count_tokens(text), header, before, stable)

@@ -124,6 +124,43 @@ def test_vars_of_the_enclosing_form_with_doc_and_arglists(nrepl_client, provider
                for l in lines)
 
 
+PKG_UTIL = """(ns {ns}.util)
+(defn sum-of
+  "Adds the numbers up. Then more words."
+  [xs]
+  (reduce + xs))
+(defn sum-sq [xs] (sum-of (map * xs xs)))
+(defn- secret [] 1)
+(defmacro with-sum "Runs body." [& body] `(do ~@body))
+"""
+PKG_CORE = """(ns {ns}.core
+  (:require [{ns}.util :as u :refer [sum-sq]]))
+(defn helper [a] a)
+(defn mean
+  [xs]
+  (/ (u/sum-of xs) (helper (sum-sq xs))))
+"""
+
+
+@pytest.mark.parametrize("marked", [
+    "(defn mean\n  [xs]\n  (/ (u/su|m-of xs) (helper (sum-sq xs))))",  # a qualified symbol being typed
+    "(defn g [xs] (sum| xs))",  # a bare one: the namespace's vars and refers
+    "(defn mean\n  [xs]\n  (/ (u/sum-of xs) (helper (sum-sq |xs))))",  # the vars the form uses
+])
+def test_training_data_renders_what_the_live_provider_renders(nrepl_client, provider, marked):
+    """The training data's context (the package's sources standing in for the REPL) is the live one."""
+    from cljassist.train.fim_data import context_lines_for, index_package
+
+    ns = "ctx-test.pkg"
+    util, core = PKG_UTIL.format(ns=ns), PKG_CORE.format(ns=ns)
+    define(nrepl_client, f"(load-string {clj_string(util)})")
+    define(nrepl_client, f"(load-string {clj_string(core)})")
+    text, cursor = at_marker(core + marked + "\n")
+    live = provider.gather(cursor.namespace, cursor.symbol_prefix, cursor=cursor, text=text)
+    assert live.ns_loaded and len(live.lines) >= 3
+    assert list(live.lines) == context_lines_for(text, cursor, index_package([util, core]))
+
+
 def test_second_gather_is_a_cache_hit_with_one_small_eval(nrepl_client, provider):
     ns = "ctx-test.cache"
     define(nrepl_client, TODO_NS.format(ns=ns) + TODO_CODE.replace("|", ""))

@@ -200,6 +200,27 @@ def _strip_header(prompt_prefix: str, source: str, start: int) -> tuple[str, str
     raise AssertionError("prompt prefix is not header + a tail of the source prefix")
 
 
+CONTEXT_BLOCK = re.compile(r"^;; In namespace \S+, the running program knows:\n(?:;;   .*\n)*", re.M)
+
+
+def _strip_context(prompt_prefix: str) -> tuple[str, int | None]:
+    """(the prompt prefix without its context block, where the block was)."""
+    m = CONTEXT_BLOCK.search(prompt_prefix)
+    if m is None:
+        return prompt_prefix, None
+    return prompt_prefix[:m.start()] + prompt_prefix[m.end():], m.start()
+
+
+def _assert_block_before_the_form(code: str, header: str, at: int | None) -> None:
+    """The context block, as the engine places it: right before the top-level form at the cursor
+    (after the file label when that form starts before the prefix's cut), or before the cursor's
+    line when the cursor is in no form."""
+    if at is None:
+        return
+    following = code[at:]
+    assert at == len(header) or following.startswith("(") or "\n" not in following, following[:80]
+
+
 def test_examples_reconstruct_the_source(corpus, generated):
     _, _, rows = generated
     fmt = _fmt()
@@ -213,7 +234,9 @@ def test_examples_reconstruct_the_source(corpus, generated):
             assert not any(tok in row["prompt"] for tok in fmt.tokens.values())
             assert row["completion"] in (middle_src, middle_src + eof)
             assert row["completion"].endswith(eof) == (stop == len(source))
-            header, kept = _strip_header(row["prompt"], source, start)
+            code, at = _strip_context(row["prompt"])
+            header, kept = _strip_header(code, source, start)
+            _assert_block_before_the_form(code, header, at)
             assert (kept + middle_src) == source[start - len(kept):stop]
             continue
         n_fim += 1
@@ -221,7 +244,9 @@ def test_examples_reconstruct_the_source(corpus, generated):
         middle = row["completion"][: -len(end)]
         assert middle == middle_src and middle.strip()
         pre, suf = _split_fim(row)
-        header, kept = _strip_header(pre, source, start)
+        code, at = _strip_context(pre)
+        header, kept = _strip_header(code, source, start)
+        _assert_block_before_the_form(code, header, at)
         assert source[stop:].startswith(suf)
         assert kept + middle + suf == source[start - len(kept): stop + len(suf)]
         # cuts fall on line boundaries (or the file's edges)
@@ -377,6 +402,11 @@ def test_analysis_window_reads_like_the_whole_file():
         assert (full.namespace, full.symbol_prefix, full.locals, full.in_string, full.in_comment) == \
                (part.namespace, part.symbol_prefix, part.locals, part.in_string, part.in_comment)
         assert context_lines_for(gap, full, pkg) == context_lines_for(view, part, pkg)
+        # the top-level form at the cursor, where the prompt puts the context block
+        if full.top_level is None:
+            assert part.top_level is None
+        else:
+            assert full.top_level[0] == part.top_level[0] + start - at
     assert checked > 30
 
 

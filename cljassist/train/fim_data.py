@@ -1,9 +1,11 @@
-"""FIM training examples from the corpus, in exactly the prompt format the engine uses (issue 5, item 2).
+"""FIM training examples from the corpus, in exactly the prompt format the engine uses.
 
-Every prompt is built by `cljassist.prompt.build_prompt` with a `FimFormat` of `prompts/fim.toml`
-(our own family, `cljassist_smollm2` by default, in its PSM and SPM tables), the same token budget
-(`prompts/completion.toml`), the same file label and the same REPL-style context header that the
-engine writes at inference -- so training and inference prompts cannot drift apart.
+Every prompt is built by `cljassist.prompt.assemble_prompt`, the engine's own prompt assembly, from
+the same inputs the engine gives it (the gap, the file the request names, the cursor's namespace and
+top-level form, whether a REPL is attached, the default settings' limits), with a `FimFormat` of
+`prompts/fim.toml` (our own family, `cljassist_smollm2` by default, in its PSM and SPM tables) -- so
+a training prompt is laid out as the prompt the trained model is served: context block, budget
+cuts and file label alike.
 
 Spans (the "middle" the model must write) are chosen per file, deterministically from the seed:
 
@@ -22,12 +24,13 @@ chunk that reaches the end of its file is followed by ``tokens.eof``.
 
 Context: with probability ``context_share`` an example gets the lines the live REPL context stage
 (`cljassist.context`) would give at that cursor, computed like the engine does (from prefix +
-suffix, the middle left out, with `cljassist.context.gather_references` for the symbols the enclosing
-form uses) but resolved against the defn/defmacro/def/defprotocol names, arglists and docstrings
+suffix, the middle left out, with `cljassist.context.ContextQuery` for the names the code around
+the cursor uses) but resolved against the defn/defmacro/def/defprotocol names, arglists and docstrings
 read from the same package's sources instead of a running REPL -- plus clojure.core's vars, read
 from the corpus' clojure package, among the matches of a bare prefix being typed, as the REPL's
-ns-map has them. Lines are rendered by `cljassist.context.var_line` with the `[context]` settings
-of completion.toml. Train examples see only the package's train files; valid ones the whole package.
+ns-map has them (`offline_facts`). Lines are rendered by `cljassist.context.render_context_lines`,
+the live provider's renderer, with the `[context]` settings of completion.toml. Train examples see
+only the package's train files; valid ones the whole package.
 
 Held-out validation is by whole file: a hash of ``package/path`` (independent of the seed) puts
 about ``valid_share`` of the files into ``valid.jsonl``. Packages listed as ``bench`` or
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import dataclasses
 import hashlib
 import json
 import random
@@ -51,17 +55,17 @@ from typing import Callable, Iterable, Sequence
 from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
 from cljassist.clojure_text.reader import Node, file_namespace, namespace_of_form, parse
 from cljassist.context import (
+    ContextFacts,
+    ContextQuery,
     ContextSettings,
     VarInfo,
-    gather_references,
     load_context_settings,
-    split_typed_symbol,
-    unique,
-    var_line,
+    render_context_lines,
 )
 from cljassist.corpus import ReservedPackage, Split
 from cljassist.model.fim import FimFormat, load_fim_table
-from cljassist.prompt import PromptTemplates, build_prompt, load_templates
+from cljassist.config import Settings
+from cljassist.prompt import Prompt, PromptInput, PromptLimits, PromptTemplates, assemble_prompt, load_templates
 
 __all__ = [
     "LENGTH_BUCKETS",
@@ -77,6 +81,9 @@ __all__ = [
     "gguf_token_counter",
     "index_package",
     "context_lines_for",
+    "offline_facts",
+    "ExampleSettings",
+    "gap_prompt",
 ]
 
 # [lo, hi) characters. The engine generates at most max_new_tokens (64) tokens, ~200 characters;
@@ -411,7 +418,7 @@ def index_package(sources: Iterable[str]) -> PackageIndex:
 
 
 # ----------------------------------------------------------------------------------------------
-# The context lines the engine would show at a cursor (ReplContextProvider._render, offline)
+# The context lines the engine would show at a cursor, with the package standing in for the REPL
 
 
 def _lookup(pkg: PackageIndex, qualified: str) -> VarInfo | None:
@@ -435,6 +442,51 @@ def _resolve(pkg: PackageIndex, here: NsIndex, sym: str) -> VarInfo | None:
     return None
 
 
+# What context_v1.clj's `matches`, `refers` and `publics` return at most, in the REPL's order.
+REPL_MAX_MATCHES = 16
+REPL_MAX_REFERS = 64
+REPL_MAX_PUBLICS = 400
+
+
+def _offline_matches(pkg: PackageIndex, here: NsIndex, core: NsIndex | None, bare: str) -> tuple[VarInfo, ...]:
+    """The vars of the namespace's ns-map whose names start with `bare`, as the REPL orders them:
+    the namespace's own, then referred ones, then clojure.core's; shorter names first."""
+    mapped = dict(here.vars)
+    for simple, q in here.refers.items():
+        info = _lookup(pkg, q)
+        if info is not None:
+            mapped.setdefault(simple, info)
+    if core is not None and core is not here:
+        for simple in core.vars:
+            if simple not in core.private and simple.startswith(bare):
+                mapped.setdefault(simple, core.vars[simple])
+    rank = {here.name: 0, CORE_NS: 2}
+    typed = [v for k, v in mapped.items() if k.startswith(bare)]
+    typed.sort(key=lambda v: (rank.get(v.namespace, 1), len(v.name), v.name))
+    return tuple(typed[:REPL_MAX_MATCHES])
+
+
+def offline_facts(query: ContextQuery, pkg: PackageIndex, here: NsIndex, core: NsIndex | None = None) -> ContextFacts:
+    """What a REPL that loaded the package's namespaces (`pkg`) would answer to `query` in `here`."""
+    qualifiers: dict[str, str] = {}
+    for q in query.qualifiers:
+        target = here.aliases.get(q, q if q in pkg else None)
+        if target is not None:
+            qualifiers[q] = target
+    publics = {t: tuple(pkg[t].publics()[:REPL_MAX_PUBLICS]) for t in qualifiers.values() if t in pkg}
+    refers = sorted(f"{simple}\t{q}" for simple, q in here.refers.items())[:REPL_MAX_REFERS]
+    return ContextFacts(
+        query=query,
+        matches=_offline_matches(pkg, here, core, query.bare) if query.bare else (),
+        form_vars=tuple(_resolve(pkg, here, sym) for sym in query.refs.form),
+        nearby_vars=tuple(_resolve(pkg, here, sym) for sym in query.refs.nearby),
+        qualifiers=qualifiers,
+        publics=publics,
+        aliases=dict(here.aliases),
+        refers=tuple(r.partition("\t")[2] for r in refers),
+    )
+
+
 def context_lines_for(text: str, cursor: CursorContext, pkg: PackageIndex,
                       settings: ContextSettings | None = None, core: NsIndex | None = None) -> list[str]:
     """The context lines at `cursor` in `text` (prefix + suffix), most relevant first, as
@@ -447,76 +499,8 @@ def context_lines_for(text: str, cursor: CursorContext, pkg: PackageIndex,
     here = pkg.get(cursor.namespace or "")
     if here is None:
         return []
-    try:
-        refs = gather_references(text, cursor, settings)
-    except Exception:
-        refs = None
-    form_syms = refs.form if refs else []
-    nearby_syms = refs.nearby if refs else []
-    qualifier, name_prefix, bare = split_typed_symbol(cursor.symbol_prefix)
-    skip = set(settings.skip_namespaces)
-    lines: list[str] = []
-    shown: set[str] = set()
-
-    def add_var(info: VarInfo) -> None:
-        if info.qualified and info.qualified not in shown:
-            shown.add(info.qualified)
-            lines.append(var_line(info, settings))
-
-    # 1. the symbol being typed
-    typed: list[VarInfo] = []
-    if qualifier is not None:
-        target = pkg.get(here.aliases.get(qualifier, qualifier))
-        if target is not None:
-            typed = [v for v in target.publics() if v.name.startswith(name_prefix)]
-            typed.sort(key=lambda v: (v.name != name_prefix, len(v.name), v.name))
-    elif bare:
-        mapped = dict(here.vars)
-        for simple, q in here.refers.items():
-            info = _lookup(pkg, q)
-            if info is not None:
-                mapped.setdefault(simple, info)
-        if core is not None and core is not here:
-            for simple in core.vars:
-                if simple not in core.private and simple.startswith(bare):
-                    mapped.setdefault(simple, core.vars[simple])
-        rank = {here.name: 0, CORE_NS: 2}
-        typed = [v for k, v in mapped.items() if k.startswith(bare)]
-        typed.sort(key=lambda v: (rank.get(v.namespace, 1), len(v.name), v.name))
-        typed = typed[:16]
-    for info in typed[: settings.max_matches]:
-        add_var(info)
-
-    # 2. vars of the enclosing form, then qualified vars used nearby
-    for syms, limit in ((form_syms, settings.max_form_vars), (nearby_syms, settings.max_nearby_vars)):
-        n = 0
-        for sym in syms:
-            info = _resolve(pkg, here, sym)
-            if info is None or info.namespace in skip or info.qualified in shown:
-                continue
-            add_var(info)
-            n += 1
-            if n >= limit:
-                break
-
-    # 3. what else the aliased namespaces in use offer
-    quals = unique(([qualifier] if qualifier else []) + [s.partition("/")[0] for s in form_syms + nearby_syms if "/" in s[1:]])
-    for q in quals:
-        target_name = here.aliases.get(q, q if q in pkg else None)
-        if target_name is None or target_name in skip or target_name not in pkg:
-            continue
-        names = [v.name for v in pkg[target_name].publics() if v.qualified not in shown][: settings.max_public_names]
-        if names:
-            lines.append(settings.publics.format(alias=q, namespace=target_name, names=" ".join(names)))
-
-    # 4. aliases and refers
-    if here.aliases:
-        items = ", ".join(settings.alias_item.format(alias=a, namespace=t) for a, t in sorted(here.aliases.items()))
-        lines.append(settings.aliases.format(items=items))
-    refers = [q for _, q in sorted(here.refers.items()) if q.partition("/")[0] not in skip][:64]
-    if refers:
-        lines.append(settings.refers.format(items=", ".join(refers)))
-    return lines
+    query = ContextQuery.at(cursor.symbol_prefix, text, cursor, settings)
+    return render_context_lines(offline_facts(query, pkg, here, core), settings)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -681,18 +665,39 @@ def _choose(rng: random.Random, weighted: Sequence[tuple[str, float]]) -> str:
 
 
 @dataclass
-class _Settings:
+class ExampleSettings:
     formats: _Formats
     count_tokens: Callable[[str], int]
     templates: PromptTemplates
     context: ContextSettings
     mix: tuple[tuple[str, float], ...]
     context_share: float
-    max_prompt_tokens: int | None
+    limits: PromptLimits
     core: NsIndex | None = None
 
+    @classmethod
+    def create(cls, *, count_tokens: Callable[[str], int] | None = None, family: str = DEFAULT_FAMILY,
+               fim_table: dict[str, FimFormat] | None = None, mix: dict[str, float] | None = None,
+               context_share: float = 0.8, max_prompt_tokens: int | None = None) -> "ExampleSettings":
+        mix = dict(mix or DEFAULT_MIX)
+        unknown = set(mix) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown example kinds: {sorted(unknown)}")
+        return cls(
+            formats=_formats(family, fim_table),
+            count_tokens=count_tokens or chars_estimate,
+            templates=load_templates(),
+            context=load_context_settings(),
+            mix=tuple((k, float(mix[k])) for k in KINDS if mix.get(k, 0) > 0),
+            context_share=context_share,
+            # the limits of an engine with default settings, the one the trained model is served by
+            limits=PromptLimits.of(Settings(max_prompt_tokens=max_prompt_tokens)),
+        )
 
-def _file_label(rng: random.Random, path: str) -> str | None:
+
+def _request_file(rng: random.Random, path: str) -> str | None:
+    """The file a request names: its path relative to the project (benchmark cases, relative
+    requests), an absolute one (editors; the prompt shows its name alone), or none."""
     how = _choose(rng, LABEL_MIX)
     if how == "path":
         return path
@@ -701,27 +706,51 @@ def _file_label(rng: random.Random, path: str) -> str | None:
     return None
 
 
-def _fitting_prompt(prefix: str, suffix: str, fmt: FimFormat, lines: Sequence[str], namespace: str | None,
-                    label: str | None, s: _Settings):
-    """`build_prompt` as the engine calls it; should the whole prompt still count more tokens than
+def gap_prompt(spans: "_FileSpans", start: int, end: int, order: str, file: str | None, pkg: PackageIndex,
+               s: ExampleSettings, with_context: bool = True) -> Prompt | None:
+    """The prompt the engine would build for the gap ``spans.text[start:end]`` in `order` ("psm",
+    "spm" or "l2r"), in a file named `file`; with `with_context`, a REPL that loaded `pkg` is
+    attached. None if nothing fits the budget."""
+    text = spans.text
+    prefix = text[:start]
+    suffix = "" if order == "l2r" else text[end:]  # a left-to-right model never sees the suffix
+    view, at = spans.analysis_view(prefix + suffix, len(prefix), s.context.nearby_chars)
+    cursor = analyze_cursor(view, at)
+    lines = context_lines_for(view, cursor, pkg, s.context, s.core) if with_context else []
+    # the view keeps the text from the cursor's top-level form on: its offsets there are the
+    # prefix's, shifted by where the cursor sits in each
+    form_start = cursor.top_level[0] + len(prefix) - at if cursor.top_level else None
+    # An example stands for a request with a REPL attached exactly when it has context lines. A
+    # REPL that answers nothing (namespace not loaded, nothing to show) still has its share set
+    # aside at inference: the code is cut shorter and no block takes its place -- the layout of a
+    # prompt without a REPL, with less code before the gap. That layout is taught by the examples
+    # without context, with the full budget's code; the layout with a context block (which sits
+    # right before the cursor's form) only by examples that have one.
+    gap = PromptInput(prefix, suffix, file, cursor.namespace, form_start, repl_attached=bool(lines))
+    fmt = {"psm": s.formats.psm, "spm": s.formats.spm, "l2r": s.formats.l2r}[order]
+    return _fitting_prompt(gap, fmt, lines, s)
+
+
+def _fitting_prompt(gap: PromptInput, fmt: FimFormat, lines: Sequence[str], s: ExampleSettings) -> Prompt | None:
+    """`assemble_prompt` as the engine calls it; should the whole prompt still count more tokens than
     the budget (counts of parts need not add up exactly), again with a budget lowered by the excess,
     then without context. None if nothing fits."""
-    budget = s.max_prompt_tokens or s.templates.budget.max_prompt_tokens
-    limit, ctx = budget, tuple(lines)
+    budget = s.limits.budget(s.templates)
+    limits, ctx = s.limits, tuple(lines)
     for _ in range(3):
-        prompt = build_prompt(prefix, suffix, fmt, s.count_tokens, context_lines=ctx, namespace=namespace,
-                              file_label=label, templates=s.templates, max_prompt_tokens=limit)
-        total = s.count_tokens(prompt.text)
-        if total <= budget:
+        prompt = assemble_prompt(gap, fmt, s.count_tokens, limits, ctx, s.templates)
+        if prompt.tokens <= budget:
             return prompt
-        limit -= total - budget + 8
-        if limit < 64:  # the context alone is too large for this budget
-            limit, ctx = budget, ()
+        lowered = limits.budget(s.templates) - (prompt.tokens - budget + 8)
+        if lowered < 64:  # the context alone is too large for this budget: a request without a REPL
+            limits, ctx, gap = s.limits, (), dataclasses.replace(gap, repl_attached=False)
+        else:
+            limits = dataclasses.replace(limits, max_prompt_tokens=lowered)
     return None
 
 
 def _examples_for_file(rng: random.Random, text: str, package: str, path: str, pkg: PackageIndex,
-                       n: int, s: _Settings) -> list[dict]:
+                       n: int, s: ExampleSettings) -> list[dict]:
     spans = _FileSpans(text)
     out: list[dict] = []
     used: set[tuple[str, int, int]] = set()
@@ -744,19 +773,12 @@ def _examples_for_file(rng: random.Random, text: str, package: str, path: str, p
         if span is None or (kind, span.start, span.end) in used:
             continue
         used.add((kind, span.start, span.end))
-        prefix, middle, suffix = text[:span.start], text[span.start:span.end], text[span.end:]
-        label = _file_label(rng, path)
+        file = _request_file(rng, path)
         with_context = rng.random() < s.context_share
-        if order == "l2r":
-            suffix = ""  # a left-to-right model never sees it; the chunk continues the prefix
-        gap_text = prefix + suffix if order != "l2r" else prefix
-        view, at = spans.analysis_view(gap_text, len(prefix), s.context.nearby_chars)
-        cursor = analyze_cursor(view, at)
-        lines = context_lines_for(view, cursor, pkg, s.context, s.core) if with_context else []
-        fmt = {"psm": s.formats.psm, "spm": s.formats.spm, "l2r": s.formats.l2r}[order]
-        prompt = _fitting_prompt(prefix, suffix, fmt, lines, cursor.namespace, label, s)
+        prompt = gap_prompt(spans, span.start, span.end, order, file, pkg, s, with_context)
         if prompt is None:
             continue
+        middle = text[span.start:span.end]
         if order == "l2r":
             completion = middle + (s.formats.eof if span.end == len(text) else "")
         else:
@@ -839,19 +861,8 @@ def make_examples(
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     split = Split.load(Path(split_path) if split_path else None)
     files = _read_manifest(corpus_dir, split)  # refuses bench/reserved before reading any source
-    mix = dict(mix or DEFAULT_MIX)
-    unknown = set(mix) - set(KINDS)
-    if unknown:
-        raise ValueError(f"unknown example kinds: {sorted(unknown)}")
-    s = _Settings(
-        formats=_formats(family, fim_table),
-        count_tokens=count_tokens or chars_estimate,
-        templates=load_templates(),
-        context=load_context_settings(),
-        mix=tuple((k, float(mix[k])) for k in KINDS if mix.get(k, 0) > 0),
-        context_share=context_share,
-        max_prompt_tokens=max_prompt_tokens,
-    )
+    s = ExampleSettings.create(count_tokens=count_tokens, family=family, fim_table=fim_table, mix=mix,
+                               context_share=context_share, max_prompt_tokens=max_prompt_tokens)
 
     # which files are held out: by hash of package/path; at least one when there are two or more
     valid_keys = {(f["package"], f["path"]) for f in files if is_valid_file(f["package"], f["path"], valid_share)}
@@ -915,7 +926,7 @@ def make_examples(
     return stats
 
 
-def _stats(train, valid, s: _Settings, seed, family, n_files, skipped, packages, valid_share) -> dict:
+def _stats(train, valid, s: ExampleSettings, seed, family, n_files, skipped, packages, valid_share) -> dict:
     def part(rows: list[dict]) -> dict:
         kinds = Counter(r["kind"] for r in rows)
         orders = Counter(r["order"] for r in rows)

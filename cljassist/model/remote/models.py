@@ -14,6 +14,7 @@ from cljassist.model.remote.cutter import Cutter
 from cljassist.model.remote.events import Reply, parse_completions, parse_infill
 from cljassist.model.remote.http import BackendError, HttpClient, TimedOut
 from cljassist.model.remote.url import INFILL, INFILL_FORMAT, parse_backend_url
+from cljassist.prompt import render_gap
 from cljassist.types import CompletionModel, Generation, Prompt, as_prompt, generation_counts
 
 # Estimated bytes per token for count_tokens (see RemoteModel.count_tokens).
@@ -316,8 +317,7 @@ class FallbackModel:
         """The prompt in the local model's format; a prompt given as finished text goes as it is."""
         if isinstance(prompt, str) or local_fim == self.fim:
             return as_prompt(prompt).text
-        before = text_before_gap(prompt, self.fim)
-        return local_fim.render(before, prompt.suffix if local_fim.is_fim else "")
+        return render_gap(local_fim, text_before_gap(prompt, self.fim), prompt.suffix)
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         """Nothing to do: the prompt's start is rendered for the server's format, and the local
