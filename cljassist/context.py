@@ -38,7 +38,7 @@ import re
 import threading
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -46,8 +46,10 @@ from typing import Any, Iterable
 import edn_format
 
 from cljassist.budgets import CONTEXT_CACHE_ENTRIES, REPL_TIMEOUT
-from cljassist.clojure_text.cursor import FN_LIKE, LET_LIKE, CursorContext
-from cljassist.clojure_text.reader import Node, parse
+from cljassist.clojure_text.analysis import Analysis
+from cljassist.clojure_text.cursor import CursorContext
+from cljassist.clojure_text.forms import clj_string, clj_strings
+from cljassist.clojure_text.references import QUALIFIER, SYMBOL, References, qualified, references
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
@@ -57,21 +59,6 @@ __all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_contex
 
 # Namespace names we are willing to send; anything else is not a namespace.
 _NS_NAME = re.compile(r"^[A-Za-z_*+!?<>=.\-][\w*+!?<>=.\-']*$")
-# A Clojure symbol as we accept it: optional `ns/` part, then a name; no delimiters, quotes,
-# backslashes, whitespace, `;`, `@`, `^`, `~` or backticks anywhere.
-_SYM_START = r"(?:[^\W\d]|[*+!\-_?<>=$&.|])"
-_SYM_REST = r"[\w*+!\-_?<>=$&%.|'#]*"
-_SYMBOL = re.compile(rf"^(?:{_SYM_START}{_SYM_REST}/)?(?:/|{_SYM_START}{_SYM_REST})$")
-_QUALIFIER = re.compile(rf"^{_SYM_START}{_SYM_REST}$")
-
-SPECIAL_FORMS = frozenset(
-    ["def", "if", "do", "let*", "quote", "var", "fn*", "loop*", "recur", "throw", "try", "catch", "finally",
-     "monitor-enter", "monitor-exit", "new", "set!", ".", "letfn*", "case*", "import*", "deftype*", "reify*", "&",
-     "nil", "true", "false"]
-)
-_FOR_LIKE = frozenset(["for", "doseq"])
-_DEFN_LIKE = frozenset(["defn", "defn-", "defmacro"])
-
 HELPER_NS = "cljassist.context.v1"
 
 # The helper namespace loaded into our tooling session. Read-only: it looks namespaces up with
@@ -183,14 +170,6 @@ _UNRESOLVED = VarInfo("", -1, "", "")
 _MAX_CACHED = CONTEXT_CACHE_ENTRIES.value
 
 
-@dataclass
-class _Refs:
-    """Symbols near the cursor, each once, closest first."""
-
-    form: list[str] = field(default_factory=list)  # in the enclosing top-level form
-    nearby: list[str] = field(default_factory=list)  # qualified ones in the forms around it
-
-
 # ----------------------------------------------------------------------------------------------
 
 
@@ -276,22 +255,16 @@ class ReplContextProvider:
 
     # -- gather ----------------------------------------------------------------------------------
 
-    def gather(
-        self,
-        namespace: str | None,
-        symbol_prefix: str = "",
-        cursor: CursorContext | None = None,
-        text: str | None = None,
-    ) -> LiveContext:
-        """Context for a cursor in `namespace`. With `cursor` (from `analyze_cursor(text, offset)`)
-        and the whole `text`, the vars the code around the cursor uses are included too.
+    def gather(self, namespace: str | None, symbol_prefix: str = "", analysis: Analysis | None = None) -> LiveContext:
+        """Context for a cursor in `namespace`. With the request's `analysis` of the text around
+        the cursor, the vars the code around the cursor uses are included too.
 
         Raises only ReplUnavailable / ReplTimeout on REPL trouble."""
         started = time.perf_counter()
         if namespace is None or not _NS_NAME.match(namespace):
             return LiveContext(namespace, False, (), _ms(started))
         settings = load_context_settings()
-        query = ContextQuery.at(symbol_prefix, text, cursor, settings)
+        query = ContextQuery.at(symbol_prefix, analysis, settings)
 
         with self._lock:
             evals_before = self._evals
@@ -349,10 +322,10 @@ class ReplContextProvider:
             "{" + " ".join(f"{clj_string(k)} {int(v)}" for k, v in known.items()) + "}",
             clj_string(bare) if bare else "nil",
             "nil" if prefix_fp is None else str(int(prefix_fp)),
-            _clj_vector(quals),
-            _clj_vector(syms),
+            clj_strings(quals),
+            clj_strings(syms),
             "[" + " ".join(str(int(i)) for i in ids) + "]",
-            _clj_vector(n for n in settings.skip_namespaces if _NS_NAME.match(n)),
+            clj_strings(n for n in settings.skip_namespaces if _NS_NAME.match(n)),
         )
 
     def _absorb(self, namespace: str, reply, bare: str | None, syms: list[str]) -> bool:
@@ -451,26 +424,25 @@ class ContextQuery:
     qualifier: str | None  # `q` of a qualified symbol being typed (`q/na`)
     name_prefix: str  # `na` of it
     bare: str | None  # a bare symbol prefix being typed, worth matching
-    refs: _Refs  # the symbols the code around the cursor uses
+    refs: References  # the symbols the code around the cursor uses
 
     @classmethod
-    def at(cls, symbol_prefix: str, text: str | None, cursor: CursorContext | None,
-           settings: ContextSettings) -> "ContextQuery":
-        """The query for `symbol_prefix` being typed at `cursor` in `text` (prefix + suffix); without
-        the text only the typed symbol is asked about."""
-        refs = _Refs()
-        if cursor is not None and text is not None:
+    def at(cls, symbol_prefix: str, analysis: Analysis | None, settings: ContextSettings) -> "ContextQuery":
+        """The query for `symbol_prefix` being typed at the cursor `analysis` reads; without an
+        analysis only the typed symbol is asked about."""
+        refs = References()
+        if analysis is not None:
             try:
-                refs = gather_references(text, cursor, settings)
+                refs = analysis.references(*_reference_limits(settings))
             except Exception:  # unreadable text: carry on with the namespace-level context
-                refs = _Refs()
+                refs = References()
         qualifier, name_prefix, bare = split_typed_symbol(symbol_prefix)
         return cls(qualifier, name_prefix, bare, refs)
 
     @property
     def qualifiers(self) -> list[str]:
         """The qualifiers (aliases or namespace names) whose public vars are wanted."""
-        used = [s.partition("/")[0] for s in self.refs.form + self.refs.nearby if _qualified(s)]
+        used = [s.partition("/")[0] for s in self.refs.form + self.refs.nearby if qualified(s)]
         return unique(([self.qualifier] if self.qualifier else []) + used)
 
     @property
@@ -550,153 +522,13 @@ def render_context_lines(facts: ContextFacts, settings: ContextSettings) -> list
 # Reading the code around the cursor (no evaluation)
 
 
-def gather_references(text: str, cursor: CursorContext, settings: ContextSettings) -> _Refs:
-    """The symbols the code around the cursor refers to, closest first: those in the enclosing
-    top-level form, and the qualified ones in the forms around it."""
-    offset = cursor.offset
-    reach = settings.nearby_chars
-    top = cursor.top_level
-    if top is not None:
-        # an unclosed form (the usual state while typing) runs to the end of the text: end it
-        # where the next form starting at column 0 begins
-        j = text.find("\n(", offset, top[1])
-        if j >= 0:
-            top = (top[0], j)
-    lo, hi = _window(text, offset, top, reach)
-    source = text[lo:hi]
-    nodes = parse(source)
-    locals_: set[str] = set(cursor.locals)
-    found: list[tuple[str, int]] = []
-    for node in nodes:
-        _walk(node, source, lo, found, locals_)
-    best: dict[str, int] = {}
-    in_form: dict[str, bool] = {}
-    for sym, pos in found:
-        if pos == cursor.symbol_start and cursor.symbol_prefix:
-            continue  # the symbol being typed: partial
-        if sym in locals_ or sym in SPECIAL_FORMS or sym.startswith("%") or not _SYMBOL.match(sym):
-            continue
-        if sym.endswith(".") or (sym.startswith(".") and sym != ".."):
-            continue  # interop
-        distance = abs(pos - offset)
-        inside = top is not None and top[0] <= pos < top[1]
-        if sym not in best or distance < best[sym]:
-            best[sym] = distance
-        in_form[sym] = in_form.get(sym, False) or inside
-    ordered = sorted(best, key=lambda s: best[s])
-    form = [s for s in ordered if in_form[s]][: settings.max_form_symbols]
-    nearby = [s for s in ordered if not in_form[s] and _qualified(s)][: settings.max_nearby_symbols]
-    return _Refs(form, nearby)
+def gather_references(text: str, cursor: CursorContext, settings: ContextSettings) -> References:
+    """The symbols the code around the cursor refers to, within the [context] limits."""
+    return references(text, cursor, *_reference_limits(settings))
 
 
-def _window(text: str, offset: int, top: tuple[int, int] | None, reach: int) -> tuple[int, int]:
-    """A span around the cursor that starts and ends at top-level form boundaries where it can."""
-    if top is not None and top[0] >= offset - reach:
-        j = text.find("\n(", max(0, offset - reach), top[0])
-        lo = j + 1 if j >= 0 else top[0]
-    else:
-        lo = max(0, offset - reach)
-        if lo > 0:
-            j = text.find("\n(" if top is None else "\n", lo, offset)
-            lo = j + 1 if j >= 0 else offset
-    end = min(len(text), offset + reach)
-    if top is not None and top[1] <= end:
-        j = text.rfind("\n(", top[1], end)
-        hi = j if j >= 0 and end < len(text) else (end if end == len(text) else top[1])
-    else:
-        j = text.rfind("\n", offset, end)
-        hi = end if end == len(text) else (j if j >= 0 else end)
-    return lo, max(lo, hi)
-
-
-def _walk(node: Node, src: str, base: int, out: list[tuple[str, int]], locals_: set[str]) -> None:
-    kind = node.kind
-    if kind == "symbol":
-        out.append((src[node.start:node.end], base + node.start))
-        return
-    if kind in ("quote", "string", "regex", "comment", "keyword", "number", "char"):
-        return
-    kids = node.children
-    if kind in ("meta", "tagged") and len(kids) == 2:
-        kids = kids[1:]  # the metadata / tag is not a reference
-    if kind == "list" and kids and kids[0].kind == "symbol":
-        head = src[kids[0].start:kids[0].end]
-        if head.startswith(("clojure.core/", "cljs.core/")):
-            head = head.partition("/")[2]
-        _bound(head, kids, src, locals_)
-        if head.startswith("def") and len(kids) > 1:
-            # the name being defined is not a reference
-            for i, c in enumerate(kids):
-                if i != 1:
-                    _walk(c, src, base, out, locals_)
-            return
-    for c in kids:
-        _walk(c, src, base, out, locals_)
-
-
-def _bound(head: str, kids: tuple[Node, ...], src: str, locals_: set[str]) -> None:
-    """Add the names a binding form binds (anywhere in the form: a conservative over-approximation)."""
-    if head in LET_LIKE or head in _FOR_LIKE:
-        if len(kids) > 1 and kids[1].kind == "vector":
-            vec = kids[1].children
-            for i in range(0, len(vec), 2):
-                c = vec[i]
-                if c.kind == "keyword" and src[c.start:c.end] == ":let" and i + 1 < len(vec) and vec[i + 1].kind == "vector":
-                    inner = vec[i + 1].children
-                    for j in range(0, len(inner), 2):
-                        _names(inner[j], src, locals_)
-                elif c.kind != "keyword":
-                    _names(c, src, locals_)
-    elif head in FN_LIKE:
-        first = 1
-        if len(kids) > 1 and kids[1].kind == "symbol":
-            _names(kids[1], src, locals_)
-            first = 2
-        _params(kids, first, src, locals_)
-    elif head in _DEFN_LIKE:
-        _params(kids, 2, src, locals_)
-    elif head == "defmethod":
-        _params(kids, 3, src, locals_)
-    elif head in ("catch", "as->"):
-        if len(kids) > 2:
-            _names(kids[2], src, locals_)
-    elif head == "letfn" and len(kids) > 1 and kids[1].kind == "vector":
-        for spec in kids[1].children:
-            if spec.kind == "list" and spec.children:
-                _names(spec.children[0], src, locals_)
-                _params(spec.children, 1, src, locals_)
-    elif head in ("reify", "deftype", "defrecord", "extend-type", "extend-protocol", "proxy"):
-        if head in ("deftype", "defrecord") and len(kids) > 2:
-            _names(kids[2], src, locals_)
-        for c in kids:
-            if c.kind == "list" and c.children and c.children[0].kind == "symbol":
-                _params(c.children, 1, src, locals_)
-
-
-def _params(kids: tuple[Node, ...], first: int, src: str, locals_: set[str]) -> None:
-    for c in kids[first:]:
-        target = c.children[-1] if c.kind == "meta" and c.children else c
-        if target.kind == "vector":
-            _names(target, src, locals_)
-            return
-        if target.kind == "list" and target.children:
-            params = target.children[0]
-            params = params.children[-1] if params.kind == "meta" and params.children else params
-            if params.kind == "vector":
-                _names(params, src, locals_)
-
-
-def _names(pattern: Node, src: str, locals_: set[str]) -> None:
-    if pattern.kind == "symbol":
-        name = src[pattern.start:pattern.end]
-        if "/" not in name:
-            locals_.add(name)
-        return
-    if pattern.kind == "meta" and pattern.children:
-        _names(pattern.children[-1], src, locals_)
-        return
-    for c in pattern.children:
-        _names(c, src, locals_)
+def _reference_limits(settings: ContextSettings) -> tuple[int, int, int]:
+    return settings.nearby_chars, settings.max_form_symbols, settings.max_nearby_symbols
 
 
 # ----------------------------------------------------------------------------------------------
@@ -709,29 +541,16 @@ def split_typed_symbol(prefix: str) -> tuple[str | None, str, str | None]:
         return None, "", None
     if "/" in prefix[1:]:
         qualifier, _, name = prefix.partition("/")
-        if _QUALIFIER.match(qualifier) and (name == "" or _SYMBOL.match(name)):
+        if QUALIFIER.match(qualifier) and (name == "" or SYMBOL.match(name)):
             return qualifier, name, None
         return None, "", None
-    if len(prefix) >= 2 and _SYMBOL.match(prefix):
+    if len(prefix) >= 2 and SYMBOL.match(prefix):
         return None, "", prefix
     return None, "", None
 
 
-def _qualified(sym: str) -> bool:
-    return "/" in sym[1:] and sym != "/"
-
-
 def unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-def clj_string(s: str) -> str:
-    """`s` as a Clojure (and EDN) string literal: only `\\` and `"` need escaping."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _clj_vector(items: Iterable[str]) -> str:
-    return "[" + " ".join(clj_string(s) for s in items) + "]"
 
 
 def var_line(info: VarInfo, settings: ContextSettings) -> str:

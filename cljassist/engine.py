@@ -17,8 +17,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
 from cljassist.cache import RecentResults, TypeThroughCache
-from cljassist.candidates import GapContext, make_stop_rule
-from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
+from cljassist.candidates import make_stop_rule
+from cljassist.clojure_text.analysis import Analysis, analyze
+from cljassist.clojure_text.cursor import CursorContext
 from cljassist.config import Settings
 from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
 from cljassist.prompt import PromptInput, PromptLimits, assemble_prompt
@@ -28,7 +29,7 @@ from cljassist.verify import repl_checks, structural_check
 
 if TYPE_CHECKING:
     from cljassist.context import LiveContext
-    from cljassist.repl_verify import ReplVerifier
+    from cljassist.verify.repl_compile import ReplVerifier
 
 class Engine:
     def __init__(
@@ -122,16 +123,15 @@ class Engine:
         timings: dict[str, float] = {}
         lap = _Lap(timings, cancelled)
 
-        # 1. Text analysis: namespace, the symbol being typed, the reader state at the gap.
-        cursor = analyze_cursor(request.prefix + request.suffix, len(request.prefix))
-        if request.namespace and request.namespace != cursor.namespace:
-            cursor = dataclasses.replace(cursor, namespace=request.namespace)
-        gap = GapContext.of(request.prefix, request.suffix)
+        # 1. Text analysis, once for every stage: namespace, the symbol being typed, locals, the
+        #    reader state at the gap (references and file defs are read when first asked for).
+        analysis = analyze(request.prefix, request.suffix, request.namespace)
+        cursor = analysis.cursor
         lap("analysis")
 
         # 2. Live REPL context (optional: completion works without a REPL), asked for in the
         #    background while the model evaluates the part of the prompt that does not depend on it.
-        pending = self._start_gather(cursor, request.prefix + request.suffix)
+        pending = self._start_gather(analysis)
         prompt_input = PromptInput(
             request.prefix,
             request.suffix,
@@ -168,7 +168,7 @@ class Engine:
             prompt,
             n=n,
             max_tokens=self.settings.max_new_tokens,
-            stop=make_stop_rule(gap),
+            stop=make_stop_rule(analysis.gap),
             deadline_s=deadline,
             cancelled=cancelled,
         )
@@ -176,10 +176,10 @@ class Engine:
         timings["model"] = round(timings["model"] + model_ms, 2)
 
         # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval.
-        candidates = [structural_check(g, request.prefix, request.suffix, gap) for g in generations]
+        candidates = [structural_check(g, analysis) for g in generations]
         if self.verifier is not None and self.settings.verify:
             try:
-                repl_checks(candidates, self.verifier, request.prefix, request.suffix, cursor)
+                repl_checks(candidates, self.verifier, analysis)
             except (ReplUnavailable, ReplTimeout) as exc:
                 # the structural verdicts stand; REPL checks stay None
                 repl_state, repl_error = ReplStatus.FAILED, str(exc)
@@ -199,17 +199,17 @@ class Engine:
             repl_error=repl_error,
         )
 
-    def _start_gather(self, cursor: CursorContext, text: str) -> "Future | None":
+    def _start_gather(self, analysis: Analysis) -> "Future | None":
         if self.repl is None:
             return None
         if self._gatherer is None:
             self._gatherer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cljassist-context")
         repl = self.repl
-        typed = cursor.symbol_prefix if self.settings.context_matches is not False else ""
+        typed = analysis.cursor.symbol_prefix if self.settings.context_matches is not False else ""
 
         def gather() -> tuple["LiveContext", float]:
             t0 = time.perf_counter()
-            live = repl.gather(cursor.namespace, typed, cursor=cursor, text=text)
+            live = repl.gather(analysis.namespace, typed, analysis=analysis)
             return live, (time.perf_counter() - t0) * 1000
 
         return self._gatherer.submit(gather)

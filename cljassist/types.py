@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_chec
 from cljassist.errors import InputError
 
 if TYPE_CHECKING:
-    from cljassist.clojure_text.cursor import CursorContext
+    from cljassist.clojure_text.analysis import Analysis
     from cljassist.config import Settings
     from cljassist.context import LiveContext
     from cljassist.model.fim import FimFormat
@@ -224,8 +224,8 @@ def generation_counts(n: int, max_tokens: int) -> tuple[int, int]:
 class ContextProvider(Protocol):
     """The live REPL side of the pipeline, as the engine uses it."""
 
-    def gather(self, namespace: str | None, symbol_prefix: str = "", cursor: "CursorContext | None" = None,
-               text: str | None = None) -> "LiveContext": ...
+    def gather(self, namespace: str | None, symbol_prefix: str = "",
+               analysis: "Analysis | None" = None) -> "LiveContext": ...
 
     @property
     def connection_stamp(self) -> object:

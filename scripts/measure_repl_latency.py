@@ -11,7 +11,7 @@ Starts the local Debian nREPL for fixtures/demo, requires demo.core (explicitly)
   namespace data, var info and publics are fetched again);
 * cold start: a new provider each time (clone a session + load the helper + fetch everything).
 
-Each gather includes reading the code around the cursor; `analyze_cursor` (stage 1, done by the
+Each gather includes reading the references around the cursor; `analyze` (stage 1, done by the
 engine before this stage) is not included. Verification is timed warm (after the first check in
 its session, which installs the checker) over realistic candidates, passing and failing, at a gap
 in a function body of core.clj.
@@ -28,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cljassist.clojure_text.cursor import analyze_cursor  # noqa: E402
+from cljassist.clojure_text.analysis import Analysis, analyze  # noqa: E402
 from cljassist.context import ReplContextProvider  # noqa: E402
 from cljassist.repl.client import NreplClient  # noqa: E402
 from cljassist.repl.local_server import start_local_nrepl  # noqa: E402
-from cljassist.repl_verify import ReplVerifier  # noqa: E402
+from cljassist.verify.repl_compile import ReplVerifier  # noqa: E402
 
 # Candidates for the body of demo.core/tag-counts: some compile, some do not.
 VERIFY_GAP = "(frequencies (mapcat :tags posts))"
@@ -79,7 +79,7 @@ def main() -> int:
     text = source.read_text(encoding="utf-8")
     offsets = cursors(text, 40)
     # the engine analyses the cursor before this stage; do it once per cursor, outside the timing
-    contexts = [analyze_cursor(text, off) for off in offsets]
+    analyses = [analyze(text[:off], text[off:]) for off in offsets]
 
     started = time.perf_counter()
     server = start_local_nrepl(ROOT / "fixtures" / "demo", timeout=180)
@@ -92,8 +92,10 @@ def main() -> int:
             return 1
 
         def gather(p: ReplContextProvider, i: int):
-            c = contexts[i % len(contexts)]
-            return p.gather(c.namespace, c.symbol_prefix, cursor=c, text=text)
+            a = analyses[i % len(analyses)]
+            # as in a request, the gather reads the references: a copy that has not read them yet
+            fresh = Analysis.around(a.text, a.cursor)
+            return p.gather(fresh.namespace, fresh.cursor.symbol_prefix, analysis=fresh)
 
         # cold start: a fresh provider (new session, helper loaded, nothing cached)
         cold_start = []
@@ -105,7 +107,7 @@ def main() -> int:
             p.close()
 
         # warm-up: one pass over all cursors, then the JIT has seen the helper
-        for i in range(len(contexts) * 2):
+        for i in range(len(analyses) * 2):
             gather(provider, i)
 
         warm, hits, evals = [], 0, 0
@@ -144,7 +146,7 @@ def main() -> int:
             client.eval("nil", session=provider.session)
             rtt.append((time.perf_counter() - t) * 1000)
 
-        print(f"cursors: {len(contexts)} in {source.relative_to(ROOT)}")
+        print(f"cursors: {len(analyses)} in {source.relative_to(ROOT)}")
         report("warm", warm)
         print(f"{'':<12} cache hits {hits}/{args.n}, evals per gather {evals / args.n:.2f}")
         report("cold cache", cold_cache)
@@ -153,8 +155,8 @@ def main() -> int:
         print(f"{'':<12} {compiled}/{args.n} compiled; first check in a new session {verify_first:.1f} ms")
         report("eval nil", rtt)
         if args.show:
-            for i in (0, len(contexts) // 3, 2 * len(contexts) // 3):
-                c = contexts[i]
+            for i in (0, len(analyses) // 3, 2 * len(analyses) // 3):
+                c = analyses[i].cursor
                 live = gather(provider, i)
                 line_no = text.count("\n", 0, c.offset) + 1
                 print(f"\n-- line {line_no}, typing {c.symbol_prefix!r}:")

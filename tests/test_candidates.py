@@ -1,10 +1,12 @@
 from hypothesis import given, settings, strategies as st
 
-from cljassist.candidates import GapContext, make_stop_rule, shape_candidate
+from cljassist.candidates import make_stop_rule
+from cljassist.clojure_text.gap import GapContext
 from cljassist.clojure_text.reader import imbalance
 from cljassist.config import Settings
 from cljassist.engine import Engine
 from cljassist.types import CompletionRequest
+from cljassist.verify.structure import shape_candidate
 from tests.fakes import ScriptedModel
 
 
@@ -100,8 +102,8 @@ def test_symbol_at_line_end_may_grow_into_a_form():
 class FailingCompileVerifier:
     """Fake REPL checks: everything reads; a text containing 'bad' does not compile."""
 
-    def verify(self, prefix, suggestion, suffix, namespace=None, cursor=None):
-        from cljassist.repl_verify import ReplVerdict
+    def verify(self, prefix, suggestion, suffix, namespace=None, analysis=None):
+        from cljassist.verify.repl_compile import ReplVerdict
 
         ok = "bad" not in suggestion
         return ReplVerdict(True, ok, None, None if ok else "Unable to resolve symbol: bad", None, 1.0)

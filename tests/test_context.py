@@ -8,7 +8,9 @@ import edn_format
 import pytest
 
 from cljassist.clojure_text.cursor import analyze_cursor
-from cljassist.context import HELPER_NS, ReplContextProvider, clj_string
+from cljassist.clojure_text.analysis import analyze
+from cljassist.clojure_text.forms import clj_string
+from cljassist.context import HELPER_NS, ReplContextProvider
 from cljassist.model.fim import load_fim_table
 from cljassist.prompt import build_prompt, load_templates
 
@@ -58,9 +60,14 @@ def at_marker(text: str):
     return text, analyze_cursor(text, offset)
 
 
+def analysis_at_marker(marked: str):
+    offset = marked.index("|")
+    return analyze(marked[:offset], marked[offset + 1:])
+
+
 def gather(provider, marked: str):
-    text, cursor = at_marker(marked)
-    return provider.gather(cursor.namespace, cursor.symbol_prefix, cursor=cursor, text=text)
+    analysis = analysis_at_marker(marked)
+    return provider.gather(analysis.namespace, analysis.cursor.symbol_prefix, analysis=analysis)
 
 
 TODO_NS = """(ns {ns}
@@ -289,8 +296,9 @@ def test_malicious_symbol_text_never_reaches_eval_as_code(nrepl_client, provider
     marked = TODO_NS.format(ns="ctx-test.evil") + '\n(defn f [x]\n  (a\'b #=(System/exit 1) (str/jo|)))\n'
     text, cursor = at_marker(marked)
     evil = dataclasses.replace(cursor, symbol_prefix='jo")(System/exit 1)("', locals=('x") (System/exit 2) ("',))
-    live = provider.gather(cursor.namespace, evil.symbol_prefix, cursor=evil, text=text)
-    live = provider.gather(cursor.namespace, 'str/jo"(System/exit 3)', cursor=evil, text=text)
+    analysis = dataclasses.replace(analysis_at_marker(marked), cursor=evil)
+    live = provider.gather(cursor.namespace, evil.symbol_prefix, analysis=analysis)
+    live = provider.gather(cursor.namespace, 'str/jo"(System/exit 3)', analysis=analysis)
     assert live.ns_loaded
     queries = [code for _, _, code in provider.client.evals() if HELPER_NS + "/gather" in code]
     assert len(queries) == 2

@@ -142,7 +142,7 @@ class _FakeRepl:
             return "fake"
         return self.client.connection_generation if self.client.connected else None
 
-    def gather(self, namespace, symbol_prefix="", cursor=None, text=None):
+    def gather(self, namespace, symbol_prefix="", analysis=None):
         self.gathers += 1
         self.symbol_prefix = symbol_prefix
         assert self.release.wait(10)
@@ -238,7 +238,7 @@ def test_real_repl_context_is_gathered_beside_the_model_and_typing_reuses_the_pr
     from pathlib import Path
 
     from cljassist.context import ReplContextProvider
-    from cljassist.repl_verify import ReplVerifier
+    from cljassist.verify.repl_compile import ReplVerifier
 
     nrepl_client.eval("(require 'demo.core)", timeout=60)
     text = (Path(__file__).parent.parent / "fixtures" / "demo" / "src" / "demo" / "core.clj").read_text()

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 import pytest
 
-from cljassist.candidates import GapContext, make_stop_rule
+from cljassist.candidates import make_stop_rule
+from cljassist.clojure_text.gap import GapContext
 from cljassist.config import Settings
 from cljassist.engine import Engine
 from cljassist.errors import Cancelled, InputError

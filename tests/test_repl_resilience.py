@@ -11,8 +11,8 @@ from cljassist.context import ReplContextProvider
 from cljassist.engine import Engine
 from cljassist.repl.client import NreplClient
 from cljassist.repl.local_server import start_local_nrepl
-from cljassist.repl_verify import ReplVerifier
 from cljassist.types import CompletionRequest, ReplStatus
+from cljassist.verify.repl_compile import ReplVerifier
 from tests.fakes import ScriptedModel
 from tests.fixtures_repl import TEST_JVM_OPTS
 

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from cljassist.repl_verify import ReplVerdict, ReplVerifier, choose_target, clj_string, load_rules
+from cljassist.clojure_text.forms import clj_string
+from cljassist.verify.repl_compile import ReplVerdict, ReplVerifier, choose_target, load_rules
 
 NS = "(ns verify.sample (:require [clojure.string :as str]))\n"
 WAIT = 30.0

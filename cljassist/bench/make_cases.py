@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from cljassist.clojure_text import reader
+from cljassist.clojure_text.reader import unmeta
 from cljassist.errors import InputError
 
 CATEGORIES = ("symbol", "name", "arg", "call", "clause", "body")
@@ -83,22 +85,9 @@ _SKIP_FORM_HEADS = frozenset({"ns", "in-ns", "comment"})
 # --------------------------------------------------------------------------- reader access
 
 
-def _reader():
-    from cljassist.clojure_text import reader  # imported lazily: written alongside this module
-
-    return reader
-
-
 def _forms(node) -> list:
     """The child forms of a node, without comments/discards a reader may report."""
     return [c for c in node.children if c.kind not in _NON_FORM_KINDS]
-
-
-def _unmeta(node):
-    """`^:private foo` -> the `foo` node."""
-    while node.kind == "meta" and node.children:
-        node = _forms(node)[-1] if _forms(node) else node.children[-1]
-    return node
 
 
 def _all_closed(node) -> bool:
@@ -138,7 +127,7 @@ class _Gap:
 
 
 def _sym(text: str, node) -> str | None:
-    node = _unmeta(node)
+    node = unmeta(node)
     if node.kind != "symbol":
         return None
     return text[node.start:node.end]
@@ -211,7 +200,7 @@ def _ns_name_from_in_ns(text: str, node) -> str | None:
 
 def _libspecs(text: str, node, prefix: str, f: _File, use_all: bool) -> None:
     """Record aliases and referred names from one libspec (or prefix list)."""
-    node = _unmeta(node)
+    node = unmeta(node)
     if node.kind in ("quote",) and _forms(node):
         _libspecs(text, _forms(node)[0], prefix, f, use_all)
         return
@@ -305,7 +294,6 @@ def _collect_requires(text: str, node, f: _File) -> None:
 
 
 def _load_file(path: Path, relative: str) -> _File | None:
-    reader = _reader()
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -437,7 +425,7 @@ class _Finder:
             elif base in _METHOD_HOLDERS or (_is_def_head(head) and base not in _FN_HEADS and base != "def"):
                 for c in forms[2:]:
                     cf = _forms(c)
-                    if c.kind == "list" and len(cf) >= 2 and cf[0].kind == "symbol" and _unmeta(cf[1]).kind == "vector":
+                    if c.kind == "list" and len(cf) >= 2 and cf[0].kind == "symbol" and unmeta(cf[1]).kind == "vector":
                         self.method_lists.add(c.start)
         elif kind in ("map", "namespaced-map") and not quoted:
             self.pair_gaps(forms, 0)
@@ -485,7 +473,7 @@ class _Finder:
                 self.arg_gaps(forms)
             return
         if _is_def_head(head) and len(forms) >= 2:
-            name_node = _unmeta(forms[1])
+            name_node = unmeta(forms[1])
             if name_node.kind == "symbol":
                 self.def_positions.add(name_node.start)
                 if name_node.end - name_node.start >= 2:
@@ -499,7 +487,7 @@ class _Finder:
                 if spec.kind == "list":
                     sf = _forms(spec)
                     if sf:
-                        self.def_positions.add(_unmeta(sf[0]).start)
+                        self.def_positions.add(unmeta(sf[0]).start)
                     self.fn_gaps([spec] + sf, "letfn-spec")
         if base in ("cond",):
             self.pair_gaps(forms[1:], 0)
@@ -546,7 +534,7 @@ class _Finder:
             if key is not None:
                 continue
             self._mark_binding_names(target)
-            t = _unmeta(target)
+            t = unmeta(target)
             if t.kind == "symbol":
                 name = text[t.start:t.end]
                 if len(name) >= 2 and name != "_" and not name.startswith("&"):
@@ -554,7 +542,7 @@ class _Finder:
 
     def _mark_binding_names(self, node) -> None:
         """Symbols in a binding (or parameter) form are definitions, not `symbol` gaps."""
-        node = _unmeta(node)
+        node = unmeta(node)
         if node.kind == "symbol":
             self.def_positions.add(node.start)
             return
@@ -581,25 +569,25 @@ class _Finder:
                 i += 1
         elif base == "defmethod":
             i = 3
-            if i < len(forms) and _unmeta(forms[i]).kind == "symbol":
-                self.def_positions.add(_unmeta(forms[i]).start)
+            if i < len(forms) and unmeta(forms[i]).kind == "symbol":
+                self.def_positions.add(unmeta(forms[i]).start)
                 i += 1
         elif base in ("fn", "fn*"):
-            if i < len(forms) and _unmeta(forms[i]).kind == "symbol":
-                self.def_positions.add(_unmeta(forms[i]).start)
+            if i < len(forms) and unmeta(forms[i]).kind == "symbol":
+                self.def_positions.add(unmeta(forms[i]).start)
                 i += 1
         if i >= len(forms):
             return
         arities = []
-        first = _unmeta(forms[i])
+        first = unmeta(forms[i])
         if first.kind == "vector":
             arities.append((first, forms[i + 1:]))
         else:
             for c in forms[i:]:
                 if c.kind == "list":
                     cf = _forms(c)
-                    if cf and _unmeta(cf[0]).kind == "vector":
-                        arities.append((_unmeta(cf[0]), cf[1:]))
+                    if cf and unmeta(cf[0]).kind == "vector":
+                        arities.append((unmeta(cf[0]), cf[1:]))
         for params, body in arities:
             self._mark_binding_names(params)
             if len(body) > 1 and body[0].kind == "map":
@@ -648,7 +636,6 @@ def _context_bounds(f: _File, start: int, end: int, max_chars: int) -> tuple[int
 
 
 def _check_middle(gap: _Gap, middle: str) -> bool:
-    reader = _reader()
     if not middle.strip():
         return False
     if gap.category == "symbol":
@@ -679,7 +666,7 @@ def _materialize(gap: _Gap, package: str, max_context_chars: int) -> dict | None
         raise AssertionError(f"{f.relative}: reconstruction mismatch at {gap.start}")
     if not _check_middle(gap, middle):
         return None
-    if f.balanced and not _reader().is_balanced(prefix + middle + suffix):
+    if f.balanced and not reader.is_balanced(prefix + middle + suffix):
         return None
     return {
         "id": "",

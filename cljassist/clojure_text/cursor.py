@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .reader import PREFIX_KINDS, Node, _parse, file_namespace, namespace_of_form, scan
+from .reader import PREFIX_KINDS, Node, _parse, file_namespace, namespace_of_form, scan, unmeta
 
-__all__ = ["EnclosingForm", "CursorContext", "analyze_cursor", "LET_LIKE", "FN_LIKE"]
+__all__ = ["EnclosingForm", "CursorContext", "analyze_cursor", "names_bound_by", "LET_LIKE", "FN_LIKE"]
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,11 @@ def _inner_start(node: Node, text: str) -> int:
     return node.end if i < 0 else i + 1
 
 
-def _locate(children: tuple[Node, ...], offset: int) -> tuple[int, bool]:
-    """(index of the child holding the cursor, True) or (number of children before it, False)."""
+def _locate(children: tuple[Node, ...], offset: int | None) -> tuple[int, bool]:
+    """(index of the child holding the cursor, True) or (number of children before it, False).
+    No offset stands for a place after every child, where whatever the form binds is in scope."""
+    if offset is None:
+        return len(children) + 1, False
     n = 0
     for i, c in enumerate(children):
         if _holds(c, offset):
@@ -95,12 +98,6 @@ def _sym(node: Node, text: str) -> str | None:
     return text[node.start:node.end] if node.kind == "symbol" else None
 
 
-def _unmeta(node: Node) -> Node:
-    while node.kind == "meta" and len(node.children) == 2:
-        node = node.children[1]
-    return node
-
-
 def _name_part(tok: str) -> str:
     if tok.startswith(":"):
         tok = tok.lstrip(":")
@@ -110,7 +107,7 @@ def _name_part(tok: str) -> str:
 
 def _bindings(pattern: Node, text: str, out: list[str]) -> None:
     """Names bound by a destructuring pattern, left to right."""
-    pattern = _unmeta(pattern)
+    pattern = unmeta(pattern)
     k = pattern.kind
     if k == "symbol":
         name = text[pattern.start:pattern.end]
@@ -130,13 +127,13 @@ def _bindings(pattern: Node, text: str, out: list[str]) -> None:
     elif k == "map" or k == "namespaced-map":
         kids = pattern.children
         for i in range(0, len(kids) - 1, 2):
-            key, val = _unmeta(kids[i]), kids[i + 1]
+            key, val = unmeta(kids[i]), kids[i + 1]
             ktext = text[key.start:key.end]
             if key.kind == "keyword":
                 base = _name_part(ktext)
                 if base in ("keys", "strs", "syms") and val.kind == "vector":
                     for item in val.children:
-                        item = _unmeta(item)
+                        item = unmeta(item)
                         if item.kind in ("symbol", "keyword"):
                             name = _name_part(text[item.start:item.end])
                             if name and name != "_":
@@ -202,32 +199,39 @@ def _for_scope(form: Node, k: int, inside: bool, offset: int, text: str) -> list
     return out
 
 
-def _fn_tail_scope(kids: tuple[Node, ...], first: int, offset: int, text: str) -> list[str]:
-    """Locals from an fn tail ``[params] body`` or ``([params] body)+`` starting at kids[first]."""
+def _fn_tail_scope(kids: tuple[Node, ...], first: int, offset: int | None, text: str) -> list[str]:
+    """Locals from an fn tail ``[params] body`` or ``([params] body)+`` starting at kids[first]
+    (with no offset: the params of every arity)."""
     out: list[str] = []
     k, inside = _locate(kids, offset)
     i = first
-    while i < len(kids) and _unmeta(kids[i]).kind not in ("vector", "list"):
+    while i < len(kids) and unmeta(kids[i]).kind not in ("vector", "list"):
         i += 1  # docstring, attr-map
     if i >= len(kids):
         return out
-    params = _unmeta(kids[i])
+    params = unmeta(kids[i])
     if params.kind == "vector":
         if k > i:
             _bindings(params, text, out)
         return out
+    if offset is None:
+        for arity in kids[i:]:
+            if arity.kind == "list" and arity.children and unmeta(arity.children[0]).kind == "vector":
+                _bindings(arity.children[0], text, out)
+        return out
     # multi-arity: the arity holding the cursor
     if k >= i and inside and kids[k].kind == "list":
         arity = kids[k].children
-        if arity and _unmeta(arity[0]).kind == "vector":
+        if arity and unmeta(arity[0]).kind == "vector":
             ak, _ = _locate(arity, offset)
             if ak >= 1:
                 _bindings(arity[0], text, out)
     return out
 
 
-def _scope(form: Node, offset: int, text: str, parent_head: str | None) -> list[str]:
-    """Names `form` (a list holding the cursor) binds at the cursor, in binding order."""
+def _scope(form: Node, offset: int | None, text: str, parent_head: str | None) -> list[str]:
+    """Names `form` (a list holding the cursor) binds at the cursor, in binding order; with no
+    offset, every name it binds for some part of itself."""
     kids = form.children
     if not kids:
         return []
@@ -246,7 +250,7 @@ def _scope(form: Node, offset: int, text: str, parent_head: str | None) -> list[
     if head in FN_LIKE:
         out: list[str] = []
         first = 1
-        if len(kids) > 1 and _unmeta(kids[1]).kind == "symbol":
+        if len(kids) > 1 and unmeta(kids[1]).kind == "symbol":
             if k > 1:
                 _bindings(kids[1], text, out)
             first = 2
@@ -276,6 +280,10 @@ def _scope(form: Node, offset: int, text: str, parent_head: str | None) -> list[
             if spec is not None and spec.kind == "list" and len(spec.children) > 1:
                 return names + _fn_tail_scope(spec.children, 1, offset, text)
             return names
+        if offset is None:
+            for spec in kids[1].children:
+                if spec.kind == "list" and len(spec.children) > 1:
+                    names += _fn_tail_scope(spec.children, 1, None, text)
         return names if k >= 2 else []
     if head == "catch":
         out = []
@@ -287,14 +295,25 @@ def _scope(form: Node, offset: int, text: str, parent_head: str | None) -> list[
         if k >= 3 and len(kids) > 2:
             _bindings(kids[2], text, out)
         return out
-    if head in ("deftype", "defrecord"):
+    if head in METHOD_HOSTS:
         out = []
-        if k >= 3 and len(kids) > 2 and kids[2].kind == "vector":
+        if head in ("deftype", "defrecord") and k >= 3 and len(kids) > 2 and kids[2].kind == "vector":
             _bindings(kids[2], text, out)
+        if offset is None:  # the methods' params (at a cursor, the method holding it binds them)
+            for method in kids[1:]:
+                if method.kind == "list" and method.children and method.children[0].kind == "symbol":
+                    out += _fn_tail_scope(method.children, 1, None, text)
         return out
     if parent_head in METHOD_HOSTS and head is not None and k >= 1:
         return _fn_tail_scope(kids, 1, offset, text)
     return []
+
+
+def names_bound_by(form: Node, text: str) -> list[str]:
+    """Every name the list `form` binds for some part of itself (let pairs, every arity's params,
+    method params...), in binding order: the same rules as the locals at a cursor, for a reader
+    of a whole form who must not take those names for references."""
+    return _scope(form, None, text, None) if form.kind == "list" else []
 
 
 def analyze_cursor(text: str, offset: int) -> CursorContext:

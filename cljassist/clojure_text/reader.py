@@ -607,7 +607,8 @@ def top_level_forms(text: str) -> list[tuple[int, int]]:
 _NS_HEADS = frozenset(["ns", "clojure.core/ns", "in-ns", "clojure.core/in-ns"])
 
 
-def _unwrap(node: Node) -> Node:
+def unmeta(node: Node) -> Node:
+    """The form under any metadata: ``^:private ^String foo`` -> ``foo``."""
     while node.kind == "meta" and len(node.children) == 2:
         node = node.children[1]
     return node
@@ -620,10 +621,10 @@ def namespace_of_form(node: Node, text: str) -> str | None:
     head = text[node.children[0].start:node.children[0].end]
     if head not in _NS_HEADS:
         return None
-    target = _unwrap(node.children[1])
+    target = unmeta(node.children[1])
     if head.endswith("in-ns"):
         if target.kind == "quote" and target.children:
-            target = _unwrap(target.children[0])
+            target = unmeta(target.children[0])
         else:
             return None
     if target.kind == "symbol":

@@ -94,7 +94,7 @@ def make_verifier(provider, settings: Settings):
     """REPL checks share the context provider's connection (each uses its own tooling session)."""
     if provider is None or not settings.verify:
         return None
-    from cljassist.repl_verify import ReplVerifier
+    from cljassist.verify.repl_compile import ReplVerifier
 
     return ReplVerifier(provider.client, timeout_s=settings.repl_timeout_ms / 1000, eval_mode=settings.eval_mode)
 

@@ -52,7 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
+from cljassist.clojure_text.analysis import Analysis
 from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
+from cljassist.clojure_text.forms import meta_doc, meta_entry, meta_private, pr_form, string_value, unmeta
 from cljassist.clojure_text.reader import Node, file_namespace, namespace_of_form, parse
 from cljassist.context import (
     ContextFacts,
@@ -165,47 +167,14 @@ _DEF_HEADS = frozenset(["defn", "defn-", "defmacro", "def", "defonce", "defmulti
 _WS_RUN = re.compile(r"\s+")
 
 
-def _unwrap(node: Node) -> Node:
-    while node.kind == "meta" and len(node.children) == 2:
-        node = node.children[1]
-    return node
-
-
-def _meta_private(node: Node, text: str) -> bool:
-    while node.kind == "meta" and len(node.children) == 2:
-        m = text[node.children[0].start:node.children[0].end]
-        if ":private" in m:
-            return True
-        node = node.children[1]
-    return False
-
-
-def _meta_entry(node: Node, text: str, key: str) -> Node | None:
-    """The value of `key` in a ``^{...}`` metadata map on a def'd name."""
-    while node.kind == "meta" and len(node.children) == 2:
-        m = node.children[0]
-        if m.kind == "map":
-            kids = m.children
-            for i in range(0, len(kids) - 1, 2):
-                if text[kids[i].start:kids[i].end] == key:
-                    return kids[i + 1]
-        node = node.children[1]
-    return None
-
-
-def _meta_doc(node: Node, text: str) -> str:
-    value = _meta_entry(node, text, ":doc")
-    return _string_value(value, text) if value is not None and value.kind == "string" else ""
-
-
 def _meta_arglists(node: Node, text: str) -> str:
     """``:arglists '([x] [x y])`` in the name's metadata, printed as the REPL prints it."""
-    value = _meta_entry(node, text, ":arglists")
+    value = meta_entry(node, text, ":arglists")
     if value is None:
         return ""
     if value.kind == "quote" and value.children:
         value = value.children[0]
-    return _clean(_pr(value, text), 240) if value.kind == "list" else ""
+    return _clean(pr_form(value, text), 240) if value.kind == "list" else ""
 
 
 def _clean(s: str, limit: int) -> str:
@@ -213,39 +182,16 @@ def _clean(s: str, limit: int) -> str:
     return s[:limit]
 
 
-def _string_value(node: Node, text: str) -> str:
-    raw = text[node.start + 1:node.end - 1] if node.end - node.start >= 2 else ""
-    return re.sub(r'\\(.)', lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), raw)
-
-
-def _pr(node: Node, text: str) -> str:
-    """A form as Clojure's `pr-str` prints it back (read, *print-meta* false): single spaces,
-    metadata and type hints dropped, map entries separated by commas."""
-    k = node.kind
-    if k == "meta" and node.children:
-        return _pr(node.children[-1], text)
-    if k in ("vector", "list", "set", "map") and node.closed:
-        opener, closer = {"vector": ("[", "]"), "list": ("(", ")"), "set": ("#{", "}"), "map": ("{", "}")}[k]
-        parts = [_pr(c, text) for c in node.children]
-        if k == "map":
-            parts = [" ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]
-            return opener + ", ".join(parts) + closer
-        return opener + " ".join(parts) + closer
-    if k == "quote" and node.children:
-        return "(quote " + _pr(node.children[0], text) + ")"
-    return _WS_RUN.sub(" ", text[node.start:node.end])
-
-
 def _arglists(children: Sequence[Node], text: str) -> str:
     """``([x] [x y])`` from a defn's arities (children after name / docstring / attr-map)."""
     vectors: list[str] = []
     for c in children:
-        c = _unwrap(c)
+        c = unmeta(c)
         if c.kind == "vector":
-            vectors.append(_pr(c, text))
+            vectors.append(pr_form(c, text))
             break
-        if c.kind == "list" and c.children and _unwrap(c.children[0]).kind == "vector":
-            vectors.append(_pr(c.children[0], text))
+        if c.kind == "list" and c.children and unmeta(c.children[0]).kind == "vector":
+            vectors.append(pr_form(c.children[0], text))
     if not vectors:
         return ""
     return _clean("(" + " ".join(vectors) + ")", 240)
@@ -255,10 +201,10 @@ def _def_infos(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, bool]
     """(simple name, info, private) for what one top-level form defines."""
     out = _def_infos_raw(node, text, ns)
     if out:  # an explicit :arglists in the name's metadata is what the REPL shows
-        node = _unwrap(node)
+        node = unmeta(node)
         name_node = node.children[1]
         arglists = _meta_arglists(name_node, text)
-        macro_meta = _meta_entry(name_node, text, ":macro")
+        macro_meta = meta_entry(name_node, text, ":macro")
         macro = macro_meta is not None and text[macro_meta.start:macro_meta.end] == "true"
         if arglists or macro:
             name, info, private = out[0]
@@ -267,7 +213,7 @@ def _def_infos(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, bool]
 
 
 def _def_infos_raw(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, bool]]:
-    node = _unwrap(node)
+    node = unmeta(node)
     if node.kind != "list" or len(node.children) < 2 or node.children[0].kind != "symbol":
         return []
     head = text[node.children[0].start:node.children[0].end]
@@ -275,35 +221,35 @@ def _def_infos_raw(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, b
         return []
     head = head.rpartition("/")[2] if head not in _DEF_HEADS else head
     name_node = node.children[1]
-    private = head == "defn-" or _meta_private(name_node, text)
-    meta_doc = _meta_doc(name_node, text)
-    name_node = _unwrap(name_node)
+    private = head == "defn-" or meta_private(name_node, text)
+    doc_in_meta = meta_doc(name_node, text)
+    name_node = unmeta(name_node)
     if name_node.kind != "symbol":
         return []
     name = text[name_node.start:name_node.end]
     if "/" in name:
         return []
     rest = list(node.children[2:])
-    doc = meta_doc
+    doc = doc_in_meta
     if rest and rest[0].kind == "string":
-        doc = _string_value(rest[0], text)
+        doc = string_value(rest[0], text)
         rest = rest[1:]
     if head == "defprotocol":
         out = [(name, VarInfo(f"{ns}/{name}", 0, "", _clean(doc, 300)), private)]
         for sig in rest:
-            sig = _unwrap(sig)
+            sig = unmeta(sig)
             if sig.kind != "list" or not sig.children or sig.children[0].kind != "symbol":
                 continue
             mname = text[sig.children[0].start:sig.children[0].end]
-            vecs = [_pr(c, text) for c in sig.children[1:] if _unwrap(c).kind == "vector"]
-            mdoc = next((_string_value(c, text) for c in sig.children[1:] if c.kind == "string"), "")
+            vecs = [pr_form(c, text) for c in sig.children[1:] if unmeta(c).kind == "vector"]
+            mdoc = next((string_value(c, text) for c in sig.children[1:] if c.kind == "string"), "")
             arg = _clean("(" + " ".join(vecs) + ")", 240) if vecs else ""
             out.append((mname, VarInfo(f"{ns}/{mname}", 0, arg, _clean(mdoc, 300)), False))
         return out
     if head in ("def", "defonce", "s/def", "defschema", "s/defschema"):
         arglists = ""
         if len(rest) == 1:
-            value = _unwrap(rest[0])
+            value = unmeta(rest[0])
             if value.kind == "list" and value.children and text[value.children[0].start:value.children[0].end] in ("fn", "fn*"):
                 arglists = _arglists(value.children[1:], text)
         elif len(rest) > 1 and not doc:
@@ -320,7 +266,7 @@ def _def_infos_raw(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, b
 
 def _libspecs(node: Node, text: str, prefix: str = "") -> Iterable[tuple[str, list[Node]]]:
     """(namespace, options) for each libspec of a :require / :use clause element."""
-    node = _unwrap(node)
+    node = unmeta(node)
     if node.kind == "symbol":
         yield (prefix + "." if prefix else "") + text[node.start:node.end], []
     elif node.kind == "vector" and node.children and node.children[0].kind == "symbol":
@@ -347,7 +293,7 @@ def _libspecs(node: Node, text: str, prefix: str = "") -> Iterable[tuple[str, li
 def _ns_requires(node: Node, text: str, idx: NsIndex) -> None:
     clauses: list[Node] = []
     for c in node.children[2:]:
-        c = _unwrap(c)
+        c = unmeta(c)
         if c.kind in ("reader-cond", "reader-cond-splicing"):
             for o in c.children[1::2]:
                 clauses.extend(o.children if o.kind in ("vector", "list") and o.children and o.children[0].kind == "list" else [o])
@@ -368,7 +314,7 @@ def _ns_requires(node: Node, text: str, idx: NsIndex) -> None:
                 i = 0
                 while i < len(opts) - 1:
                     key = text[opts[i].start:opts[i].end]
-                    val = _unwrap(opts[i + 1])
+                    val = unmeta(opts[i + 1])
                     if key in (":as", ":as-alias") and val.kind == "symbol":
                         idx.aliases[text[val.start:val.end]] = lib
                     elif key in (":refer", ":only"):
@@ -392,12 +338,12 @@ def index_package(sources: Iterable[str]) -> PackageIndex:
         ns_name: str | None = None
         idx: NsIndex | None = None
         for node in nodes:
-            name = namespace_of_form(_unwrap(node), text)
+            name = namespace_of_form(unmeta(node), text)
             if name is not None and ns_name is None:
                 ns_name = name
                 idx = index.setdefault(name, NsIndex(name))
-                if text[_unwrap(node).children[0].start:_unwrap(node).children[0].end] in ("ns", "clojure.core/ns"):
-                    _ns_requires(_unwrap(node), text, idx)
+                if text[unmeta(node).children[0].start:unmeta(node).children[0].end] in ("ns", "clojure.core/ns"):
+                    _ns_requires(unmeta(node), text, idx)
                 continue
             if idx is None:
                 continue
@@ -499,7 +445,7 @@ def context_lines_for(text: str, cursor: CursorContext, pkg: PackageIndex,
     here = pkg.get(cursor.namespace or "")
     if here is None:
         return []
-    query = ContextQuery.at(cursor.symbol_prefix, text, cursor, settings)
+    query = ContextQuery.at(cursor.symbol_prefix, Analysis.around(text, cursor), settings)
     return render_context_lines(offline_facts(query, pkg, here, core), settings)
 
 
@@ -558,7 +504,7 @@ class _FileSpans:
         self.symbols = symbols
         # for analysing cursors in a window of the text (see `analysis_view`)
         self.tops = [n.start for n in nodes]
-        self.ns_end = next((n.end for n in nodes if namespace_of_form(_unwrap(n), text) is not None), None)
+        self.ns_end = next((n.end for n in nodes if namespace_of_form(unmeta(n), text) is not None), None)
 
     def analysis_view(self, gap_text: str, offset: int, reach: int) -> tuple[str, int]:
         """(text, offset) that `analyze_cursor` + `context_lines_for` read exactly as they read

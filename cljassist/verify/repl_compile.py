@@ -1,5 +1,5 @@
-"""REPL verification of a completion candidate: does it read, compile (and, opt-in, evaluate)
-in the user's live REPL?  Each step lands in the candidate's ``checks`` (reads/compiles/evaluated).
+"""REPL verification of a completion candidate: does it read and compile (and, opt-in,
+evaluate: `verify.evaluate`) in the user's live REPL?  Each step lands in the candidate's ``checks`` (reads/compiles/evaluated).
 
 How one verification goes:
 
@@ -9,7 +9,7 @@ How one verification goes:
    or threading-macro step, anything under a quote, ``#(...)`` or a reader conditional, a form
    holding ``recur``); a bare symbol is checked in its enclosing list.  When no one form holds
    the suggestion, the top-level forms it touches are checked.  Locals come from
-   ``analyze_cursor`` at the insertion point.
+   the request's `Analysis` of the insertion point.
 2. One nREPL ``eval`` in a tooling session of our own (cloned once, cloned again after a
    reconnect) sends a short call with the chosen text as a *string literal*.  The helper it
    calls is compiled once per session and kept in that session's own thread binding of
@@ -21,7 +21,7 @@ How one verification goes:
    namespace set and the cursor namespace's var roots; compiles ``(fn* [locals...] FORM)`` with
    ``*ns*`` bound to the cursor namespace -- creating the fn object compiles the body and never
    runs it; snapshots again and reports any change; answers an EDN map.
-3. ``eval_mode="safe"``: when the form compiled and uses nothing but allowlisted pure vars
+3. ``eval_mode="safe"`` (`verify.evaluate`): when the form compiled and uses nothing but allowlisted pure vars
    (no locals, no special forms beyond if/let/do/quote/fn), a second eval evaluates it with
    ``*print-length*``/``*print-level*`` bounds and returns the printed value.
 
@@ -33,7 +33,6 @@ reason in ``error``.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import tomllib
@@ -45,15 +44,16 @@ from pathlib import Path
 import edn_format
 
 from cljassist.budgets import REPL_TIMEOUT
-from cljassist.clojure_text.cursor import (
-    DEFN_LIKE, FN_LIKE, FOR_LIKE, LET_LIKE, METHOD_HOSTS, CursorContext, analyze_cursor,
-)
+from cljassist.clojure_text.analysis import Analysis, analyze
+from cljassist.clojure_text.cursor import DEFN_LIKE, FN_LIKE, FOR_LIKE, LET_LIKE, METHOD_HOSTS
+from cljassist.clojure_text.forms import clj_string, clj_strings, list_head
 from cljassist.clojure_text.reader import Node, _parse
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
+from cljassist.verify.evaluate import check_eval_mode, evaluate
 
-__all__ = ["ReplVerdict", "ReplVerifier", "VerifyRules", "load_rules", "clj_string", "choose_target", "Target"]
+__all__ = ["ReplVerdict", "ReplVerifier", "VerifyRules", "load_rules", "choose_target", "Target"]
 
 
 @dataclass(frozen=True)
@@ -105,24 +105,6 @@ def load_rules(path: Path | None = None) -> VerifyRules:
 
 
 # ------------------------------------------------------------------------------------------------
-# Clojure literals
-
-
-def clj_string(s: str) -> str:
-    """A Clojure string literal whose value is exactly `s` (never code)."""
-    out = s.replace("\\", "\\\\").replace('"', '\\"')
-    # lone surrogates cannot travel as UTF-8: Clojure's \\uXXXX escape rebuilds the same char
-    if any("\ud800" <= ch <= "\udfff" for ch in out):
-        out = "".join(f"\\u{ord(ch):04X}" if "\ud800" <= ch <= "\udfff" else ch for ch in out)
-    return f'"{out}"'
-
-
-def _clj_strings(items, kind: str = "[") -> str:
-    close = "]" if kind == "[" else "}"
-    return kind + " ".join(clj_string(x) for x in items) + close
-
-
-# ------------------------------------------------------------------------------------------------
 # Choosing what to check (pure Python, no REPL)
 
 _LEAF_KINDS = frozenset(["symbol", "keyword", "number", "string", "char", "regex", "symbolic", "invalid"])
@@ -141,12 +123,6 @@ _REWRITING_HEADS = METHOD_HOSTS | frozenset(
 )
 _RECUR_TARGETS = FN_LIKE | DEFN_LIKE | frozenset(["loop", "loop*", "defmethod"])
 _TOP_WRAPPERS = frozenset(["comment", "do"])
-_DEF_NAME = re.compile(
-    r"^\((?:clojure\.core/)?def(?:n-?|macro|once|multi)?[ \t\r\n,]+(?:\^[^\s(\[{]+[ \t\r\n,]+)*"
-    r"([^\s()\[\]{}\"';@^`~\\,#][^\s()\[\]{}\"';@^`~\\,]*)",
-    re.M,
-)
-
 
 @dataclass(frozen=True)
 class Target:
@@ -160,13 +136,6 @@ class Target:
     skip_compile: str | None = None  # why the form is not compiled (reads still checked)
 
 
-def _head(node: Node, text: str) -> str | None:
-    if node.kind == "list" and node.children and node.children[0].kind == "symbol":
-        h = text[node.children[0].start:node.children[0].end]
-        return h[len("clojure.core/"):] if h.startswith("clojure.core/") else h
-    return None
-
-
 def _has_recur(node: Node, text: str) -> bool:
     """A `recur` whose target lies outside `node`."""
     stack = [node]
@@ -174,7 +143,7 @@ def _has_recur(node: Node, text: str) -> bool:
         n = stack.pop()
         if n.kind == "symbol" and text[n.start:n.end] == "recur":
             return True
-        if n is not node and (n.kind == "fn" or _head(n, text) in _RECUR_TARGETS):
+        if n is not node and (n.kind == "fn" or list_head(n, text) in _RECUR_TARGETS):
             continue
         stack.extend(n.children)
     return False
@@ -200,7 +169,7 @@ def _path(nodes: list[Node], start: int, end: int) -> list[Node]:
 
 def _choose_index(path: list[Node], text: str) -> tuple[int, str | None]:
     """Index in `path` of the form to compile, and a reason not to compile it (or None)."""
-    heads = [_head(n, text) for n in path]
+    heads = [list_head(n, text) for n in path]
     if any(h in ("ns", "in-ns") for h in heads):
         return 0, "not compiled: inside an (ns ...) form"
     i = len(path) - 1
@@ -247,14 +216,15 @@ UNKNOWN_NAMESPACE = "not compiled: the cursor's namespace is unknown (no ns form
 
 
 def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | None = None,
-                  cursor: CursorContext | None = None) -> Target | None:
+                  analysis: Analysis | None = None) -> Target | None:
     """The form(s) to read and compile for `suggestion` inserted between prefix and suffix;
     None when the suggestion adds no form (whitespace, a comment). `namespace` overrides the one
-    the prefix declares (a caller that cut the ns form off the text knows it). `cursor` is the
-    analysis of prefix + suffix at the insertion point, when the caller already has it."""
+    the prefix declares (a caller that cut the ns form off the text knows it). `analysis` is the
+    request's reading of prefix + suffix at the insertion point, when the caller already has it."""
     text = prefix + suggestion + suffix
     ins_start, ins_end = len(prefix), len(prefix) + len(suggestion)
-    cursor = cursor or analyze_cursor(prefix + suffix, len(prefix))
+    analysis = analysis or analyze(prefix, suffix)
+    cursor = analysis.cursor
     namespace = namespace or cursor.namespace
     # Without a namespace, names cannot be resolved: read the text, but do not judge compilation.
     unknown = None if namespace else UNKNOWN_NAMESPACE
@@ -271,7 +241,7 @@ def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | No
     if base:
         nodes = [_shift(n, base) for n in nodes]
     path = _path(nodes, ins_start, ins_end)
-    extras = set(_file_defs(prefix, suffix))
+    extras = set(analysis.file_defs)
     if not path:
         touched = [n for n in nodes if n.end > ins_start and n.start < ins_end]
         if not touched:
@@ -280,7 +250,7 @@ def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | No
         return Target(form, True, namespace, (), tuple(sorted(x for x in extras if x in form)), unknown)
     i, skip = _choose_index(path, text)
     chosen = path[i]
-    heads = [_head(n, text) for n in path[:i]]
+    heads = [list_head(n, text) for n in path[:i]]
     top = all(h in _TOP_WRAPPERS for h in heads)
     for n, h in zip(path[:i], heads):
         if h in DEFN_LIKE or h in ("def", "defonce", "defmulti"):
@@ -298,19 +268,12 @@ def _shift(node: Node, by: int) -> Node:
     return Node(node.kind, node.start + by, node.end + by, tuple(_shift(c, by) for c in node.children), node.closed)
 
 
-def _file_defs(prefix: str, suffix: str) -> tuple[str, ...]:
-    """Names the file defines at the top level (bound when the REPL does not know them yet:
-    a helper written above but not evaluated yet is not an unresolved symbol)."""
-    names = dict.fromkeys(m.group(1) for part in (prefix, suffix) for m in _DEF_NAME.finditer(part))
-    return tuple(n for n in names if "/" not in n)
-
-
 # ------------------------------------------------------------------------------------------------
 # The Clojure side. One expression, applied to literal arguments; evaluated in clojure.core so
 # every name below resolves whatever the user did to their `user` namespace. It defines nothing.
 
 # The check function (Clojure, one `fn` form), compiled once per tooling session; see the resource.
-_CHECK_FN = (Path(__file__).resolve().parent / "resources" / "repl_verify_check.clj").read_text(encoding="utf-8")
+_CHECK_FN = (Path(__file__).resolve().parents[1] / "resources" / "repl_verify_check.clj").read_text(encoding="utf-8")
 # One line, so nREPL reports no misleading positions and the string stays small.
 _CHECK_FN = " ".join(_CHECK_FN.split())
 
@@ -326,11 +289,9 @@ class ReplVerifier:
     """Reads and compiles candidates in the user's REPL, in a session of our own."""
 
     def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds, eval_mode: str = "off"):
-        if eval_mode not in ("off", "safe"):
-            raise ValueError(f"eval_mode must be 'off' or 'safe', not {eval_mode!r}")
         self.client = client
         self.timeout_s = timeout_s
-        self.eval_mode = eval_mode
+        self.eval_mode = check_eval_mode(eval_mode)
         self.rules = load_rules()
         self._session: str | None = None
         self._generation: int | None = None
@@ -352,8 +313,8 @@ class ReplVerifier:
     def _install_code(self) -> str:
         r = self.rules
         args = " ".join([
-            _clj_strings(sorted(r.refused_heads), "#{"), _clj_strings(sorted(r.toplevel_compiled), "#{"),
-            _clj_strings(sorted(r.allowlist), "#{"),
+            clj_strings(sorted(r.refused_heads), "#{"), clj_strings(sorted(r.toplevel_compiled), "#{"),
+            clj_strings(sorted(r.allowlist), "#{"),
             str(r.print_length), str(r.print_level), str(r.max_value_chars),
         ])
         return f"(do (set! *command-line-args* {{{_HELPER_KEY} ({_CHECK_FN} {args})}}) nil)"
@@ -400,7 +361,7 @@ class ReplVerifier:
     # -- verification --------------------------------------------------------------------------
 
     def verify(self, prefix: str, suggestion: str, suffix: str, namespace: str | None = None,
-               cursor: CursorContext | None = None) -> ReplVerdict:
+               analysis: Analysis | None = None) -> ReplVerdict:
         started = time.perf_counter()
 
         def verdict(reads=None, compiles=None, evaluated=None, error=None, value=None, skipped=None):
@@ -408,7 +369,7 @@ class ReplVerifier:
 
         if not suggestion.strip():
             return verdict(skipped="empty candidate")
-        target = choose_target(prefix, suggestion, suffix, namespace, cursor)
+        target = choose_target(prefix, suggestion, suffix, namespace, analysis)
         if target is None:
             return verdict(skipped="nothing to verify: no form in the candidate")
         want_eval = self.eval_mode == "safe"
@@ -425,12 +386,8 @@ class ReplVerifier:
                     compiles, skipped = None, target.skip_compile
                 if not want_eval or compiles is not True:
                     return verdict(reads, compiles, None, error, None, skipped)
-                if res.get("unsafe"):
-                    return verdict(reads, compiles, None, None, None, f"not evaluated: {res['unsafe']}")
-                ev = self._eval(self._call_code("eval", target, True))
-                if ev is None:
-                    return verdict(reads, compiles, False, "timed out", None)
-                return verdict(reads, compiles, ev.get("evaluated"), ev.get("error"), ev.get("value"))
+                ev = evaluate(res, lambda: self._eval(self._call_code("eval", target, True)))
+                return verdict(reads, compiles, ev.evaluated, ev.error, ev.value, ev.skipped)
             except (ReplUnavailable, ReplTimeout) as exc:
                 return verdict(error=f"REPL unavailable: {exc}")
             except _VerifyError as exc:
@@ -439,7 +396,7 @@ class ReplVerifier:
     def _call_code(self, mode: str, t: Target, want_eval: bool) -> str:
         args = " ".join([
             clj_string(mode), clj_string(t.text), clj_string(t.namespace),
-            _clj_strings(t.locals), _clj_strings(t.extras), "true" if t.top_level else "false",
+            clj_strings(t.locals), clj_strings(t.extras), "true" if t.top_level else "false",
             "true" if want_eval else "false",
         ])
         return (

@@ -1,0 +1,50 @@
+"""Verification stage: every candidate's checks, recorded by name in `checks`.
+
+1. structure (`verify.structure`): the balance invariant;
+2. in the REPL, when one is connected (`verify.repl_compile`): reads safely, compiles in the
+   cursor's namespace with the cursor's locals bound, and, only when the user opted in, evaluates
+   (`verify.evaluate`).
+A check that did not run is recorded as None; a candidate with a failed check is withheld unless
+the user asked to see failures with their errors.
+
+This module is the stage's entry: `structural_check` and `repl_checks`. It imports nothing that
+talks to a REPL: the REPL side is handed in, already connected, as a `ReplVerifier`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cljassist.clojure_text.analysis import Analysis
+from cljassist.types import Candidate, Generation
+from cljassist.verify.structure import shape_candidate
+
+if TYPE_CHECKING:
+    from cljassist.verify.repl_compile import ReplVerdict, ReplVerifier
+
+__all__ = ["structural_check", "repl_checks"]
+
+
+def structural_check(generation: Generation, analysis: Analysis) -> Candidate:
+    """The candidate made of a generation, shaped to keep the file balanced, or marked as not."""
+    shaped = shape_candidate(generation.text, analysis.prefix, analysis.suffix, analysis.gap)
+    candidate = Candidate(shaped.text, generation.logprob, generation.n_tokens, generation.finish)
+    candidate.checks["balanced"] = shaped.balanced
+    candidate.notes.extend(shaped.notes)
+    if not shaped.balanced:
+        candidate.error = "cannot be made balanced"
+    return candidate
+
+
+def repl_checks(candidates: list[Candidate], verifier: "ReplVerifier", analysis: Analysis) -> None:
+    """Run the REPL checks on each structurally sound candidate; identical texts are checked once."""
+    verdicts: dict[str, "ReplVerdict"] = {}
+    for c in candidates:
+        if not c.passed_all:
+            continue
+        if c.text not in verdicts:
+            verdicts[c.text] = verifier.verify(analysis.prefix, c.text, analysis.suffix, analysis=analysis)
+        verdict = verdicts[c.text]
+        verdict.record(c.checks)
+        c.error = c.error or verdict.error
+        c.value = verdict.value
