@@ -11,7 +11,8 @@ from cljassist.clojure_text.forms import clj_string, clj_strings, string_value
 from cljassist.clojure_text.reader import parse, syntax_errors
 from cljassist.config import Settings
 from cljassist.context import LiveContext
-from cljassist.engine import CompletionRequest, Engine
+from cljassist.engine import Engine
+from cljassist.types import CompletionRequest
 from cljassist.verify.repl_compile import ReplVerdict, choose_target
 from tests.fakes import ScriptedModel
 
@@ -83,6 +84,8 @@ def test_clj_string_writes_a_lone_surrogate_as_an_escape():
 
 class _CountingRepl:
     """A context provider that records the analysis it was handed."""
+
+    connection_stamp = "test"
 
     def __init__(self):
         self.analyses = []
