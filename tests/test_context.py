@@ -8,7 +8,7 @@ import edn_format
 import pytest
 
 from cljassist.clojure_text.cursor import analyze_cursor
-from cljassist.clojure_text.analysis import analyze
+from cljassist.clojure_text.analysis import Analysis, analyze
 from cljassist.clojure_text.forms import clj_string
 from cljassist.context import HELPER_NS, ReplContextProvider
 from cljassist.model.fim import load_fim_table
@@ -163,7 +163,7 @@ def test_training_data_renders_what_the_live_provider_renders(nrepl_client, prov
     define(nrepl_client, f"(load-string {clj_string(util)})")
     define(nrepl_client, f"(load-string {clj_string(core)})")
     text, cursor = at_marker(core + marked + "\n")
-    live = provider.gather(cursor.namespace, cursor.symbol_prefix, cursor=cursor, text=text)
+    live = provider.gather(cursor.namespace, cursor.symbol_prefix, analysis=Analysis.around(text, cursor))
     assert live.ns_loaded and len(live.lines) >= 3
     assert list(live.lines) == context_lines_for(text, cursor, index_package([util, core]))
 

@@ -78,8 +78,8 @@ class PackageRepl:
     def __init__(self, pkg):
         self.pkg = pkg
 
-    def gather(self, namespace, symbol_prefix="", cursor=None, text=None):
-        lines = fim_data.context_lines_for(text, cursor, self.pkg)
+    def gather(self, namespace, symbol_prefix="", analysis=None):
+        lines = fim_data.context_lines_for(analysis.text, analysis.cursor, self.pkg)
         return LiveContext(namespace, True, tuple(lines), 0.0)
 
 
