@@ -22,9 +22,7 @@ from pathlib import Path
 from cljassist.budgets import (
     BACKEND_TIMEOUT, CANDIDATES, KEYSTROKE_DEADLINE, KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS, PROMPT_TOKENS,
 )
-from cljassist.config import Settings, load_settings
 from cljassist.errors import CljassistError, InputError, ReplUnavailable
-from cljassist.frontends.common import connect_repl, load_model, load_namespace, make_verifier
 
 EXIT_ERROR = 2
 EXIT_REPL_UNREACHABLE = 3
@@ -190,32 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_ERROR
 
 
-def settings_from_args(args, near: Path | None) -> Settings:
-    return load_settings(near).with_overrides(
-        model=args.model, candidates=args.candidates, max_new_tokens=args.max_new_tokens,
-        threads=args.threads, max_prompt_tokens=getattr(args, "max_prompt_tokens", None),
-        deadline_ms=getattr(args, "deadline_ms", None), nrepl=getattr(args, "nrepl", None), eval_mode=args.eval_mode, show_failing=args.show_failing,
-        verify=args.verify, backend=getattr(args, "backend", None),
-        backend_fallback=getattr(args, "backend_fallback", None),
-        backend_timeout_ms=getattr(args, "backend_timeout_ms", None),
-    )
-
-
-def read_source_file(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a Clojure file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-
-
 def run_complete(args) -> int:
-    from cljassist.engine import Engine
+    from cljassist.fileio import read_source_file
+    from cljassist.frontends.bootstrap import open_frontend, settings_from_args
+    from cljassist.frontends.common import load_namespace
     from cljassist.types import CompletionRequest, ReplStatus, suggestion_dict
 
     path = Path(args.file)
@@ -227,11 +203,11 @@ def run_complete(args) -> int:
     else:
         request = CompletionRequest.at_line_column(text, args.line, args.column, str(path.resolve()))
     settings = settings_from_args(args, path.resolve())
-    provider, repl_label = connect_repl(settings, path.resolve(), args.no_repl, explicit=args.nrepl is not None)
-    if provider is not None and args.load_ns:
-        load_namespace(provider, request.prefix + request.suffix)
-    engine = Engine(load_model(settings), settings, provider, make_verifier(provider, settings))
-    result = engine.complete(request)
+    with open_frontend(settings, near=path.resolve(), no_repl=args.no_repl, explicit=args.nrepl is not None) as front:
+        provider, repl_label = front.provider, front.repl_label
+        if provider is not None and args.load_ns:
+            load_namespace(provider, request.prefix + request.suffix)
+        result = front.engine.complete(request)
     if args.json:
         print(json.dumps({
             "suggestions": [suggestion_dict(s) for s in result.suggestions],

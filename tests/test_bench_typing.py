@@ -9,10 +9,11 @@ import random
 import pytest
 
 from cljassist.bench.typing import (
-    KeyRecord, candidate_forms, choose_forms, format_typing_table, keystroke_units, paired_closers, plan_form,
+    KeyRecord, candidate_forms, choose_forms, format_typing_table, keystroke_units, plan_form,
     plan_typing, replay, run_typing, summarize_path, suggestion_matches,
 )
 from cljassist.cli import EXIT_ERROR, main
+from cljassist.clojure_text.closers import auto_paired_closers
 from cljassist.clojure_text.reader import scan
 from cljassist.config import Settings
 from cljassist.types import CompletionResult, Suggestion
@@ -86,7 +87,7 @@ def test_suffix_at_each_keystroke_is_the_auto_paired_closers_then_the_rest_of_th
     ("(f ; (note", "\n)"),  # in a comment the closers sit on the next line
 ])
 def test_paired_closers_follow_the_reader(typed, closers):
-    assert paired_closers(scan(typed)) == closers
+    assert auto_paired_closers(scan(typed)) == closers
 
 
 def test_multiline_form_buffers():

@@ -18,11 +18,17 @@ pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 
 
+def use_session_model(monkeypatch, model) -> None:
+    """The command uses the session's model (loaded once) and leaves it open for the next test."""
+    monkeypatch.setattr("cljassist.frontends.common.load_model", lambda settings: model)
+    monkeypatch.setattr(model, "close", lambda: None)
+
+
 def test_cli_completes_with_json_and_the_repl(nrepl_server, default_model, tmp_path, capsys, monkeypatch):
     source = tmp_path / "todo.clj"
     shutil.copy(DEMO / "src" / "demo" / "todo.clj", source)
     model = RecordingModel(default_model)
-    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: model)  # load once per session
+    monkeypatch.setattr("cljassist.frontends.common.load_model", lambda settings: model)  # load once per session
     code = main(["complete", str(source), "--json", "--load-ns", "--nrepl", f"{nrepl_server.host}:{nrepl_server.port}"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -79,7 +85,7 @@ def test_engine_without_repl_still_completes(default_model):
 
 
 def test_bench_command_runs_public_cases(default_model, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)
+    use_session_model(monkeypatch, default_model)
     out_json = tmp_path / "r.json"
     cases = Path(__file__).resolve().parents[1] / "fixtures" / "bench" / "public.jsonl"
     code = main(["bench", str(cases), "--limit", "6", "--no-repl", "--json", str(out_json), "--max-new-tokens", "24"])
@@ -90,7 +96,7 @@ def test_bench_command_runs_public_cases(default_model, tmp_path, capsys, monkey
 
 
 def test_bench_command_with_repl_loads_case_namespaces(nrepl_server, default_model, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)
+    use_session_model(monkeypatch, default_model)
     case = {"id": "demo-1", "category": "symbol", "ns": "demo.core", "file": "demo/core.clj", "package": "demo",
             "xref": False, "prefix": "(ns demo.core (:require [clojure.string :as str]))\n(defn f [xs] (str/jo",
             "suffix": "in \",\" xs))\n", "middle": "in"}
@@ -105,7 +111,7 @@ def test_bench_command_with_repl_loads_case_namespaces(nrepl_server, default_mod
 
 
 def test_stale_port_file_warns_and_completes_without_repl(default_model, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)
+    use_session_model(monkeypatch, default_model)
     (tmp_path / ".nrepl-port").write_text("1")  # nothing listens on port 1
     source = tmp_path / "a.clj"
     source.write_text("(ns a)\n(defn inc2 [x] (+ x <CURSOR>))\n")
@@ -118,7 +124,7 @@ def test_stale_port_file_warns_and_completes_without_repl(default_model, tmp_pat
 
 def test_load_ns_evaluates_the_ns_form_of_a_file_that_cannot_load_yet(nrepl_server, default_model, tmp_path, capsys,
                                                                       monkeypatch):
-    monkeypatch.setattr("cljassist.cli.load_model", lambda settings: default_model)
+    use_session_model(monkeypatch, default_model)
     source = tmp_path / "pending.clj"
     source.write_text("(ns e2e.pending\n  (:require [clojure.string :as str]))\n\n(defn f [xs]\n  (str/jo<CURSOR> xs))\n")
     endpoint = f"{nrepl_server.host}:{nrepl_server.port}"

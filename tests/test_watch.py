@@ -22,7 +22,8 @@ from cljassist.clojure_text.reader import is_balanced
 from cljassist.config import Settings
 from cljassist.engine import Engine
 from cljassist.errors import InputError
-from cljassist.frontends import watch
+from cljassist import fileio
+from cljassist.fileio import WriteResult, write_if_unchanged
 from cljassist.frontends.watch import (
     COMMENT_PREFIX,
     MAX_FILE_BYTES,
@@ -30,10 +31,8 @@ from cljassist.frontends.watch import (
     MarkerFiller,
     Status,
     Watcher,
-    WriteResult,
     is_watched_source,
     main_watch,
-    write_if_unchanged,
 )
 from cljassist.types import CompletionResult, Suggestion
 from tests.fakes import ScriptedModel
@@ -311,23 +310,23 @@ def test_write_follows_a_symlink_instead_of_replacing_it(tmp_path):
 
 @pytest.mark.parametrize("editor", ["rename", "in-place"])
 def test_a_save_landing_between_the_final_check_and_the_swap_is_put_back(tmp_path, monkeypatch, editor):
-    if watch._RENAMEAT2 is None:
+    if fileio._RENAMEAT2 is None:
         pytest.skip("renameat2 is not available here")
     path = tmp_path / "a.clj"
     path.write_bytes(b"old")
-    real_exchange = watch._exchange
+    real_exchange = fileio._exchange
 
     def exchange_after_an_editor_save(a, b):
         if b == str(path):  # the swap of our temp file onto the target, not the swap back
-            monkeypatch.setattr(watch, "_exchange", real_exchange)
+            monkeypatch.setattr(fileio, "_exchange", real_exchange)
             if editor == "rename":
                 save_by_rename(path, "the user's edit")
             else:
                 path.write_text("the user's edit")
         return real_exchange(a, b)
 
-    monkeypatch.setattr(watch, "_exchange", exchange_after_an_editor_save)
-    if watch._exchange_unsupported:
+    monkeypatch.setattr(fileio, "_exchange", exchange_after_an_editor_save)
+    if fileio._exchange_unsupported:
         pytest.skip("this filesystem refuses RENAME_EXCHANGE")
     assert write_if_unchanged(path, b"old", b"ours") is WriteResult.CHANGED
     assert path.read_text() == "the user's edit"
@@ -335,7 +334,7 @@ def test_a_save_landing_between_the_final_check_and_the_swap_is_put_back(tmp_pat
 
 
 def test_without_rename_exchange_it_falls_back_to_os_replace(tmp_path, monkeypatch):
-    monkeypatch.setattr(watch, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
     path = tmp_path / "a.clj"
     path.write_bytes(b"old")
     os.chmod(path, 0o644)

@@ -208,30 +208,12 @@ def select_cases(path: Path, limit: int | None = None, sample: int | None = None
 
 
 def run_bench_command(args) -> int:
-    from cljassist.cli import settings_from_args
-    from cljassist.frontends.common import connect_repl, load_model, make_verifier
+    from cljassist.frontends.bootstrap import open_frontend, settings_from_args
 
     cases = select_cases(Path(args.cases), args.limit, args.sample)
     settings = settings_from_args(args, Path.cwd())
-    provider, repl_label = connect_repl(settings, Path.cwd(), args.no_repl, explicit=args.nrepl is not None)
-    model = load_model(settings)
-    if provider is not None:
-        namespaces = sorted({c["ns"] for c in cases if c.get("ns")})
-        loaded = sum(provider.ensure_loaded(ns) for ns in namespaces)
-        print(f"REPL {repl_label}: loaded {loaded} of {len(namespaces)} case namespaces", file=sys.stderr)
-    else:
-        print(f"REPL {repl_label}", file=sys.stderr)
-    progress = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    verifier = make_verifier(provider, settings)
-    engine = Engine(model, settings, provider, verifier)
-    if args.compare:
-        if provider is None:
-            raise InputError("--compare needs a REPL: pass --nrepl HOST:PORT or run where a .nrepl-port is found")
-        comparison, verified = run_comparison(engine, Engine(model, settings, None, verifier), cases, progress)
-        report = make_report(verified, True, model.name)
-        report["comparison"] = comparison
-    else:
-        report = run_bench(engine, cases, provider is not None, model.name, progress)
+    with open_frontend(settings, near=Path.cwd(), no_repl=args.no_repl, explicit=args.nrepl is not None) as front:
+        report = _bench_report(front, cases, args.compare)
     print(format_table(report))
     if "comparison" in report:
         print()
@@ -240,3 +222,22 @@ def run_bench_command(args) -> int:
         Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return 0
 
+
+def _bench_report(front, cases: list[dict], compare: bool) -> dict:
+    engine, provider = front.engine, front.provider
+    if provider is not None:
+        namespaces = sorted({c["ns"] for c in cases if c.get("ns")})
+        loaded = sum(provider.ensure_loaded(ns) for ns in namespaces)
+        print(f"REPL {front.repl_label}: loaded {loaded} of {len(namespaces)} case namespaces", file=sys.stderr)
+    else:
+        print(f"REPL {front.repl_label}", file=sys.stderr)
+    progress = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if not compare:
+        return run_bench(engine, cases, provider is not None, engine.model.name, progress)
+    if provider is None:
+        raise InputError("--compare needs a REPL: pass --nrepl HOST:PORT or run where a .nrepl-port is found")
+    without_context = Engine(engine.model, engine.settings, None, engine.verifier)
+    comparison, verified = run_comparison(engine, without_context, cases, progress)
+    report = make_report(verified, True, engine.model.name)
+    report["comparison"] = comparison
+    return report

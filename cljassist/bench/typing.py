@@ -11,8 +11,8 @@ What is replayed
   The editor is a paredit/auto-pairing one, as Clojure programmers use: typing ``(`` ``[`` ``{`` or
   ``"`` also puts its closer after the cursor, and typing a closer that is already next only moves
   over it. So the buffer is always the typed text + the closers of what the typed text left open +
-  the rest of the file. Those closers are computed with the reader's ``scan`` (the same state
-  ``frontends/terminal.py:implied_closers`` reads), incrementally per keystroke: the closing quote
+  the rest of the file. Those closers are ``clojure_text.closers.auto_paired_closers`` of the reader's
+  ``scan`` (the terminal prompt's suffix too), computed incrementally per keystroke: the closing quote
   of an open string or regex first, then the closers of the open forms, innermost first; inside a
   line comment they sit on the next line (paredit moves them there); right after a lone backslash
   (a character literal) nothing new is paired.
@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from cljassist.bench.metrics import percentile
+from cljassist.clojure_text.closers import auto_paired_closers
 from cljassist.clojure_text.reader import ScanState, namespace_of_form, parse, scan
 from cljassist.types import CompletionRequest
 from cljassist.errors import CljassistError, InputError
@@ -82,7 +83,6 @@ TYPING_CANDIDATES = 1  # ghost text shows one suggestion
 TYPING_MAX_NEW_TOKENS = 24
 STAGES = ("context", "model", "verify")
 CACHE_SOURCES = ("type-through", "recent")
-_CLOSER_OF = {"(": ")", "[": "]", "{": "}"}
 
 
 class CompletingEngine(Protocol):
@@ -144,16 +144,6 @@ def keystroke_units(form: str) -> list[str]:
     return units
 
 
-def paired_closers(state: ScanState) -> str:
-    """What an auto-pairing editor has after the cursor, given the scan of the typed text."""
-    head = ""
-    if state.in_string:
-        head = '"'
-    elif state.mode == "comment":
-        head = "\n"  # paredit keeps the closers out of the comment, on the next line
-    return head + "".join(_CLOSER_OF[opener[-1]] for opener, _ in reversed(state.stack))
-
-
 def pause_after(typed: str, rng: random.Random, mean_ms: float) -> float:
     """A typist's interval after `typed`: longer after a space (a word ends) and a newline."""
     factor = 3.0 if typed.startswith(("\n", "\r")) else 2.0 if typed in (" ", "\t") else 1.0
@@ -167,7 +157,8 @@ def plan_form(file: str, text: str, start: int, end: int, rng: random.Random, pa
     for index, unit in enumerate(keystroke_units(text[start:end])):
         state = scan(unit, state)
         typed_chars += len(unit)
-        keys.append(Keystroke(index, unit, typed_chars, paired_closers(state), pause_after(unit, rng, pause_ms)))
+        keys.append(Keystroke(index, unit, typed_chars, auto_paired_closers(state),
+                              pause_after(unit, rng, pause_ms)))
     return FormPlan(file, start, end, text, tuple(keys))
 
 
@@ -473,7 +464,7 @@ def _times(ratio) -> str:
 
 
 def read_typing_files(names: list[str]) -> list[tuple[Path, str]]:
-    from cljassist.cli import read_source_file
+    from cljassist.fileio import read_source_file
 
     files = []
     for name in names:
@@ -485,9 +476,8 @@ def read_typing_files(names: list[str]) -> list[tuple[Path, str]]:
 
 
 def run_typing_command(args) -> int:
-    from cljassist.cli import settings_from_args
-    from cljassist.config import for_keystrokes
-    from cljassist.frontends import common
+    from cljassist.frontends.bootstrap import open_frontend, settings_from_args
+    from cljassist.frontends.common import load_namespace
 
     for flag in ("limit", "sample", "compare"):
         if getattr(args, flag, None):
@@ -500,26 +490,19 @@ def run_typing_command(args) -> int:
         args.candidates = TYPING_CANDIDATES
     if args.max_new_tokens is None:
         args.max_new_tokens = TYPING_MAX_NEW_TOKENS
-    settings = for_keystrokes(settings_from_args(args, files[0][0]))
+    settings = settings_from_args(args, files[0][0], keystrokes=True)
     plans = plan_typing([(str(p), t) for p, t in files], args.forms, args.seed, args.pause_ms, args.max_form_chars)
-    provider, repl_label = common.connect_repl(settings, files[0][0], args.no_repl, explicit=args.nrepl is not None)
     progress = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    try:
-        if provider is not None and args.load_ns:
+    with open_frontend(settings, near=files[0][0], no_repl=args.no_repl, explicit=args.nrepl is not None) as front:
+        if front.provider is not None and args.load_ns:
             for _, text in files:
-                common.load_namespace(provider, text)
-        started = time.perf_counter()
-        model = common.load_model(settings)
-        model_load_ms = (time.perf_counter() - started) * 1000
-        progress(f"REPL {repl_label}; model loaded in {model_load_ms:.0f} ms; "
+                load_namespace(front.provider, text)
+        model_load_ms = front.opened.model_load_ms
+        progress(f"REPL {front.repl_label}; model loaded in {model_load_ms:.0f} ms; "
                  f"{len(plans)} forms, {sum(len(p.keystrokes) for p in plans)} keystrokes")
-        run = run_typing(model, settings, plans, provider, common.make_verifier(provider, settings),
+        run = run_typing(front.engine.model, settings, plans, front.provider, front.engine.verifier,
                          naive_every=args.naive_every, pause=not args.no_pause, progress=progress)
-    finally:
-        if provider is not None:
-            provider.close()
-            provider.client.close()
-    run.repl = repl_label
+    run.repl = front.repl_label
     run.model_load_ms = model_load_ms
     run.options = {"forms": args.forms, "seed": args.seed, "pause": not args.no_pause, "pause_ms": args.pause_ms,
                    "max_form_chars": args.max_form_chars, "candidates": settings.candidates,
@@ -529,7 +512,4 @@ def run_typing_command(args) -> int:
     print(format_typing_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    close_model = getattr(model, "close", None)
-    if close_model is not None:
-        close_model()
     return 130 if report["interrupted"] else 0

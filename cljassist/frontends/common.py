@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from cljassist.config import Settings
 from cljassist.errors import InputError, ReplTimeout, ReplUnavailable
@@ -121,6 +118,7 @@ class OpenEngine:
     provider: "object | None"  # ReplContextProvider
     repl_label: str
     owns_model: bool = True  # a model handed in by the caller stays the caller's to close
+    model_load_ms: float = 0.0  # how long loading the model took (0 when it was handed in)
 
     def close(self) -> None:
         if self.provider is not None:
@@ -136,31 +134,19 @@ def open_engine(settings: Settings, near: Path | None = None, no_repl: bool = Fa
     from cljassist.engine import Engine
 
     provider, label = connect_repl(settings, near, no_repl, explicit)
-    engine = Engine(model if model is not None else load_model(settings), settings, provider,
-                    make_verifier(provider, settings))
-    return OpenEngine(engine, provider, label, owns_model=model is None)
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
-    """While inside, SIGINT, SIGTERM and SIGHUP set `stop` so a long-running front-end can shut down
-    cleanly; the previous handlers come back afterwards. SIGINT is set explicitly because a shell that
-    starts us in the background leaves it ignored. Only the main thread can take signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def wait_until_set(stop: threading.Event) -> None:
-    """Block until `stop` is set; short waits so the main thread runs signal handlers promptly."""
-    while not stop.wait(0.5):
-        pass
+    model_load_ms = 0.0
+    if model is None:
+        started = time.perf_counter()
+        try:
+            model = load_model(settings)
+        except BaseException:
+            if provider is not None:  # the connection would outlive the failed start otherwise
+                provider.close()
+                provider.client.close()
+            raise
+        model_load_ms = (time.perf_counter() - started) * 1000
+        owns_model = True
+    else:
+        owns_model = False
+    engine = Engine(model, settings, provider, make_verifier(provider, settings))
+    return OpenEngine(engine, provider, label, owns_model=owns_model, model_load_ms=model_load_ms)

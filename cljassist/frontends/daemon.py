@@ -45,6 +45,7 @@ from typing import Any
 
 from cljassist.budgets import DAEMON_LINE, DAEMON_PROBE_TIMEOUT, THREAD_JOIN
 from cljassist.errors import Cancelled, CljassistError, InputError
+from cljassist.fileio import write_atomic
 from cljassist.prefetch import likely_next_requests
 from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
 
@@ -91,33 +92,6 @@ def read_port_file(path: Path) -> PortFile | None:
     if not isinstance(port, int) or not isinstance(token, str) or not isinstance(pid, int):
         return None
     return PortFile(port, token, pid)
-
-
-def _write_private(path: Path, text: str, exclusive: bool) -> bool:
-    """Write `text` to `path` with mode 0600 from creation, atomically (temp file, then link or
-    rename). `exclusive`: only if `path` does not exist (False when it does)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        if not exclusive:
-            os.replace(temp, path)
-            return True
-        try:
-            os.link(temp, path)  # atomic create-if-absent, with the content already in place
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
 
 
 def _pid_alive(pid: int) -> bool:
@@ -362,11 +336,11 @@ class Daemon:
     def _claim_port_file(self) -> None:
         mine = PortFile(self.port, self.token, os.getpid())
         for _attempt in range(3):
-            if _write_private(self.port_file, mine.edn(), exclusive=True):
+            if write_atomic(self.port_file, mine.edn(), mode=0o600, exclusive=True):
                 return
             refuse_if_served(self.directory)
             # Stale (a crashed daemon, or garbage): replace it, then check nobody replaced it after us.
-            _write_private(self.port_file, mine.edn(), exclusive=False)
+            write_atomic(self.port_file, mine.edn(), mode=0o600)
             if read_port_file(self.port_file) == mine:
                 return
         raise DaemonAlreadyRunning(f"another cljassist daemon is starting in {self.directory}")
@@ -485,34 +459,26 @@ def _finish_reply(reply_id: dict, body: dict[str, Any], safe: bool) -> dict[str,
 
 def main_serve(args) -> int:
     """`cljassist serve`: serve completions for the current directory until SIGINT/SIGTERM."""
-    from cljassist.cli import settings_from_args
-    from cljassist.config import for_keystrokes
-    from cljassist.frontends.common import open_engine, stop_on_signals, wait_until_set
-    from cljassist.frontends.service import CompletionService
+    from cljassist.frontends.bootstrap import open_frontend, settings_from_args
 
     directory = Path.cwd()
     refuse_if_served(directory)  # before loading the model; start() checks again, atomically
-    settings = for_keystrokes(settings_from_args(args, directory))
-    opened = open_engine(settings, near=directory, no_repl=getattr(args, "no_repl", False),
-                         explicit=getattr(args, "nrepl", None) is not None)
-    service = CompletionService(opened.engine)
-    daemon = Daemon(service, directory, port=getattr(args, "port", 0) or 0, repl_label=opened.repl_label)
-    stop = threading.Event()
-    injected = False
-    try:
-        daemon.start()
-        print(f"cljassist serve: listening on {daemon.address} (token in {daemon.port_file}); "
-              f"model {daemon.model_name}; REPL {opened.repl_label}", flush=True)
-        status, injected = _inject(opened, daemon, no_inject=getattr(args, "no_inject", False))
-        print(f"cljassist serve: {status}", flush=True)
-        with stop_on_signals(stop):
-            wait_until_set(stop)
-    finally:
-        daemon.stop()
-        if injected:
-            _release_middleware(opened, daemon)
-        service.close()
-        opened.close()
+    settings = settings_from_args(args, directory, keystrokes=True)
+    with open_frontend(settings, near=directory, no_repl=getattr(args, "no_repl", False),
+                       explicit=getattr(args, "nrepl", None) is not None, service=True) as front:
+        daemon = Daemon(front.service, directory, port=getattr(args, "port", 0) or 0, repl_label=front.repl_label)
+        injected = False
+        try:
+            daemon.start()
+            print(f"cljassist serve: listening on {daemon.address} (token in {daemon.port_file}); "
+                  f"model {daemon.model_name}; REPL {front.repl_label}", flush=True)
+            status, injected = _inject(front.opened, daemon, no_inject=getattr(args, "no_inject", False))
+            print(f"cljassist serve: {status}", flush=True)
+            front.serve_until_stopped()
+        finally:
+            daemon.stop()
+            if injected:
+                _release_middleware(front.opened, daemon)
     print("cljassist serve: stopped", flush=True)
     return 0
 

@@ -44,13 +44,15 @@ import fastbencode
 
 from cljassist.budgets import NREPL_CONNECT_TIMEOUT, PROXY_REFUSE_WAIT, THREAD_JOIN
 from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout, ReplUnavailable
-from cljassist.frontends.common import ReplRuntime, runtime_from_versions, stop_on_signals, wait_until_set
+from cljassist.fileio import write_atomic
+from cljassist.frontends.bootstrap import wait_until_set
+from cljassist.frontends.common import ReplRuntime, runtime_from_versions
 from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
 from cljassist.repl.bencode import BencodeError, MessageStream, decode, encode
 from cljassist.repl.discovery import PORT_FILE, parse_endpoint
 
-__all__ = ["COMPLETE_OP", "OP_DESCRIPTOR", "NreplProxy", "UpstreamInfo", "ProxyEngine", "PortFileClaim",
-           "probe_upstream", "open_proxy_engine", "claim_port_file", "main_proxy"]
+__all__ = ["COMPLETE_OP", "OP_DESCRIPTOR", "NreplProxy", "UpstreamInfo", "UpstreamPlan", "ProxyEngine",
+           "PortFileClaim", "probe_upstream", "plan_for_upstream", "open_proxy_engine", "claim_port_file", "main_proxy"]
 
 COMPLETE_OP = "cljassist/complete"
 # Shaped like nREPL's own `describe` entries (doc, requires, optional, returns).
@@ -498,30 +500,52 @@ def probe_upstream(upstream: tuple[str, int], timeout: float = _CONNECT_TIMEOUT_
 
 
 @dataclass
+class UpstreamPlan:
+    """How the engine of a proxy to an upstream uses that upstream's REPL."""
+
+    settings: Any  # config.Settings, with the upstream as its nREPL
+    upstream: UpstreamInfo
+    notice: str | None  # one line for the user when the REPL cannot help the engine
+
+    @property
+    def no_repl(self) -> bool:
+        return not self.upstream.jvm
+
+    @property
+    def repl_label(self) -> str | None:
+        return None if self.upstream.jvm else f"off (the upstream is not JVM Clojure: {self.upstream.runtime})"
+
+
+def plan_for_upstream(settings, upstream: tuple[str, int]) -> UpstreamPlan:
+    """With the upstream's REPL context and checks when it is JVM Clojure, without them otherwise
+    (their helper code is JVM Clojure)."""
+    endpoint = f"{upstream[0]}:{upstream[1]}"
+    settings = settings.with_overrides(nrepl=endpoint)
+    info = probe_upstream(upstream, timeout=max(_CONNECT_TIMEOUT_S, settings.repl_timeout_ms / 1000))
+    notice = None if info.jvm else (f"the upstream at {endpoint} is not JVM Clojure ({info.runtime}); "
+                                    "completions come without REPL context and unchecked by the REPL")
+    return UpstreamPlan(settings, info, notice)
+
+
+@dataclass
 class ProxyEngine:
     opened: Any  # common.OpenEngine
     upstream: UpstreamInfo
-    notice: str | None  # one line for the user when the REPL cannot help the engine
+    notice: str | None
 
     def close(self) -> None:
         self.opened.close()
 
 
 def open_proxy_engine(settings, upstream: tuple[str, int], model=None) -> ProxyEngine:
-    """The engine for a proxy to `upstream`: with the upstream's REPL context and checks when it is JVM
-    Clojure, without them otherwise (their helper code is JVM Clojure)."""
+    """The engine for a proxy to `upstream` as `plan_for_upstream` decides, without a service."""
     from cljassist.frontends.common import open_engine
 
-    endpoint = f"{upstream[0]}:{upstream[1]}"
-    settings = settings.with_overrides(nrepl=endpoint)
-    info = probe_upstream(upstream, timeout=max(_CONNECT_TIMEOUT_S, settings.repl_timeout_ms / 1000))
-    if info.jvm:
-        return ProxyEngine(open_engine(settings, explicit=True, model=model), info, None)
-    opened = open_engine(settings, no_repl=True, model=model)
-    opened.repl_label = f"off (the upstream is not JVM Clojure: {info.runtime})"
-    notice = (f"the upstream at {endpoint} is not JVM Clojure ({info.runtime}); "
-              "completions come without REPL context and unchecked by the REPL")
-    return ProxyEngine(opened, info, notice)
+    plan = plan_for_upstream(settings, upstream)
+    opened = open_engine(plan.settings, no_repl=plan.no_repl, explicit=not plan.no_repl, model=model)
+    if plan.repl_label is not None:
+        opened.repl_label = plan.repl_label
+    return ProxyEngine(opened, plan.upstream, plan.notice)
 
 
 # ------------------------------------------------------------------------ .nrepl-port
@@ -546,7 +570,7 @@ class PortFileClaim:
         if self.previous is None:
             self.path.unlink(missing_ok=True)
         else:
-            _write_atomically(self.path, self.previous)
+            write_atomic(self.path, self.previous)
 
 
 def claim_port_file(directory: Path, port: int) -> PortFileClaim:
@@ -555,62 +579,47 @@ def claim_port_file(directory: Path, port: int) -> PortFileClaim:
         previous: str | None = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         previous = None
-    _write_atomically(path, str(port))
+    write_atomic(path, str(port))
     return PortFileClaim(path, port, previous)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Editors may read the file at any moment: they see the old content or the new, never half."""
-    temporary = path.with_name(f".{path.name}.cljassist-tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
 
 
 # ------------------------------------------------------------------------ command
 
 def main_proxy(args) -> int:
     """`cljassist proxy --upstream HOST:PORT [--port P]`: serve until SIGINT/SIGTERM."""
-    from cljassist.cli import settings_from_args
-    from cljassist.config import for_keystrokes
-    from cljassist.frontends.service import CompletionService
+    from cljassist.frontends.bootstrap import open_frontend, settings_from_args
 
     try:
         upstream = parse_endpoint(args.upstream)
     except ValueError as exc:
         raise InputError(f"--upstream: {exc}") from None
-    settings = for_keystrokes(settings_from_args(args, Path.cwd()))
-    engine = open_proxy_engine(settings, upstream)
-    try:
-        if engine.notice:
-            _log(engine.notice)
-        service = CompletionService(engine.opened.engine)
+    plan = plan_for_upstream(settings_from_args(args, Path.cwd(), keystrokes=True), upstream)
+    with open_frontend(plan.settings, no_repl=plan.no_repl, explicit=not plan.no_repl,
+                       repl_label=plan.repl_label, service=True) as front:
+        if plan.notice:
+            _log(plan.notice)
+        proxy = NreplProxy(upstream, front.service, port=getattr(args, "port", 0) or 0)
         try:
-            proxy = NreplProxy(upstream, service, port=getattr(args, "port", 0) or 0)
-            try:
-                proxy.start()
-            except OSError as exc:
-                raise InputError(f"cannot listen on 127.0.0.1:{args.port}: {_reason(exc)}") from None
-            try:
-                _serve_until_signal(proxy, upstream, engine.opened.repl_label)
-            finally:
-                proxy.stop()
+            proxy.start()
+        except OSError as exc:
+            raise InputError(f"cannot listen on 127.0.0.1:{args.port}: {_reason(exc)}") from None
+        try:
+            with front.stop_signals() as stop:
+                _serve_until(stop, proxy, upstream, front.repl_label)
         finally:
-            service.close()
-    finally:
-        engine.close()
+            proxy.stop()
     return 0
 
 
-def _serve_until_signal(proxy: NreplProxy, upstream: tuple[str, int], repl_label: str) -> None:
-    with stop_on_signals(threading.Event()) as stop:
-        claim = claim_port_file(Path.cwd(), proxy.port)
-        try:
-            if claim.previous is not None:
-                _log(f"{claim.path} held {claim.previous.strip()!r}; it points to the proxy now and is "
-                     "restored on exit")
-            _log(f"listening on 127.0.0.1:{proxy.port} for {upstream[0]}:{upstream[1]} "
-                 f"(completion REPL: {repl_label}); wrote {claim.path}")
-            wait_until_set(stop)
-            _log("stopping")
-        finally:
-            claim.release()
+def _serve_until(stop: threading.Event, proxy: NreplProxy, upstream: tuple[str, int], repl_label: str) -> None:
+    claim = claim_port_file(Path.cwd(), proxy.port)
+    try:
+        if claim.previous is not None:
+            _log(f"{claim.path} held {claim.previous.strip()!r}; it points to the proxy now and is "
+                 "restored on exit")
+        _log(f"listening on 127.0.0.1:{proxy.port} for {upstream[0]}:{upstream[1]} "
+             f"(completion REPL: {repl_label}); wrote {claim.path}")
+        wait_until_set(stop)
+        _log("stopping")
+    finally:
+        claim.release()

@@ -5,10 +5,8 @@ The pieces, each usable (and tested) without the others:
 * `input_is_complete` / `continuation_indent`: Enter submits a form only when our reader says it is
   complete (no open delimiter, not inside a string); otherwise it starts an indented new line.
   A stray closing delimiter submits too, so the REPL reports the error instead of waiting forever.
-* `Evaluator`: evaluation on a session of its own (cloned; never the engine's tooling sessions).
-  Output, errors and values are handed to callbacks as the replies stream in; Ctrl-C (or
-  `interrupt()` from another thread) sends nREPL `interrupt` for that session. A lost connection is
-  re-established on the next input with a fresh session.
+* `Evaluator` (cljassist.repl.evaluator): evaluation on a session of its own, output streamed,
+  Ctrl-C sent as nREPL `interrupt`.
 * `EngineAutoSuggest`: a prompt_toolkit AutoSuggest backed by the engine through a
   CompletionService. The model runs on the service's worker thread, never the UI thread; a
   keystroke cancels the request in flight (prompt_toolkit then asks again for the newer text), and a
@@ -29,8 +27,7 @@ import os
 import re
 import sys
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
@@ -44,13 +41,13 @@ from prompt_toolkit.filters import Condition, has_focus
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings
 
-from cljassist.budgets import (
-    REPL_SESSION_CLOSE, REPL_SESSION_OP, TERMINAL_DEBOUNCE, TERMINAL_INTERRUPT_GRACE,
-)
+from cljassist.budgets import TERMINAL_DEBOUNCE
+from cljassist.clojure_text.closers import implied_closers
 from cljassist.clojure_text.indent import continuation_indent
 from cljassist.clojure_text.reader import scan
 from cljassist.types import CompletionRequest, CompletionResult
 from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
+from cljassist.repl.evaluator import DEFAULT_NAMESPACE, EvalOutcome, Evaluator
 
 __all__ = [
     "input_is_complete", "continuation_indent", "implied_closers", "next_word", "history_path",
@@ -58,7 +55,6 @@ __all__ = [
 ]
 
 REPL_BUFFER_ID = "repl"  # the CompletionService buffer: each keystroke's request supersedes the last
-DEFAULT_NAMESPACE = "user"  # where a freshly cloned nREPL session starts
 _INCOMPLETE_MODES = ("string", "regex", "char")  # the text ends inside one of these: keep reading
 
 
@@ -76,21 +72,6 @@ def input_is_complete(text: str) -> bool:
     if state.unmatched_closers:
         return True
     return not state.stack and state.mode not in _INCOMPLETE_MODES
-
-
-_CLOSER_OF = {"(": ")", "[": "]", "{": "}"}
-
-
-def implied_closers(text: str) -> str | None:
-    """What an auto-pairing editor would have after the cursor at the end of `text`: the quote of
-    an open string, then the closers of the open forms, innermost first. None right after a lone
-    backslash (a character literal is being typed: nothing sensible follows yet)."""
-    state = scan(text)
-    if state.mode == "char":
-        return None
-    head = '"' if state.in_string else ("\n" if state.mode == "comment" else "")
-    # openers are "(", "[", "{", "#(", "#{" (reader conditionals and namespaced maps push "(" / "{")
-    return head + "".join(_CLOSER_OF[opener[-1]] for opener, _ in reversed(state.stack))
 
 
 def submits_on_enter(document: Document) -> bool:
@@ -170,154 +151,6 @@ class Printer:
     def fresh_line(self) -> None:
         if not self._at_line_start:
             self.write("\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@dataclass
-class EvalOutcome:
-    """One evaluation, folded: values in order, the namespace after it, the exception class (or
-    other failure) if any, whether it was interrupted, and notices for the user."""
-
-    values: list[str] = field(default_factory=list)
-    ns: str | None = None
-    error: str | None = None
-    interrupted: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-class Evaluator:
-    """Evaluates on its own nREPL session; see the module docstring."""
-
-    def __init__(self, client, session: str | None = None, interrupt_grace_s: float = TERMINAL_INTERRUPT_GRACE.seconds) -> None:
-        self.client = client
-        self.session = session if session is not None else client.clone()
-        self.ns = DEFAULT_NAMESPACE
-        self.interrupt_grace_s = interrupt_grace_s  # how long an interrupted eval may take to stop
-        self._running = None  # the PendingRequest of the eval in progress
-        self._interrupted_at: float | None = None
-
-    def eval(self, code: str, on_out: Callable[[str], None] | None = None,
-             on_err: Callable[[str], None] | None = None, on_value: Callable[[str], None] | None = None,
-             on_interrupt: Callable[[], None] | None = None, poll_s: float = 0.05) -> EvalOutcome:
-        """Evaluate `code` (any number of forms) and wait for it, however long it runs; Ctrl-C in
-        this thread interrupts it (`on_interrupt` is told first). Raises ReplUnavailable when the
-        REPL cannot be reached."""
-        outcome = EvalOutcome(ns=self.ns)
-        note = self.ensure_session()
-        if note:
-            outcome.ns = self.ns
-            outcome.notes.append(note)
-        pending = self.client.send("eval", code=code, session=self.session)
-        self._interrupted_at = None
-        self._running = pending
-        stream = _ReplyStream(pending, outcome, on_out, on_err, on_value)
-        try:
-            while True:
-                try:
-                    finished = _wait_done(pending, poll_s)
-                except KeyboardInterrupt:
-                    if self._interrupted_at is not None:  # a second Ctrl-C: stop waiting
-                        outcome.interrupted = True
-                        outcome.error = "stopped waiting; the evaluation may still be running in the REPL"
-                        break
-                    if on_interrupt is not None:
-                        on_interrupt()
-                    self.interrupt()
-                    continue
-                finally:
-                    stream.drain()
-                if finished:
-                    break
-                if (self._interrupted_at is not None
-                        and time.monotonic() - self._interrupted_at > self.interrupt_grace_s):
-                    outcome.interrupted = True
-                    outcome.error = (f"the evaluation did not stop within {self.interrupt_grace_s:g}s "
-                                     "of the interrupt; it may still be running in the REPL")
-                    break
-        finally:
-            self._running = None
-        if outcome.ns:
-            self.ns = outcome.ns
-        return outcome
-
-    def interrupt(self) -> bool:
-        """Ask the REPL to interrupt the eval in progress (safe from any thread). False when
-        nothing is running or the request could not be sent."""
-        pending = self._running
-        if pending is None or pending.done:
-            return False
-        self._interrupted_at = time.monotonic()
-        try:
-            self.client.interrupt(self.session, interrupt_id=pending.id, timeout=REPL_SESSION_OP.seconds)
-        except (ReplUnavailable, ReplTimeout):
-            return False
-        return True
-
-    def close(self) -> None:
-        try:
-            self.client.close_session(self.session, timeout=REPL_SESSION_CLOSE.seconds)
-        except (ReplUnavailable, ReplTimeout):
-            pass
-
-    def ensure_session(self) -> str | None:
-        """After a lost connection the old session is gone with it: clone a fresh one (this is also
-        what reconnects). Returns a notice for the user when it did, since the old session's
-        bindings and current namespace are gone; ReplUnavailable while the REPL is unreachable."""
-        if self.client.connected and self.session in self.client.sessions:
-            return None
-        self.session = self.client.clone(timeout=REPL_SESSION_OP.seconds)
-        self.ns = DEFAULT_NAMESPACE
-        return (f"reconnected to nREPL at {self.client.endpoint}: a new session, in {DEFAULT_NAMESPACE} "
-                "(the old session's bindings are gone)")
-
-
-def _wait_done(pending, timeout: float) -> bool:
-    """True once the request is done; False after `timeout`. ReplUnavailable if the connection died."""
-    try:
-        pending.result(timeout)
-    except ReplTimeout:
-        return False
-    return True
-
-
-class _ReplyStream:
-    """Hands each new reply of a running eval to the callbacks, in arrival order."""
-
-    def __init__(self, pending, outcome: EvalOutcome, on_out, on_err, on_value) -> None:
-        self.pending = pending
-        self.outcome = outcome
-        self.on_out, self.on_err, self.on_value = on_out, on_err, on_value
-        self.seen = 0
-
-    def drain(self) -> None:
-        for reply in self.pending.replies_so_far(self.seen):
-            self._handle(reply)
-            self.seen += 1
-
-    def _handle(self, reply: dict) -> None:
-        outcome = self.outcome
-        if "out" in reply and self.on_out:
-            self.on_out(reply["out"])
-        if "err" in reply and self.on_err:
-            self.on_err(reply["err"])
-        if "value" in reply:
-            outcome.values.append(reply["value"])
-            if self.on_value:
-                self.on_value(reply["value"])
-        if reply.get("ns"):
-            outcome.ns = reply["ns"]
-        if reply.get("ex"):
-            outcome.error = reply["ex"].removeprefix("class ")
-        status = set(reply.get("status", ()))
-        if "interrupted" in status:
-            outcome.interrupted = True
-        if "namespace-not-found" in status:
-            outcome.error = f"namespace {outcome.ns} not found"
-        elif "error" in status and not outcome.error:
-            outcome.error = f"nREPL error: {', '.join(sorted(status - {'done', 'error'})) or 'unknown'}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,40 +456,32 @@ def connect_or_start_nrepl(settings, cwd: Path, explicit: bool, printer: Printer
 
 def main_repl(args) -> int:
     """`cljassist repl [--nrepl HOST:PORT | --no-repl] + model options`."""
-    from cljassist.cli import settings_from_args
-    from cljassist.config import for_keystrokes
-    from cljassist.frontends.common import open_engine
-    from cljassist.frontends.service import CompletionService
+    from cljassist.frontends.bootstrap import open_frontend, settings_from_args
 
     cwd = Path.cwd()
-    settings = for_keystrokes(settings_from_args(args, cwd))
+    settings = settings_from_args(args, cwd, keystrokes=True)
     printer = Printer(sys.stdout)
     no_repl = bool(getattr(args, "no_repl", False))
     target: ReplTarget | None = None
-    opened = service = evaluator = None
+    evaluator = None
     try:
         if not no_repl:
             target = connect_or_start_nrepl(settings, cwd, getattr(args, "nrepl", None) is not None, printer)
             evaluator = Evaluator(target.client)
         printer.info("loading the model…")
         engine_settings = settings.with_overrides(nrepl=target.endpoint) if target else settings
-        opened = open_engine(engine_settings, near=cwd, no_repl=target is None, explicit=True)
-        service = CompletionService(opened.engine)
-        suggester = EngineAutoSuggest(service, namespace=lambda: evaluator.ns if evaluator else None)
-        history = open_history(history_path(), printer)
-        where = f"nREPL {target.endpoint} ({target.source})" if target else "no REPL (--no-repl): suggestions only"
-        printer.info(f"cljassist repl on {where}; model {opened.engine.model.name}")
-        printer.info("Enter evaluates a complete form (Esc Enter: always); Tab accepts the suggestion, "
-                     "Right one word, Esc dismisses; Ctrl-C interrupts, Ctrl-D exits")
-        repl = TerminalRepl(evaluator, suggester, printer, history,
-                            no_eval_reason="no REPL (--no-repl): evaluation is off")
-        return repl.run()
+        with open_frontend(engine_settings, near=cwd, no_repl=target is None, explicit=True, service=True) as front:
+            suggester = EngineAutoSuggest(front.service, namespace=lambda: evaluator.ns if evaluator else None)
+            history = open_history(history_path(), printer)
+            where = f"nREPL {target.endpoint} ({target.source})" if target else "no REPL (--no-repl): suggestions only"
+            printer.info(f"cljassist repl on {where}; model {front.engine.model.name}")
+            printer.info("Enter evaluates a complete form (Esc Enter: always); Tab accepts the suggestion, "
+                         "Right one word, Esc dismisses; Ctrl-C interrupts, Ctrl-D exits")
+            repl = TerminalRepl(evaluator, suggester, printer, history,
+                                no_eval_reason="no REPL (--no-repl): evaluation is off")
+            return repl.run()
     finally:
-        if service is not None:
-            service.close()
         if evaluator is not None:
             evaluator.close()
-        if opened is not None:
-            opened.close()
         if target is not None:
             target.close()

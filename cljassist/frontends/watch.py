@@ -15,7 +15,7 @@ Three pieces, so the core is testable without watchdog's timing:
   file are filled one at a time, top to bottom; the engine sees the earlier ones filled and the
   later ones removed. A marker with no passing suggestion stays (the next save tries it again) and
   the reason goes to stderr; when none was filled the file is not touched at all.
-* `write_if_unchanged`: the atomic write that never loses an edit (see its docstring).
+* `write_if_unchanged` (in cljassist.fileio): the atomic write that never loses an edit.
 * `Watcher(root, filler, debounce_s)`: watchdog's thread only records which paths changed; one
   worker thread (the engine is not thread-safe) handles a path once it has been quiet for
   `debounce_s`, so a burst of saves, or an editor's rename dance, is one fill.
@@ -30,14 +30,11 @@ when the watcher starts is filled on its next save.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import hashlib
 import os
 import re
 import stat
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -48,6 +45,7 @@ from typing import Callable, TextIO
 
 from cljassist.budgets import WATCH_DEBOUNCE, WATCH_FILE, WATCH_SHOWN, WORKER_STOP
 from cljassist.errors import Cancelled, CljassistError, InputError
+from cljassist.fileio import TEMP_SUFFIX, WriteResult, write_if_unchanged
 from cljassist.rank import normalize
 from cljassist.types import CURSOR_MARKER, CompletionRequest, ReplStatus, Suggestion
 
@@ -56,7 +54,6 @@ MAX_FILE_BYTES = WATCH_FILE.value
 IGNORED_DIR_NAMES = frozenset({"target", "node_modules"})  # build output; hidden dirs are ignored too
 DEFAULT_DEBOUNCE_S = WATCH_DEBOUNCE.seconds
 COMMENT_PREFIX = ";; cljassist:"
-TEMP_SUFFIX = ".cljassist-tmp"
 MAX_SHOWN_CHARS = WATCH_SHOWN.value
 
 # ------------------------------------------------------------------------------------------------
@@ -80,138 +77,6 @@ def is_watched_source(path: Path, root: Path) -> bool:
     if not parts or not path.name.endswith(SOURCE_SUFFIXES) or is_editor_temp_name(path.name):
         return False
     return not any(d.startswith(".") or d in IGNORED_DIR_NAMES for d in parts[:-1])
-
-
-# ------------------------------------------------------------------------------------------------
-# The atomic write
-
-
-class WriteResult(Enum):
-    WRITTEN = "written"
-    CHANGED = "changed"  # the file no longer held the bytes we read: nothing written
-
-
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-_exchange_unsupported = False  # set once the filesystem or platform refused RENAME_EXCHANGE
-
-
-def _renameat2():
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2  # Linux, glibc >= 2.28
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_RENAMEAT2 = _renameat2() if sys.platform.startswith("linux") else None
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swap the files named `a` and `b` atomically. False when the platform or filesystem cannot;
-    OSError (ENOENT when one is gone) otherwise."""
-    global _exchange_unsupported
-    if _RENAMEAT2 is None or _exchange_unsupported:
-        return False
-    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM):
-        _exchange_unsupported = True
-        return False
-    raise OSError(code, os.strerror(code), b)
-
-
-def _read_or_none(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read(MAX_FILE_BYTES + 1)
-    except OSError:
-        return None
-
-
-def _fsync_dir(directory: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_if_unchanged(path: Path, expected: bytes, content: bytes, warn: Callable[[str], None] = lambda m: None
-                       ) -> WriteResult:
-    """Replace `path`'s bytes `expected` by `content`, atomically, or write nothing.
-
-    The new content goes to a temporary file in the same directory (the file's permissions and,
-    where allowed, owner; fsynced). Then, as late as possible, the file is read again and must still
-    hold `expected`; then the temporary file takes its place. On Linux the two are *swapped*
-    (renameat2 RENAME_EXCHANGE), so the file that was displaced can be checked afterwards: if an
-    editor slipped a save in between the check and the swap (in place or by rename), it is swapped
-    back and nothing of it is lost. Elsewhere `os.replace` is used after the check.
-
-    What remains: with the swap, an editor that opened the file before the swap and writes into it
-    afterwards without truncating, or that read our new content during the microseconds before a
-    swap-back; with `os.replace`, a save landing between the final read and the rename
-    (microseconds). A swap-back that finds something unexpected keeps that file under the temporary
-    name and says so (`warn`), rather than delete anything. Hard links to the file are not kept
-    (it is a new inode); a symlink is followed and its target written.
-    """
-    target = os.path.realpath(path)
-    try:
-        original = os.stat(target)
-    except FileNotFoundError:
-        return WriteResult.CHANGED
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=TEMP_SUFFIX,
-                               dir=os.path.dirname(target))
-    keep_tmp = False
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fchmod(f.fileno(), stat.S_IMODE(original.st_mode))
-            if (original.st_uid, original.st_gid) != (os.geteuid(), os.getegid()):
-                with contextlib.suppress(OSError):
-                    os.fchown(f.fileno(), original.st_uid, original.st_gid)
-            os.fsync(f.fileno())
-        # ---- the critical section: nothing slow between the final check and the swap/rename ----
-        if _read_or_none(target) != expected:
-            return WriteResult.CHANGED
-        try:
-            swapped = _exchange(tmp, target)
-        except FileNotFoundError:
-            return WriteResult.CHANGED  # deleted since the check: never bring it back
-        if not swapped:
-            os.replace(tmp, target)
-            _fsync_dir(os.path.dirname(target))
-            return WriteResult.WRITTEN
-        # `tmp` now names what was displaced: it must be what we checked.
-        if _read_or_none(tmp) == expected:
-            _fsync_dir(os.path.dirname(target))
-            return WriteResult.WRITTEN
-        keep_tmp = not _swap_back(tmp, target, content, warn)
-        return WriteResult.CHANGED
-    finally:
-        if not keep_tmp:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-
-
-def _swap_back(tmp: str, target: str, ours: bytes, warn: Callable[[str], None]) -> bool:
-    """An edit arrived between the check and the swap: put it back. True when `tmp` then holds only
-    our own content (safe to delete)."""
-    try:
-        swapped = _exchange(tmp, target)
-    except OSError as exc:
-        warn(f"{target}: it changed while being written and could not be restored ({exc.strerror}); "
-             f"its previous content is kept in {tmp}")
-        return False
-    if swapped and _read_or_none(tmp) == ours:
-        return True
-    warn(f"{target}: it changed while being written; the displaced version is kept in {tmp}")
-    return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -612,26 +477,21 @@ def watch_root(dir_arg: str) -> Path:
 
 
 def main_watch(args) -> int:
-    from cljassist.cli import settings_from_args
-    from cljassist.frontends.common import open_engine, stop_on_signals, wait_until_set
+    from cljassist.frontends.bootstrap import open_frontend, settings_from_args
 
     root = watch_root(args.dir)
     settings = settings_from_args(args, root)
-    opened = open_engine(settings, near=root, no_repl=bool(getattr(args, "no_repl", False)),
-                         explicit=getattr(args, "nrepl", None) is not None)
-    stop = threading.Event()
-    try:
-        watcher = Watcher(root, MarkerFiller(opened.engine, dry_run=bool(args.dry_run), root=root))
-        with stop_on_signals(stop):
+    with open_frontend(settings, near=root, no_repl=bool(getattr(args, "no_repl", False)),
+                       explicit=getattr(args, "nrepl", None) is not None) as front:
+        watcher = Watcher(root, MarkerFiller(front.engine, dry_run=bool(args.dry_run), root=root))
+        with front.stop_signals() as stop:
             watcher.start()
             try:
                 mode = "; dry run, nothing is written" if args.dry_run else ""
                 print(f"cljassist: watching {root} for {CURSOR_MARKER} in {', '.join(SOURCE_SUFFIXES)} files "
-                      f"(REPL {opened.repl_label}{mode}); Ctrl-C stops", flush=True)
-                wait_until_set(stop)
+                      f"(REPL {front.repl_label}{mode}); Ctrl-C stops", flush=True)
+                front.wait(stop)
             finally:
                 watcher.stop()
-    finally:
-        opened.close()
     print("cljassist: stopped watching", file=sys.stderr, flush=True)
     return 0

@@ -23,12 +23,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def recorded_sha(sum_path: Path) -> str | None:
     try:
         return sum_path.read_text(encoding="utf-8").split()[0].lower()

@@ -19,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from cljassist.model.model_cache import default_cache_dir, locked, sha256_file, write_atomic
+from cljassist.fileio import replacing, write_atomic
+from cljassist.model.model_cache import default_cache_dir, locked, sha256_file
 
 RUNTIME_TYPE = "q8_0"
 
@@ -68,18 +69,13 @@ def _quantize(source: Path, out: Path) -> None:
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
     params.allow_requantize = True  # the source is quantized already
     params.nthread = max(1, len(os.sched_getaffinity(0)))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        from cljassist.model.llama import _stderr_to  # noqa: PLC0415 - llama.cpp logs every tensor
+    from cljassist.model.llama import _stderr_to  # noqa: PLC0415 - llama.cpp logs every tensor
 
+    with replacing(out) as tmp:
         with _stderr_to(None):
             rc = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
         if rc != 0 or not tmp.is_file():
             raise RuntimeError(f"llama_model_quantize returned {rc}")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 __all__ = ["runtime_model_path", "RUNTIME_TYPE"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Callable, Iterable, TextIO
 
 from cljassist import corpus as corpus_mod
 from cljassist.corpus import PackageMeta, SourceFile, Split
+from cljassist.fileio import write_atomic
 
 MANIFEST_FORMAT = 1
 # A file with fewer lines of code than this (not blank, not only a `;` comment) is near-empty.
@@ -226,9 +226,7 @@ def build_corpus(out_dir: Path, packages: Iterable[str] | None = None, cache_dir
                 "failed": [{"package": p, "error": failed[p]} for p in sorted(failed)],
                 "files": file_rows,
                 "dropped": dropped}
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out_dir / "manifest.json")
+    write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     return BuildResult(manifest, failed, time.monotonic() - t0)
 
 

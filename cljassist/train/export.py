@@ -40,7 +40,6 @@ renamed into place.  :func:`ensure_shipped_model` builds the shipped adapter onc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -61,8 +60,8 @@ from cljassist.model.model_cache import (  # noqa: F401 - sha256_file and defaul
     locked as _locked,
     recorded_sha as _recorded_sha,
     sha256_file,
-    write_atomic as _write_atomic,
 )
+from cljassist.fileio import replacing, write_atomic
 from cljassist.model.fim import FAMILY_KEY as FIM_FAMILY_KEY  # read by detect_fim_format
 
 ADAPTER_FORMAT = 1
@@ -524,17 +523,10 @@ def build_model_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.Pa
             out_tensors.append((t.name, t.dims, t.ggml_type, t.data))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            _write_gguf(f, kv_entries, out_tensors, raw.alignment)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with replacing(out) as tmp, open(tmp, "wb") as f:
+        _write_gguf(f, kv_entries, out_tensors, raw.alignment)
+        f.flush()
+        os.fsync(f.fileno())
     return out
 
 
@@ -580,7 +572,7 @@ def ensure_shipped_model(cache_dir: str | os.PathLike[str] | None = None, *,
         print(f"cljassist: building the fine-tuned model {out.name} from {Path(base_gguf).name} "
               f"(once; cached in {cdir})", file=sys.stderr)
         build_model_gguf(adir, base_gguf, out, quant=quant)
-        _write_atomic(sum_path, f"{sha256_file(out)}  {out.name}\n")
+        write_atomic(sum_path, f"{sha256_file(out)}  {out.name}\n")
     return out
 
 
