@@ -15,14 +15,13 @@ from prompt_toolkit.output import DummyOutput
 
 from cljassist.errors import Cancelled
 from cljassist.frontends.service import CompletionService
+from cljassist.clojure_text.closers import implied_closers
 from cljassist.frontends.terminal import (
     EngineAutoSuggest,
-    Evaluator,
     Printer,
     TerminalRepl,
     continuation_indent,
     history_path,
-    implied_closers,
     input_is_complete,
     next_word,
     open_history,
@@ -30,6 +29,7 @@ from cljassist.frontends.terminal import (
 )
 from cljassist.types import CompletionResult, Suggestion
 from cljassist.repl.client import NreplClient
+from cljassist.repl.evaluator import Evaluator
 from cljassist.repl.local_server import start_local_nrepl
 from tests import fakes
 from tests.fixtures_repl import TEST_JVM_OPTS

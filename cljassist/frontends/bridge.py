@@ -30,11 +30,11 @@ from pathlib import Path
 
 from cljassist.budgets import MIDDLEWARE_INJECT, MIDDLEWARE_RELEASE
 from cljassist.errors import CljassistError, ReplTimeout, ReplUnavailable
+from cljassist.frontends.complete_op import COMPLETE_OP
 
 __all__ = ["COMPLETE_OP", "MIDDLEWARE_NAMESPACE", "MIDDLEWARE_VAR", "MIDDLEWARE_RESOURCE", "InjectionFailed",
            "middleware_source", "export_middleware", "inject_middleware", "release_middleware"]
 
-COMPLETE_OP = "cljassist/complete"
 MIDDLEWARE_NAMESPACE = "cljassist.nrepl.middleware"
 MIDDLEWARE_VAR = f"{MIDDLEWARE_NAMESPACE}/wrap-cljassist"
 MIDDLEWARE_RESOURCE = Path(__file__).resolve().parents[1] / "resources" / "nrepl_middleware.clj"

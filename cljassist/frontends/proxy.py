@@ -47,6 +47,7 @@ from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout,
 from cljassist.fileio import write_atomic
 from cljassist.frontends.bootstrap import wait_until_set
 from cljassist.frontends.common import ReplRuntime, runtime_from_versions
+from cljassist.frontends.complete_op import COMPLETE_OP, op_descriptor
 from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
 from cljassist.repl.bencode import BencodeError, MessageStream, decode, encode
 from cljassist.repl.discovery import PORT_FILE, parse_endpoint
@@ -54,36 +55,11 @@ from cljassist.repl.discovery import PORT_FILE, parse_endpoint
 __all__ = ["COMPLETE_OP", "OP_DESCRIPTOR", "NreplProxy", "UpstreamInfo", "UpstreamPlan", "ProxyEngine",
            "PortFileClaim", "probe_upstream", "plan_for_upstream", "open_proxy_engine", "claim_port_file", "main_proxy"]
 
-COMPLETE_OP = "cljassist/complete"
-# Shaped like nREPL's own `describe` entries (doc, requires, optional, returns).
-OP_DESCRIPTOR: dict[str, Any] = {
-    "doc": "Completions at a cursor from cljassist's local model, checked in this REPL where it can "
-           "(answered by the cljassist proxy). Give `code` with `line` and `column` (or a <CURSOR> "
-           "marker), or `prefix` and `suffix`, or CIDER's `context` with __prefix__ and `prefix`. "
-           "Replies with the suggestions, then done; errors come as err with status error.",
-    "requires": {},
-    "optional": {
-        "code": "The whole buffer; the cursor is at line/column, or at the one <CURSOR> marker.",
-        "line": "1-based line of the cursor in code.",
-        "column": "1-based column of the cursor in code, in characters.",
-        "prefix": "Text before the cursor (with suffix); with context, the symbol being typed.",
-        "suffix": "Text after the cursor.",
-        "context": "CIDER's top-level form with __prefix__ where the symbol being typed stands.",
-        "file": "The buffer's file path.",
-        "ns": "The namespace, when the code does not start with its ns form.",
-        "n": "How many suggestions (1-10).",
-        "buffer": "Buffer id: a newer request for the same buffer cancels the older one "
-                  "(default: the session and the file).",
-    },
-    "returns": {
-        "suggestions": "Best first: maps of text, score, checks (true/false/unknown per check), "
-                       "and value or error when known.",
-        "namespace": "The cursor's namespace.",
-        "ms": "Milliseconds the completion took.",
-        "repl": "How the REPL was used: used, ns-not-loaded, off, or failed: reason.",
-        "withheld": "Candidates produced but not offered.",
-    },
-}
+OP_DESCRIPTOR: dict[str, Any] = op_descriptor(
+    "Completions at a cursor from cljassist's local model, checked in this REPL where it can "
+    "(answered by the cljassist proxy). Give `code` with `line` and `column` (or a <CURSOR> "
+    "marker), or `prefix` and `suffix`, or CIDER's `context` with __prefix__ and `prefix`. "
+    "Replies with the suggestions, then done; errors come as err with status error.")
 _OP_DESCRIPTOR_RAW = fastbencode.bdecode(encode(OP_DESCRIPTOR))  # bytes keys, for raw frames
 
 _RECV_SIZE = 1 << 16

@@ -50,8 +50,7 @@ from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
 from cljassist.repl.evaluator import DEFAULT_NAMESPACE, EvalOutcome, Evaluator
 
 __all__ = [
-    "input_is_complete", "continuation_indent", "implied_closers", "next_word", "history_path",
-    "Printer", "EvalOutcome", "Evaluator", "EngineAutoSuggest", "TerminalRepl", "main_repl",
+    "input_is_complete", "next_word", "history_path", "Printer", "EngineAutoSuggest", "TerminalRepl", "main_repl",
 ]
 
 REPL_BUFFER_ID = "repl"  # the CompletionService buffer: each keystroke's request supersedes the last

@@ -241,24 +241,26 @@
             {:doc (str "Code completion at the cursor from cljassist's local model, checked against this REPL. "
                        "Give the buffer as `code` with 1-based `line` and `column` (or a <CURSOR> marker in `code`), "
                        "or as `prefix` + `suffix`, or CIDER's `context` (with __prefix__) + `prefix`; with only "
-                       "`file`, `line` and `column` the saved file is read. Forwarded to the cljassist daemon "
-                       "(`cljassist serve`); answered asynchronously, always ending with status done.")
+                       "`file`, `line` and `column` the saved file is read (`file` also finds the daemon). "
+                       "Forwarded to the cljassist daemon (`cljassist serve`); answered asynchronously, always "
+                       "ending with status done.")
+             ;; the same fields as cljassist/resources/complete_op.json (a test checks they match)
              :requires {}
-             :optional {"file" "Absolute path of the buffer's file (finds the daemon and names the buffer)."
-                        "ns" "The buffer's namespace, when the text does not start with its ns form."
-                        "code" "The whole buffer text."
-                        "line" "1-based cursor line in `code`."
-                        "column" "1-based cursor column in `code`, in characters."
-                        "prefix" "Text before the cursor (or, with `context`, the symbol being typed)."
+             :optional {"code" "The whole buffer; the cursor is at line and column, or at its one <CURSOR> marker."
+                        "line" "1-based cursor line in code."
+                        "column" "1-based cursor column in code, in characters."
+                        "prefix" "Text before the cursor (with suffix); with context, the symbol being typed."
                         "suffix" "Text after the cursor."
-                        "context" "CIDER's top-level form with __prefix__ at the cursor."
+                        "context" "CIDER's top-level form with __prefix__ where the symbol being typed stands."
+                        "file" "Absolute path of the buffer's file (names the buffer)."
+                        "ns" "The buffer's namespace, when the code does not start with its ns form."
                         "n" "How many suggestions (1-10)."
                         "buffer" "Buffer id: a newer request for the same buffer cancels the older one."}
-             :returns {"suggestions" "Best first: maps with text, score, checks (each \"true\", \"false\" or \"unknown\"), value, error."
+             :returns {"suggestions" "Best first: maps of text, score, checks (\"true\", \"false\" or \"unknown\" per check), and value or error when known."
                        "namespace" "The namespace completed in."
-                       "ms" "Engine time in milliseconds."
-                       "repl" "How the REPL was used: used, off, ns-not-loaded, failed: ..."
-                       "withheld" "Candidates not offered (they failed a check)."
+                       "ms" "Milliseconds the completion took."
+                       "repl" "How the REPL was used: used, ns-not-loaded, off, or failed: reason."
+                       "withheld" "Candidates produced but not offered (they failed a check)."
                        "err" "What went wrong (with status error)."
                        "status" "done; with error when it failed."}}}})
 
