@@ -85,8 +85,9 @@ class FrontEnd:
     def repl_label(self) -> str:
         return self.opened.repl_label
 
+    @staticmethod
     @contextlib.contextmanager
-    def stop_signals(self) -> Iterator[threading.Event]:
+    def stop_signals() -> Iterator[threading.Event]:
         """A fresh stop event that the stop signals set while inside. Signals are taken over only
         here, not while the model loads, so Ctrl-C during start-up still interrupts at once."""
         with stop_on_signals(threading.Event()) as stop:
