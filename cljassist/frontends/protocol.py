@@ -8,6 +8,7 @@ Request fields (from the daemon's clients, the nREPL op `cljassist/complete`, th
     prefix + suffix           the text before and after the cursor
     context + prefix          CIDER's shape: the top-level form with `__prefix__` where the
                               symbol being typed (`prefix`) stands
+Each field's one-line description, as nREPL's describe lists it: resources/complete_op.json.
 """
 
 from __future__ import annotations
