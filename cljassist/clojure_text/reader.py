@@ -413,11 +413,12 @@ def _parse(
                         emit(node)
                 elif err:
                     err((s, f"unmatched delimiter: {ch}"))
-            elif g == _L_STRING:
-                closed = e - s >= 2 and text[e - 1] == '"' and not _ends_in_escape(text[s + 1:e - 1])
+            elif g == _L_STRING or g == _L_REGEX:
+                kind, body = ("string", s + 1) if g == _L_STRING else ("regex", s + 2)  # after `"` / `#"`
+                closed = e > body and text[e - 1] == '"' and not _ends_in_escape(text[body:e - 1])
                 if not closed and err:
-                    err((s, "EOF while reading string"))
-                emit(mk("string", s, e, (), closed))
+                    err((s, f"EOF while reading {kind}"))
+                emit(mk(kind, s, e, (), closed))
             elif g == _L_PREFIX:
                 pk = _PREFIX_KIND[m[g]]
                 if pk == "eval" and err:
@@ -435,11 +436,6 @@ def _parse(
                     if err and not _valid_char(text[s + 1:e]):
                         err((s, f"unsupported character: {text[s:e]}"))
                     emit(mk("char", s, e))
-            elif g == _L_REGEX:
-                closed = e - s >= 3 and text[e - 1] == '"' and not _ends_in_escape(text[s + 2:e - 1])
-                if not closed and err:
-                    err((s, "EOF while reading regex"))
-                emit(mk("regex", s, e, (), closed))
             elif g == _L_RCOND:
                 if text[e - 1] != "(":
                     if err:
