@@ -87,6 +87,9 @@ NREPL_CONNECT_TIMEOUT = Budget(
 NREPL_REQUEST_TIMEOUT = Budget(
     "REPL", "one nREPL op, by default", 10, "s", "",
     "ops on the completion path pass the REPL timeout instead; the others answer at once when the REPL is alive")
+TOOLING_SETUP = Budget(
+    "REPL", "our tooling session: clone and load its helper", 10, "s", "",
+    "once per connection, not per request; a cold JVM compiles the helper in seconds")
 NREPL_LOAD_TIMEOUT = Budget(
     "REPL", "nREPL load-file", 30, "s", "",
     "loading a file compiles it and what it requires; a cold JVM takes seconds")

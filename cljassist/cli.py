@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from cljassist.bench.typing import DEFAULT_FORMS, DEFAULT_MAX_FORM_CHARS, DEFAULT_NAIVE_EVERY, DEFAULT_PAUSE_MS
 from cljassist.budgets import (
     BACKEND_TIMEOUT, CANDIDATES, KEYSTROKE_DEADLINE, KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS, PROMPT_TOKENS,
 )
@@ -87,14 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     typing = bench.add_argument_group("latency: replay typing (see cljassist/bench/typing.py)")
     typing.add_argument("--typing", nargs="+", metavar="FILE",
                         help="type top-level forms of these Clojure files key by key; ours vs a naive engine")
-    typing.add_argument("--forms", type=int, default=3, metavar="K", help="forms per file (default 3)")
-    typing.add_argument("--max-form-chars", type=int, default=400, metavar="N",
-                        help="prefer forms of at most N characters (default 400)")
+    typing.add_argument("--forms", type=int, default=DEFAULT_FORMS, metavar="K", help="forms per file (default %(default)s)")
+    typing.add_argument("--max-form-chars", type=int, default=DEFAULT_MAX_FORM_CHARS, metavar="N",
+                        help="prefer forms of at most N characters (default %(default)s)")
     typing.add_argument("--seed", type=int, default=0, help="seed for form choice and pauses (default 0)")
-    typing.add_argument("--pause-ms", type=float, default=120.0, help="mean typing interval per key (default 120)")
+    typing.add_argument("--pause-ms", type=float, default=DEFAULT_PAUSE_MS,
+                        help="mean typing interval per key (default %(default)g)")
     typing.add_argument("--no-pause", action="store_true", help="do not sleep between keystrokes")
-    typing.add_argument("--naive-every", type=int, default=4, metavar="K",
-                        help="the naive path replays every K-th keystroke (default 4)")
+    typing.add_argument("--naive-every", type=int, default=DEFAULT_NAIVE_EVERY, metavar="K",
+                        help="the naive path replays every K-th keystroke (default %(default)s)")
     typing.add_argument("--load-ns", action="store_true",
                         help="load each file's namespace in the REPL first if it is not loaded (runs its ns form)")
     _common_model_options(bench)

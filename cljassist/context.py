@@ -45,7 +45,7 @@ from typing import Any, Iterable
 
 import edn_format
 
-from cljassist.budgets import CONTEXT_CACHE_ENTRIES, REPL_TIMEOUT
+from cljassist.budgets import CONTEXT_CACHE_ENTRIES, NREPL_LOAD_TIMEOUT, REPL_TIMEOUT, TOOLING_SETUP
 from cljassist.clojure_text.analysis import Analysis
 from cljassist.clojure_text.cursor import CursorContext
 from cljassist.clojure_text.forms import clj_string, clj_strings
@@ -53,6 +53,7 @@ from cljassist.clojure_text.references import QUALIFIER, SYMBOL, References, qua
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
+from cljassist.repl.tooling import ToolingSession
 
 __all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_context_settings", "HELPER_NS",
            "ContextQuery", "ContextFacts", "render_context_lines"]
@@ -177,8 +178,7 @@ class ReplContextProvider:
     def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds):
         self.client = client
         self.timeout_s = timeout_s
-        self._session: str | None = None
-        self._generation = None
+        self._tooling = ToolingSession(client, self._setup_session)
         self._lock = threading.RLock()
         self._ns: dict[str, _NsInfo] = {}
         self._vars: dict[tuple[str, str], VarInfo] = {}
@@ -202,31 +202,22 @@ class ReplContextProvider:
     def session(self) -> str:
         """Our tooling session; cloned (and the helper loaded) again after a reconnect."""
         with self._lock:
-            generation = getattr(self.client, "connection_generation", None)
-            if self._session is None or generation != self._generation:
-                self._session = None
-                self._clear()
-                session = self.client.clone(timeout=max(self.timeout_s, 10.0))
-                self._install(session)
-                self._session = session
-                self._generation = getattr(self.client, "connection_generation", None)
-            return self._session
+            return self._tooling.get()
+
+    def _setup_session(self, session: str) -> None:
+        self._clear()  # what was cached came from the previous connection's server
+        self._install(session)
 
     def _install(self, session: str) -> None:
         code = _INSTALL.format(src=clj_string(_HELPER_SOURCE))
-        result = self._eval(code, session, max(self.timeout_s, 10.0))
+        result = self._eval(code, session, max(self.timeout_s, TOOLING_SETUP.seconds))
         if not result.ok or result.values[-1:] != [clj_string(HELPER_NS)]:
             raise ReplUnavailable(f"could not load the context helper: {_first_line(result.err) or result.ex}")
 
     def close(self) -> None:
         """Close our tooling session (the provider clones a new one if used again)."""
         with self._lock:
-            session, self._session = self._session, None
-            if session is not None:
-                try:
-                    self.client.close_session(session, timeout=self.timeout_s)
-                except (ReplUnavailable, ReplTimeout):
-                    pass
+            self._tooling.close(self.timeout_s)
 
     def _eval(self, code: str, session: str, timeout: float):
         self._evals += 1
@@ -292,7 +283,7 @@ class ReplContextProvider:
             except ReplUnavailable:
                 # the connection dropped and came back under us (a restarted REPL): our session is
                 # gone with it; clone a new one and ask again, once
-                if attempt or getattr(self.client, "connection_generation", None) == self._generation:
+                if attempt or self._tooling.is_current():
                     raise
                 continue
             if not result.ok and HELPER_NS in (result.err or "") and not attempt:
@@ -398,7 +389,7 @@ class ReplContextProvider:
                     f" (some? (find-ns (symbol {clj_string(namespace)}))) (catch Throwable _ false)))")
         try:
             with self._lock:
-                result = self._eval(code, self.session, max(self.timeout_s, 30.0))
+                result = self._eval(code, self.session, max(self.timeout_s, NREPL_LOAD_TIMEOUT.seconds))
         except (ReplTimeout, ReplUnavailable):
             return False
         self.invalidate(namespace)

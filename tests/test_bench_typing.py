@@ -248,7 +248,7 @@ def test_run_typing_builds_ours_then_naive_on_the_same_model_and_repl():
         built.append((model, settings, provider, verifier, engine))
         return engine
 
-    model, provider, verifier = object(), object(), object()
+    model, provider, verifier = ScriptedModel([]), object(), object()
     settings = Settings(candidates=1, max_new_tokens=24)
     plans = plan_typing([("a.clj", FILE)], 2)
     run = run_typing(model, settings, plans, provider, verifier, naive_every=3, pause=False, engine_factory=factory)

@@ -230,7 +230,7 @@ def test_timeout_interrupts_our_session_which_stays_usable(nrepl_client):
 def test_reclones_after_reconnect(verifier):
     assert verifier.verify(NS, "(inc 1)", "").compiles is True
     first = verifier.session
-    verifier._generation = -1  # as after a reconnect
+    verifier._tooling._generation = -1  # as after a reconnect
     assert verifier.verify(NS, "(inc 2)", "").compiles is True
     assert verifier.session != first
 

@@ -272,7 +272,7 @@ def _type_key(engine: CompletingEngine, plan: FormPlan, form_no: int, key: Keyst
     record.ms = (clock() - started) * 1000
     top = result.suggestions[0].text if result.suggestions else None
     record.timings = dict(result.timings)
-    record.source = getattr(result, "source", "model")
+    record.source = result.source
     record.offered = top is not None
     record.suggestion = top
     record.matched = suggestion_matches(top, plan.upcoming(key))
@@ -388,7 +388,7 @@ def run_typing(model, settings, plans: list[FormPlan], provider=None, verifier=N
         naive_settings = settings.with_overrides(cache=False, reuse_prompt=False, prefetch=False)
         naive_engine = engine_factory(model, naive_settings, provider, verifier)
         naive_run = replay(naive_engine, plans, naive_every, pause, sleep=sleep, progress=progress, label="naive")
-    return TypingRun(plans, ours, naive_run, naive_every, model_name=getattr(model, "name", "?"))
+    return TypingRun(plans, ours, naive_run, naive_every, model_name=model.name)
 
 
 # ---------------------------------------------------------------------------------------------

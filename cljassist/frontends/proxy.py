@@ -38,7 +38,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import fastbencode
 
@@ -116,6 +116,23 @@ def _shutdown(sock: socket.socket | None) -> None:
         pass
 
 
+
+def _pump(sock: socket.socket, on_frame: Callable[[bytes], None], closed: str, garbled: str) -> str:
+    """Hand each bencode message read from ``sock`` to ``on_frame`` until the stream ends; returns
+    why it ended (``closed``, ``garbled`` formatted with the decoding error, or the socket error)."""
+    stream = MessageStream()
+    try:
+        while True:
+            data = sock.recv(_RECV_SIZE)
+            if not data:
+                return closed
+            for frame in stream.feed_frames(data):
+                on_frame(frame)
+    except BencodeError as exc:
+        return garbled.format(exc)
+    except OSError as exc:
+        return _reason(exc)
+
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
@@ -170,20 +187,12 @@ class _Connection:
     # -- client -> upstream ----------------------------------------------
 
     def _pump_client(self) -> None:
-        stream = MessageStream()
         reason = "the client disconnected"
         try:
-            while True:
-                data = self.client.recv(_RECV_SIZE)
-                if not data:
-                    break
-                for frame in stream.feed_frames(data):
-                    self._from_client(frame)
-        except BencodeError as exc:
-            reason = f"the client sent garbled bencode ({exc})"
-            _log(f"connection {self.number}: {reason}; closing it")
-        except OSError as exc:
-            reason = _reason(exc)
+            reason = _pump(self.client, self._from_client, closed=reason,
+                           garbled="the client sent garbled bencode ({})")
+            if reason.startswith("the client sent garbled"):
+                _log(f"connection {self.number}: {reason}; closing it")
         finally:
             self.close(reason)
             with self._client_write:
@@ -210,19 +219,9 @@ class _Connection:
     # -- upstream -> client ----------------------------------------------
 
     def _pump_upstream(self) -> None:
-        stream = MessageStream()
         reason = "it closed the connection"
         try:
-            while True:
-                data = self.upstream.recv(_RECV_SIZE)
-                if not data:
-                    break
-                for frame in stream.feed_frames(data):
-                    self._from_upstream(frame)
-        except BencodeError as exc:
-            reason = f"it sent garbled bencode ({exc})"
-        except OSError as exc:
-            reason = _reason(exc)
+            reason = _pump(self.upstream, self._from_upstream, closed=reason, garbled="it sent garbled bencode ({})")
         finally:
             self._upstream_lost(reason)
             with self._upstream_write:

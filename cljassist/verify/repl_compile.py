@@ -43,7 +43,7 @@ from pathlib import Path
 
 import edn_format
 
-from cljassist.budgets import REPL_TIMEOUT
+from cljassist.budgets import REPL_TIMEOUT, TOOLING_SETUP
 from cljassist.clojure_text.analysis import Analysis, analyze
 from cljassist.clojure_text.cursor import DEFN_LIKE, FN_LIKE, FOR_LIKE, LET_LIKE, METHOD_HOSTS
 from cljassist.clojure_text.forms import clj_string, clj_strings, list_head
@@ -51,6 +51,7 @@ from cljassist.clojure_text.reader import Node, _parse
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
+from cljassist.repl.tooling import ToolingSession
 from cljassist.verify.evaluate import check_eval_mode, evaluate
 
 __all__ = ["ReplVerdict", "ReplVerifier", "VerifyRules", "load_rules", "choose_target", "Target"]
@@ -293,9 +294,7 @@ class ReplVerifier:
         self.timeout_s = timeout_s
         self.eval_mode = check_eval_mode(eval_mode)
         self.rules = load_rules()
-        self._session: str | None = None
-        self._generation: int | None = None
-        self._installed = False
+        self._tooling = ToolingSession(client, self._install)
         self._lock = threading.Lock()  # one verification at a time: our session runs evals in order
 
     # -- session -----------------------------------------------------------------------------
@@ -303,12 +302,11 @@ class ReplVerifier:
     @property
     def session(self) -> str:
         """Our tooling session; cloned again after the client reconnected to a restarted server."""
-        generation = getattr(self.client, "connection_generation", None)
-        if self._session is None or generation != self._generation:
-            self._session = self.client.clone()
-            self._generation = getattr(self.client, "connection_generation", None)
-            self._installed = False
-        return self._session
+        return self._tooling.get()
+
+    def _install(self, session: str) -> None:
+        # its value is nil; a helper that did not get installed shows when a check's value is no map
+        self._raw_eval(self._install_code(), session, max(self.timeout_s, TOOLING_SETUP.seconds))
 
     def _install_code(self) -> str:
         r = self.rules
@@ -322,14 +320,10 @@ class ReplVerifier:
     def _eval(self, code: str) -> dict | None:
         """Our expression's EDN map, or None if it did not finish in time (then interrupted)."""
         for _ in range(2):
-            session = self.session
-            if not self._installed:
-                self._raw_eval(self._install_code(), session, max(self.timeout_s, 10.0))
-                self._installed = True
-            value = self._raw_eval(code, session, self.timeout_s)
+            value = self._raw_eval(code, self.session, self.timeout_s)
             if value is None or isinstance(value, dict):
                 return value
-            self._installed = False  # the session lost its helper (it should not): install again
+            self._tooling.reinstall()  # the session lost its helper (it should not): install again
         raise _VerifyError("verifier helper could not be installed")
 
     def _raw_eval(self, code: str, session: str, timeout: float):
@@ -352,7 +346,7 @@ class ReplVerifier:
         except (ReplTimeout, ReplUnavailable):
             status = {"error"}
         if "error" in status:  # could not stop it: leave that session behind, clone afresh next time
-            self._session = None
+            self._tooling.drop()
             try:
                 self.client.send("close", session=session)
             except ReplUnavailable:
