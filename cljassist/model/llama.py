@@ -27,6 +27,7 @@ from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
+from cljassist.threads import default_threads
 from cljassist.types import Generation, Prompt, as_prompt, generation_counts
 
 # prompt tokens evaluated between two looks at a request's cancel flag
@@ -87,20 +88,6 @@ def _stderr_to(path: str | None) -> Iterator[None]:
         os.close(target)
 
 
-def _default_threads() -> int:
-    """One core less than the process may use (at least 1).
-
-    The editor and the Clojure REPL run beside the model; and with llama.cpp's
-    spinning thread barriers, asking for every core of a busy 2-core laptop made
-    prompt evaluation 2-3x slower and far less steady than one thread.
-    """
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, n - 1)
-
-
 class LocalModel:
     """A GGUF model loaded with llama.cpp, generating deterministic FIM candidates.
 
@@ -137,7 +124,7 @@ class LocalModel:
             ) from e
         self._lc = llama_cpp
 
-        threads = n_threads or _default_threads()
+        threads = n_threads or default_threads()
         train_ctx = int(self.meta.get(f"{self.meta.architecture}.context_length", 0) or 0)
         if train_ctx > 0:
             n_ctx = min(n_ctx, train_ctx)

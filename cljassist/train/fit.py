@@ -43,6 +43,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from cljassist.threads import default_threads
+
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_FORMAT = 1
 IGNORE = -100
@@ -473,16 +475,6 @@ def _resolve_device(name: str) -> str:
     return name
 
 
-def _default_threads() -> int:
-    """One core less than the process may use (at least 1): on a busy 2-core machine two torch threads
-    (spinning OpenMP barriers) ran a training step 20x slower than one."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, n - 1)
-
-
 def _autocast_dtype(device: str, precision: str):
     import torch
 
@@ -523,7 +515,7 @@ class Trainer:
         cfg = self.cfg
         self.device = _resolve_device(cfg.device)
         if cfg.threads > 0 or self.device == "cpu":
-            torch.set_num_threads(cfg.threads if cfg.threads > 0 else _default_threads())
+            torch.set_num_threads(cfg.threads if cfg.threads > 0 else default_threads())
         self.amp_dtype = _autocast_dtype(self.device, cfg.precision)
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
