@@ -10,6 +10,7 @@
     cljassist repl [--nrepl HOST:PORT]                       terminal prompt with ghost text
     cljassist watch DIR [--dry-run]                          fill <CURSOR> markers in saved files
     cljassist train corpus OUT_DIR                           training corpus from the Debian train packages
+    cljassist models [--requirements NAME...]                the named models: installed, verified, measured
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ EXIT_REPL_UNREACHABLE = 3
 
 
 def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -> None:
-    p.add_argument("--model", help="GGUF model file (default: config, then the bundled SmolLM2)")
+    p.add_argument("--model", metavar="NAME|PATH",
+                   help="a model name ('cljassist models' lists them) or a GGUF file (default: config, then the "
+                        "default named model)")
     p.add_argument("-n", "--candidates", type=int, help=f"candidates to generate (default {CANDIDATES.value})")
     p.add_argument("--max-new-tokens", type=int, help=f"longest suggestion in tokens (default {NEW_TOKENS.value})")
     p.add_argument("--threads", type=int, help="CPU threads for the model")
@@ -119,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("dir")
     watch.add_argument("--dry-run", action="store_true", help="print the suggestions instead of writing files")
     _common_model_options(watch)
+
+    models = sub.add_parser("models", help="list the named models: size, installed, checksum, FIM family, measured numbers")
+    models.add_argument("--requirements", nargs="+", metavar="NAME",
+                        help="print the pip requirements that install these models, one a line")
     return parser
 
 
@@ -179,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             from cljassist.frontends.watch import main_watch
 
             return main_watch(args)
+        if args.command == "models":
+            return run_models(args)
     except ReplUnavailable as exc:
         print(f"cljassist: {exc}", file=sys.stderr)
         return EXIT_REPL_UNREACHABLE
@@ -188,6 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return EXIT_ERROR
+
+
+def run_models(args) -> int:
+    from cljassist.model.registry import named_model, unknown_model_error
+
+    if args.requirements:
+        requirements = []
+        for name in args.requirements:
+            model = named_model(name)
+            if model is None:
+                raise unknown_model_error(name, "--requirements")
+            requirements.extend(model.requirements)
+        print("\n".join(requirements))
+        return 0
+    from cljassist.model.catalog import catalog, format_catalog
+
+    print(format_catalog(catalog()))
+    return 0
 
 
 def run_complete(args) -> int:

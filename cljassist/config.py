@@ -18,6 +18,7 @@ from cljassist.budgets import (
     REPL_TIMEOUT,
 )
 from cljassist.errors import InputError
+from cljassist.model.registry import named_model, names_a_file
 
 CONFIG_FILE_NAME = ".cljassist.edn"
 # Files that mark the root of a Clojure project; the config is looked up there first.
@@ -26,7 +27,7 @@ PROJECT_MARKERS = (CONFIG_FILE_NAME, "deps.edn", "project.clj", "shadow-cljs.edn
 
 @dataclass(frozen=True)
 class Settings:
-    model: str | None = None  # GGUF path; None means the bundled default model
+    model: str | None = None  # a model name (cljassist models) or a GGUF path; None: the default model
     candidates: int = CANDIDATES.value
     max_new_tokens: int = NEW_TOKENS.value
     n_ctx: int = CONTEXT_WINDOW.value
@@ -152,6 +153,9 @@ def load_settings(near: Path | None, home: Path | None = None) -> Settings:
     except OSError as exc:
         raise InputError(f"{path}: cannot read config ({exc.strerror})") from None
     values = parse_config_text(text, str(path))
-    if values.get("model") and not Path(values["model"]).is_absolute():
-        values["model"] = str((path.parent / values["model"]).resolve())  # relative to the config file
+    model = values.get("model")
+    if model and named_model(model) is None and not Path(model).is_absolute():
+        beside = path.parent / model  # a path is relative to the config file; a name stays a name
+        if names_a_file(model) or beside.exists():
+            values["model"] = str(beside.resolve())
     return Settings(config_file=str(path), **values)

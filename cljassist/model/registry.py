@@ -1,0 +1,196 @@
+"""Named models: the table in cljassist/resources/models.toml, read into typed records.
+
+A model is either one GGUF shipped whole inside a distribution (`ShippedGguf`) or a GGUF published
+as chunk distributions that are concatenated into the model cache (`ChunkedGguf`). Every fact about
+a named model (packages, versions, sizes, checksums, FIM family, measured numbers) lives in that
+table only; this module checks its shape and answers lookups.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cljassist.errors import ModelLoadError, ModelNotFound
+
+REGISTRY_FILE = Path(__file__).resolve().parents[1] / "resources" / "models.toml"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One chunk: `file` inside the distribution `package` at exactly `version`."""
+
+    package: str
+    version: str
+    file: str
+    size: int
+    sha256: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
+class ShippedGguf:
+    """The largest .gguf inside `package`; `reencode` names the type it is re-encoded to, if any."""
+
+    package: str
+    reencode: str | None = None
+
+
+@dataclass(frozen=True)
+class ChunkedGguf:
+    """`parts` concatenated in order make `file` (in the model cache) of `size` bytes and `sha256`."""
+
+    file: str
+    size: int
+    sha256: str
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Numbers one run of our bench printed, with the command, its date and where they are kept."""
+
+    date: str
+    command: str
+    source: str
+    cases: str
+    repl: str
+    threads: int | None
+    em: float | None
+    precision: float | None
+    es: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    name: str
+    description: str
+    license: str
+    fim_family: str
+    source: ShippedGguf | ChunkedGguf
+    default: bool = False
+    measured: tuple[Measurement, ...] = ()
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        """What `pip install` needs to make this model installed."""
+        if isinstance(self.source, ChunkedGguf):
+            return tuple(p.requirement for p in self.source.parts)
+        return (self.source.package,)
+
+
+class RegistryError(ModelLoadError):
+    """The registry table is malformed: a bug in the shipped data, reported with where it is."""
+
+
+def _measurement(where: str, entry: dict[str, Any]) -> Measurement:
+    def number(key: str) -> float | None:
+        value = entry.get(key)
+        if value is not None and not isinstance(value, (int, float)):
+            raise RegistryError(f"{where}: {key} must be a number, got {value!r}")
+        return value
+
+    missing = [k for k in ("date", "command", "source", "cases", "repl") if not entry.get(k)]
+    if missing:
+        raise RegistryError(f"{where}: a measurement needs {', '.join(missing)}")
+    return Measurement(date=str(entry["date"]), command=str(entry["command"]), source=str(entry["source"]),
+                       cases=str(entry["cases"]), repl=str(entry["repl"]), threads=entry.get("threads"),
+                       em=number("em"), precision=number("precision"), es=number("es"),
+                       p50_ms=number("p50_ms"), p95_ms=number("p95_ms"))
+
+
+def _checked_sha(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise RegistryError(f"{where}: sha256 must be 64 lowercase hex digits, got {value!r}")
+    return value
+
+
+def _chunked(where: str, entry: dict[str, Any]) -> ChunkedGguf:
+    parts = []
+    for i, p in enumerate(entry["parts"], 1):
+        at = f"{where} part {i}"
+        try:
+            parts.append(Part(package=str(p["package"]), version=str(p["version"]), file=str(p["file"]),
+                              size=int(p["size"]), sha256=_checked_sha(at, p["sha256"])))
+        except (KeyError, TypeError) as exc:
+            raise RegistryError(f"{at}: needs package, version, file, size, sha256 ({exc})") from None
+    size = int(entry["size"])
+    if sum(p.size for p in parts) != size:
+        raise RegistryError(f"{where}: its parts add up to {sum(p.size for p in parts)} bytes, not {size}")
+    if not parts:
+        raise RegistryError(f"{where}: a chunked model needs parts")
+    return ChunkedGguf(file=str(entry["file"]), size=size, sha256=_checked_sha(where, entry["sha256"]),
+                       parts=tuple(parts))
+
+
+def parse_registry(data: dict[str, Any], origin: str = "models.toml") -> dict[str, NamedModel]:
+    """The models of a parsed registry table, by name, in table order."""
+    models: dict[str, NamedModel] = {}
+    for i, entry in enumerate(data.get("model", ()), 1):
+        where = f"{origin}: model {entry.get('name') or i}"
+        try:
+            if "parts" in entry:
+                source: ShippedGguf | ChunkedGguf = _chunked(where, entry)
+            else:
+                source = ShippedGguf(package=str(entry["package"]), reencode=entry.get("reencode"))
+            model = NamedModel(
+                name=str(entry["name"]), description=str(entry["description"]), license=str(entry["license"]),
+                fim_family=str(entry["fim_family"]), source=source, default=bool(entry.get("default", False)),
+                measured=tuple(_measurement(f"{where} measurement {k}", m)
+                               for k, m in enumerate(entry.get("measured", ()), 1)))
+        except KeyError as exc:
+            raise RegistryError(f"{where}: missing {exc}") from None
+        if model.name in models:
+            raise RegistryError(f"{where}: the name is used twice")
+        models[model.name] = model
+    defaults = [m.name for m in models.values() if m.default]
+    if len(defaults) != 1:
+        raise RegistryError(f"{origin}: exactly one model must be the default, found {defaults or 'none'}")
+    return models
+
+
+@lru_cache(maxsize=4)
+def load_registry(path: Path = REGISTRY_FILE) -> dict[str, NamedModel]:
+    with open(path, "rb") as f:
+        return parse_registry(tomllib.load(f), str(path))
+
+
+def known_names() -> tuple[str, ...]:
+    return tuple(load_registry())
+
+
+def default_model() -> NamedModel:
+    return next(m for m in load_registry().values() if m.default)
+
+
+def named_model(name: str) -> NamedModel | None:
+    """The named model, or None when `name` names none (it may then be a path)."""
+    return load_registry().get(name)
+
+
+def names_a_file(value: str) -> bool:
+    """Whether a --model / :model value is written as a path (a directory part or a .gguf name);
+    anything else that is not a file is taken for a mistyped model name."""
+    return "/" in value or os.sep in value or value.lower().endswith(".gguf")
+
+
+def unknown_model_error(value: str, origin: str) -> ModelNotFound:
+    """The one-line error for a --model / :model value that is neither a known name nor a file."""
+    return ModelNotFound(f"unknown model {value!r} (from {origin}): no such file, and the known names are "
+                         f"{', '.join(known_names())} (cljassist models lists them)")
+
+
+__all__ = ["Part", "ShippedGguf", "ChunkedGguf", "Measurement", "NamedModel", "RegistryError", "REGISTRY_FILE",
+           "parse_registry", "load_registry", "known_names", "default_model", "named_model", "names_a_file",
+           "unknown_model_error"]
