@@ -1,6 +1,6 @@
 """Compare several GGUF models on the same benchmark cases in one run (issue 5, item 5 "Evidence").
 
-    python3 scripts/compare_models.py CASES.jsonl --model LABEL=PATH [--model LABEL=PATH ...]
+    python3 scripts/compare_models.py CASES.jsonl --model LABEL=PATH|NAME [--model NAME ...]
         [--sample N] [--limit N] [--no-repl | --nrepl HOST:PORT] [-n 3] [--max-new-tokens 64]
         [--threads 1] [--json OUT.json] [--markdown OUT.md]
 
@@ -45,6 +45,8 @@ from cljassist.config import Settings  # noqa: E402
 from cljassist.engine import Engine  # noqa: E402
 from cljassist.types import CompletionRequest  # noqa: E402
 from cljassist.errors import CljassistError, InputError  # noqa: E402
+from cljassist.model.locate import model_path_to_load  # noqa: E402
+from cljassist.model.registry import named_model  # noqa: E402
 
 # The columns of the comparison tables (keys of bench's summarize()).
 OVERALL_KEYS = ("n", "offered", "EM", "precision", "ES", "balanced", "p50_ms", "p95_ms")
@@ -85,10 +87,19 @@ class ModelRun:
 
 
 def parse_model_spec(text: str) -> ModelSpec:
-    """LABEL=PATH; the label is what the tables show."""
+    """LABEL=PATH, LABEL=NAME or a model NAME alone (`cljassist models`); the label is what the tables
+    show. A name loads what the engine loads for it (assembled, or re-encoded, as the registry says)."""
     label, sep, path = text.partition("=")
+    if not sep and named_model(text.strip()) is not None:
+        label, sep, path = text, "=", text
     if not sep or not label.strip() or not path.strip():
-        raise InputError(f"--model {text!r}: expected LABEL=PATH (e.g. base=/models/smollm2.gguf)")
+        raise InputError(f"--model {text!r}: expected LABEL=PATH, LABEL=NAME or NAME "
+                         "(e.g. base=/models/smollm2.gguf, qwen2.5-coder-1.5b)")
+    if named_model(path.strip()) is not None:
+        try:
+            return ModelSpec(label.strip(), model_path_to_load(path.strip()))
+        except CljassistError as exc:
+            raise InputError(f"--model {label.strip()}: {exc}") from None
     p = Path(path.strip()).expanduser()
     if not p.is_file():
         raise InputError(f"--model {label}: no such file: {p}")
@@ -298,7 +309,7 @@ def format_markdown(report: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compare_models.py", description=__doc__.split("\n\n")[0])
     p.add_argument("cases", metavar="CASES.jsonl")
-    p.add_argument("--model", action="append", required=True, metavar="LABEL=PATH",
+    p.add_argument("--model", action="append", required=True, metavar="LABEL=PATH|NAME",
                    help="a GGUF to compare, repeatable; the first is the baseline of the deltas")
     p.add_argument("--sample", type=int, metavar="N", help="N cases evenly spaced through the file")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N cases")

@@ -404,3 +404,16 @@ def test_the_chunk_packages_are_named_only_in_the_registry():
         if path.is_file():
             text = path.read_text(encoding="utf-8", errors="replace")
             assert not any(prefix in text for prefix in prefixes), path
+
+
+def test_the_model_comparison_script_takes_names(chunks, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    import compare_models
+
+    chunks.use_as_registry(monkeypatch)
+    with pytest.raises(compare_models.InputError, match="^--model q: fake-model: part 1 of 3 is missing"):
+        compare_models.parse_model_spec("q=fake-model")
+    chunks.install()
+    spec = compare_models.parse_model_spec("fake-model")
+    assert spec.label == "fake-model" and spec.path.read_bytes() == chunks.whole
+    assert compare_models.parse_model_spec("q=fake-model").path == spec.path
