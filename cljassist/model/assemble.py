@@ -149,33 +149,33 @@ def ensure_assembled(model: NamedModel, cache_dir: Path | None = None, locate: P
     source = _chunked(model)
     stream = stream if stream is not None else sys.stderr
     out = cached_path(source, cache_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def note(msg: str) -> None:
         print(f"cljassist: {model.name}: {msg}", file=stream, flush=True)
 
-    with locked(out.parent / ".build.lock"):  # two processes starting together assemble once
-        state = _verify_cached(out, source, note)
-        if state is CacheState.VERIFIED:
-            return out
-        if state is CacheState.DAMAGED:
-            note(f"{out} does not match its checksum; assembling it again")
-            for stale in (out, _record_path(out)):
-                with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
-        files = []
-        for i, part in enumerate(source.parts, 1):
-            found = locate(part)
-            problem = _part_problem(model.name, i, len(source.parts), part, found)
-            if problem:
-                raise ModelNotFound(problem)
-            files.append(found.path)
-        note(f"assembling {source.size / 1e6:.0f} MB from {len(files)} installed packages into {out} (once)")
-        try:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with locked(out.parent / ".build.lock"):  # two processes starting together assemble once
+            state = _verify_cached(out, source, note)
+            if state is CacheState.VERIFIED:
+                return out
+            if state is CacheState.DAMAGED:
+                note(f"{out} does not match its checksum; assembling it again")
+                for stale in (out, _record_path(out)):
+                    with contextlib.suppress(FileNotFoundError):
+                        stale.unlink()
+            files = []
+            for i, part in enumerate(source.parts, 1):
+                found = locate(part)
+                problem = _part_problem(model.name, i, len(source.parts), part, found)
+                if problem:
+                    raise ModelNotFound(problem)
+                files.append(found.path)
+            note(f"assembling {source.size / 1e6:.0f} MB from {len(files)} installed packages into {out} (once)")
             _write_verified(model, source, files, out, Progress(-(-source.size // _MIB), unit="MiB", stream=stream))
-        except OSError as exc:
-            raise ModelLoadError(f"{model.name}: cannot assemble it into {out.parent}: {exc.strerror or exc}") from None
-        _record(out, source)
+            _record(out, source)
+    except OSError as exc:  # a full disk, a cache directory we may not write, a part we may not read
+        raise ModelLoadError(f"{model.name}: cannot assemble it into {out.parent}: {exc.strerror or exc}") from None
     return out
 
 
