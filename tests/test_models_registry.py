@@ -160,6 +160,13 @@ def test_assembly_concatenates_the_parts_in_registry_order(chunks):
     assert "\r" not in stream.getvalue()
 
 
+def test_checking_the_state_creates_nothing(chunks, tmp_path):
+    chunks.install()
+    cache = tmp_path / "no-cache-yet" / "models"
+    assert cache_state(chunks.model, cache) is CacheState.ABSENT
+    assert not cache.parent.exists()
+
+
 def test_the_order_is_the_registry_s_not_the_package_names(chunks, tmp_path):
     chunks.install()
     table = chunks.table

@@ -113,9 +113,13 @@ def cache_state(model: NamedModel, cache_dir: Path | None = None) -> CacheState:
     """Whether `model`'s assembled file is there and verified (hashing it only if it changed)."""
     source = _chunked(model)
     out = cached_path(source, cache_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with locked(out.parent / ".build.lock"):
-        return _verify_cached(out, source, lambda _msg: None)
+    if not out.parent.is_dir():  # a listing creates nothing: no cache yet means not assembled yet
+        return CacheState.ABSENT
+    try:
+        with locked(out.parent / ".build.lock"):
+            return _verify_cached(out, source, lambda _msg: None)
+    except OSError as exc:
+        raise ModelLoadError(f"{model.name}: cannot check {out}: {exc.strerror or exc}") from None
 
 
 def missing_part(model: NamedModel, locate: PartLocator = installed_part) -> str | None:
