@@ -90,7 +90,7 @@ class Generation:
     token_ids: tuple[int, ...] = ()  # the generated ids (a stop token never included)
 
 
-CHECK_NAMES = ("balanced", "reads", "compiles", "evaluated")
+CHECK_NAMES = ("balanced", "reads", "compiles", "arity", "evaluated")
 
 
 def checks_passed(checks: Mapping[str, bool | None]) -> bool:

@@ -1,8 +1,9 @@
 (fn [refused top-compiled allow plen plevel maxc]
- (fn [mode text nsn locals extras top? want-eval?]
+ (fn [mode text nsn locals extras top? want-eval? judged]
  (let [n (find-ns (symbol nsn))
+       root-cause (fn [^Throwable e] (loop [e e] (if-let [c (.getCause e)] (recur c) e)))
        line (fn [^Throwable e]
-              (let [r (loop [e e] (if-let [c (.getCause e)] (recur c) e))
+              (let [r (root-cause e)
                     m (or (.getMessage ^Throwable r) (.getName (class r)))
                     m (if (instance? ClassNotFoundException r) (str "no such class: " m) m)
                     m (first (.split (str m) "\n"))]
@@ -97,6 +98,104 @@
                   (map? f) (some (fn [x] (unsafe env x)) (mapcat identity f))
                   (coll? f) (some (fn [x] (unsafe env x)) f)
                   :else nil))
+       documented-arities (fn [lists]
+                            (when (and (sequential? lists) (seq lists) (every? vector? lists))
+                              (let [one (fn [v]
+                                          (let [[fixed more] (split-with (fn [p] (not= '& p)) v)
+                                                pname (fn [p] (if (symbol? p) (name p) ""))
+                                                repeated? (fn [p] (contains? #{\* \+} (last (pname p))))
+                                                optional? (fn [p] (.endsWith ^String (pname p) "?"))]
+                                            (when (and (not-any? repeated? fixed) (contains? #{0 2} (count more)))
+                                              [(count (remove optional? fixed)) (when (empty? more) (count fixed))])))
+                                    rs (map one lists)]
+                                (when (every? some? rs) (vec rs)))))
+       real-arities (fn [f]
+                      (when (instance? clojure.lang.AFunction f)
+                        (let [fixed (keep (fn [^java.lang.reflect.Method m]
+                                            (when (and (= "invoke" (.getName m))
+                                                       (not (java.lang.reflect.Modifier/isStatic (.getModifiers m))))
+                                              (let [k (alength (.getParameterTypes m))] [k k])))
+                                          (.getDeclaredMethods (class f)))
+                              rs (vec (concat fixed (when (instance? clojure.lang.RestFn f)
+                                                      [[(.getRequiredArity ^clojure.lang.RestFn f) nil]])))]
+                          (when (seq rs) rs))))
+       accepts? (fn [rs k] (some (fn [[lo hi]] (and (<= lo k) (or (nil? hi) (<= k hi)))) rs))
+       completable? (fn [rs k] (some (fn [[_ hi]] (or (nil? hi) (<= k hi))) rs))
+       takes (fn [rs]
+               (let [var-lo (reduce min Long/MAX_VALUE (keep (fn [[lo hi]] (when (nil? hi) lo)) rs))
+                     rs (distinct (sort-by (fn [[lo hi]] [lo (or hi Long/MAX_VALUE)])
+                                           (remove (fn [[lo hi]] (and hi (>= lo var-lo))) rs)))
+                     s (map (fn [[lo hi]] (cond (nil? hi) (str lo " or more") (= lo hi) (str lo) :else (str lo " to " hi))) rs)]
+                 (if (next s) (str (apply str (interpose ", " (butlast s))) " or " (last s)) (first s))))
+       in-file (set extras)
+       check-arity (fn [cforms]
+                     (let [wrong (volatile! nil)
+                           notes (volatile! [])
+                           judge (fn [f]
+                                   (let [m (meta f)
+                                         e (when (and (:line m) (:column m)) (find judged [(long (:line m)) (long (:column m))]))
+                                         v (when (and e (symbol? (first f))) (try (ns-resolve n (first f)) (catch Throwable _ nil)))]
+                                     (when (and (var? v) (not (:macro (meta v))) (.isBound ^clojure.lang.Var v)
+                                                (some? (:arglists (meta v))))
+                                       (let [^clojure.lang.Var v v
+                                             qn (str (.ns v) "/" (.sym v))
+                                             k (dec (count f))
+                                             bad? (fn [rs] (not (if (val e) (accepts? rs k) (completable? rs k))))
+                                             doc (documented-arities (:arglists (meta v)))
+                                             real (real-arities (.getRawRoot v))
+                                             unsure (fn [why] (vswap! notes conj (str "arity not judged: " k " args to " qn ", " why)))]
+                                         (cond
+                                           (not (or (and doc (bad? doc)) (and real (bad? real)))) nil
+                                           (nil? doc) (unsure "its :arglists are not plain parameter vectors")
+                                           (nil? real) (unsure "its value is not a compiled fn")
+                                           (not (and (bad? doc) (bad? real))) (unsure "its :arglists and the fn's own arities disagree")
+                                           (.isDynamic v) (unsure "a dynamic var may be bound to another fn")
+                                           (and (= n (.ns v)) (contains? in-file (str (.sym v))))
+                                           (unsure "it is defined in this file, the REPL's definition may be older")
+                                           :else (vswap! wrong (fn [w] (or w (str "wrong number of args (" k ") passed to " qn
+                                                                                  " (takes " (takes doc) ")")))))))))
+                           walk-all (fn [walk env xs] (doseq [x xs] (walk env x)))
+                           walk (fn walk [env f]
+                                  (cond
+                                    (seq? f)
+                                    (let [h (first f)]
+                                      (cond
+                                        (and (symbol? h) (contains? env h)) (walk-all walk env (rest f))
+                                        (contains? '#{quote var reify* deftype* import*} h) nil
+                                        (contains? '#{let* loop*} h)
+                                        (let [[_ bv & body] f]
+                                          (walk-all walk (reduce (fn [env [s init]] (walk env init) (conj env s))
+                                                                 env (partition 2 bv))
+                                                    body))
+                                        (= 'letfn* h) (let [[_ bv & body] f
+                                                            env (into env (take-nth 2 bv))]
+                                                        (walk-all walk env (take-nth 2 (rest bv)))
+                                                        (walk-all walk env body))
+                                        (= 'fn* h) (let [[nm & more] (rest f)
+                                                         [env more] (if (symbol? nm) [(conj env nm) more] [env (rest f)])]
+                                                     (doseq [[ps & body] (if (vector? (first more)) [more] more)]
+                                                       (walk-all walk (into env (remove #{'&} ps)) body)))
+                                        (= 'catch h) (walk-all walk (conj env (nth f 2 nil)) (drop 3 f))
+                                        (= '. h) (let [[_ target member & args] f]
+                                                   (walk env target)
+                                                   (walk-all walk env (if (seq? member) (rest member) args)))
+                                        (= 'new h) (walk-all walk env (nnext f))
+                                        (= 'case* h) (let [[_ ge _ _ default imap] f]
+                                                       (walk env ge)
+                                                       (walk env default)
+                                                       (doseq [[_ [_ then]] imap] (walk env then)))
+                                        (special-symbol? h) (walk-all walk env (rest f))
+                                        :else
+                                        (let [x (try (macroexpand-1 f) (catch Throwable _ walk))]
+                                          (cond
+                                            (identical? x walk) nil
+                                            (identical? x f) (do (judge f) (walk-all walk env f))
+                                            :else (walk env x)))))
+                                    (map? f) (walk-all walk env (mapcat identity f))
+                                    (coll? f) (walk-all walk env f)
+                                    :else nil))]
+                       (walk-all walk #{} cforms)
+                       [@wrong (not-empty @notes)]))
        forms (try (read-all) (catch Throwable e e))]
    (if (instance? Throwable forms)
      {:reads false :error (line forms)}
@@ -116,15 +215,21 @@
          (if-let [h (some refused-in cforms)]
            {:reads true :compiles false :error (str "refused: " h)}
            (let [before (snap)
-                 err (try (binding [*ns* n]
-                            (doseq [f (wrap cforms)] (eval f)))
-                          nil
-                          (catch Throwable e (line e)))
+                 wrapped (wrap cforms)
+                 thrown (try (binding [*ns* n]
+                               (doseq [f wrapped] (eval f)))
+                             nil
+                             (catch Throwable e e))
+                 err (when thrown (line thrown))
+                 [wrong notes failed] (when (and (seq judged)
+                                                 (or (nil? thrown) (instance? clojure.lang.ArityException (root-cause thrown))))
+                                        (try (binding [*ns* n] (check-arity wrapped))
+                                             (catch Throwable e [nil [(str "arity not checked: " (line e))] true])))
                  changed (not (same? before (snap)))]
              (cond
                changed {:reads true :compiles false :error "changed namespace mappings"}
-               err {:reads true :compiles false :error err}
+               err {:reads true :compiles false :arity (when wrong false) :error (or wrong err)}
                (empty? cforms) {:reads true :skip (or skip "nothing to compile")}
-               :else {:reads true :compiles true :skip skip
+               :else {:reads true :compiles true :skip skip :arity (when-not failed (nil? wrong)) :error wrong :notes notes
                       :unsafe (when want-eval? (or (some (fn [u] (nth u 2 nil)) un)
                                                   (some (fn [f] (unsafe #{} f)) cforms) skip))})))))))))

@@ -2,8 +2,9 @@
 
 1. structure (`verify.structure`): the balance invariant;
 2. in the REPL, when one is connected (`verify.repl_compile`): reads safely, compiles in the
-   cursor's namespace with the cursor's locals bound, and, only when the user opted in, evaluates
-   (`verify.evaluate`).
+   cursor's namespace with the cursor's locals bound, passes the arguments the called functions'
+   ``:arglists`` take (`verify.arity` chooses the calls), and, only when the user opted in,
+   evaluates (`verify.evaluate`).
 A check that did not run is recorded as None; a candidate with a failed check is withheld unless
 the user asked to see failures with their errors.
 
@@ -46,5 +47,6 @@ def repl_checks(candidates: list[Candidate], verifier: "ReplVerifier", analysis:
             verdicts[c.text] = verifier.verify(analysis.prefix, c.text, analysis.suffix, analysis=analysis)
         verdict = verdicts[c.text]
         verdict.record(c.checks)
+        c.notes.extend(verdict.notes)
         c.error = c.error or verdict.error
         c.value = verdict.value

@@ -1,5 +1,7 @@
-"""REPL verification of a completion candidate: does it read and compile (and, opt-in,
-evaluate: `verify.evaluate`) in the user's live REPL?  Each step lands in the candidate's ``checks`` (reads/compiles/evaluated).
+"""REPL verification of a completion candidate: does it read and compile, and do its calls
+pass as many arguments as the functions take (`verify.arity`), in the user's live REPL (and,
+opt-in, evaluate: `verify.evaluate`)?  Each step lands in the candidate's ``checks``
+(reads/compiles/arity/evaluated).
 
 How one verification goes:
 
@@ -20,7 +22,11 @@ How one verification goes:
    (prompts/verify.toml) at any depth; snapshots every namespace's mappings and aliases, the
    namespace set and the cursor namespace's var roots; compiles ``(fn* [locals...] FORM)`` with
    ``*ns*`` bound to the cursor namespace -- creating the fn object compiles the body and never
-   runs it; snapshots again and reports any change; answers an EDN map.
+   runs it; after a form compiled, walks it macroexpanded and counts the arguments of the calls
+   `verify.arity` chose against each called var's ``:arglists`` and the function's own
+   arities (``arity``: False with "wrong number of args (3) passed to clojure.core/inc (takes
+   1)" where both say the count is wrong; a doubt is a note, never a failure); snapshots again
+   and reports any change; answers an EDN map.
 3. ``eval_mode="safe"`` (`verify.evaluate`): when the form compiled and uses nothing but allowlisted pure vars
    (no locals, no special forms beyond if/let/do/quote/fn), a second eval evaluates it with
    ``*print-length*``/``*print-level*`` bounds and returns the printed value.
@@ -52,6 +58,7 @@ from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
 from cljassist.repl.tooling import ToolingSession
+from cljassist.verify.arity import JudgedCall, calls_edn, judged_calls
 from cljassist.verify.evaluate import check_eval_mode, evaluate
 
 __all__ = ["ReplVerdict", "ReplVerifier", "VerifyRules", "load_rules", "choose_target", "Target"]
@@ -66,11 +73,14 @@ class ReplVerdict:
     value: str | None  # printed value (truncated) when evaluated
     ms: float
     skipped: str | None = None  # one line: why a step was not attempted (not a failure)
+    arity: bool | None = None  # the calls the candidate answers for take that many arguments (verify.arity)
+    notes: tuple[str, ...] = ()  # what was seen but not judged (a call whose arity is uncertain)
 
     def record(self, checks: dict) -> None:
-        """Write reads/compiles/evaluated into a Candidate's ``checks`` (None = did not run)."""
+        """Write reads/compiles/arity/evaluated into a Candidate's ``checks`` (None = did not run)."""
         checks["reads"] = self.reads
         checks["compiles"] = self.compiles
+        checks["arity"] = self.arity
         checks["evaluated"] = self.evaluated
 
 
@@ -135,6 +145,7 @@ class Target:
     locals: tuple[str, ...]  # bound as fn params around the form
     extras: tuple[str, ...]  # bound too, but only where the namespace does not resolve them
     skip_compile: str | None = None  # why the form is not compiled (reads still checked)
+    calls: tuple[JudgedCall, ...] = ()  # the calls whose arity the candidate answers for (verify.arity)
 
 
 def _has_recur(node: Node, text: str) -> bool:
@@ -248,7 +259,8 @@ def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | No
         if not touched:
             return None
         form = text[touched[0].start:touched[-1].end]
-        return Target(form, True, namespace, (), tuple(sorted(x for x in extras if x in form)), unknown)
+        return Target(form, True, namespace, (), tuple(sorted(x for x in extras if x in form)), unknown,
+                      judged_calls(touched, text, touched[0].start, (ins_start, ins_end)))
     i, skip = _choose_index(path, text)
     chosen = path[i]
     heads = [list_head(n, text) for n in path[:i]]
@@ -262,7 +274,8 @@ def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | No
     locals_ = tuple(x for x in cursor.locals if x)
     form = text[chosen.start:chosen.end]
     return Target(form, top, namespace, locals_,
-                  tuple(sorted(x for x in extras - set(locals_) if x in form)), unknown or skip)
+                  tuple(sorted(x for x in extras - set(locals_) if x in form)), unknown or skip,
+                  judged_calls([chosen], text, chosen.start, (ins_start, ins_end)))
 
 
 def _shift(node: Node, by: int) -> Node:
@@ -282,7 +295,7 @@ _CHECK_FN = " ".join(_CHECK_FN.split())
 # *command-line-args* (set! on a binding, which nREPL keeps per session): no var, no namespace
 # and no other session sees it, and each verification sends only a short call.
 _EVAL_NS = "clojure.core"  # our code's names resolve there whatever the user did to `user`
-_HELPER_KEY = ":cljassist.repl-verify/check-v1"
+_HELPER_KEY = ":cljassist.repl-verify/check-v2"
 _MISSING = "cljassist.repl-verify/missing"
 
 
@@ -358,8 +371,10 @@ class ReplVerifier:
                analysis: Analysis | None = None) -> ReplVerdict:
         started = time.perf_counter()
 
-        def verdict(reads=None, compiles=None, evaluated=None, error=None, value=None, skipped=None):
-            return ReplVerdict(reads, compiles, evaluated, error, value, (time.perf_counter() - started) * 1000, skipped)
+        def verdict(reads=None, compiles=None, evaluated=None, error=None, value=None, skipped=None, arity=None,
+                    notes=()):
+            return ReplVerdict(reads, compiles, evaluated, error, value, (time.perf_counter() - started) * 1000, skipped,
+                               arity, tuple(notes))
 
         if not suggestion.strip():
             return verdict(skipped="empty candidate")
@@ -373,15 +388,15 @@ class ReplVerifier:
                 if res is None:
                     return verdict(error="verification timed out")
                 reads, compiles, error = res.get("reads"), res.get("compiles"), res.get("error")
-                skipped = res.get("skip")
+                skipped, arity, notes = res.get("skip"), res.get("arity"), res.get("notes") or ()
                 if target.skip_compile == UNKNOWN_NAMESPACE:
-                    compiles, error, skipped = None, None, UNKNOWN_NAMESPACE
+                    compiles, arity, error, skipped = None, None, None, UNKNOWN_NAMESPACE
                 elif target.skip_compile and compiles is not False:
-                    compiles, skipped = None, target.skip_compile
-                if not want_eval or compiles is not True:
-                    return verdict(reads, compiles, None, error, None, skipped)
+                    compiles, arity, skipped = None, None, target.skip_compile
+                if not want_eval or compiles is not True or arity is False:
+                    return verdict(reads, compiles, None, error, None, skipped, arity, notes)
                 ev = evaluate(res, lambda: self._eval(self._call_code("eval", target, True)))
-                return verdict(reads, compiles, ev.evaluated, ev.error, ev.value, ev.skipped)
+                return verdict(reads, compiles, ev.evaluated, ev.error, ev.value, ev.skipped, arity, notes)
             except (ReplUnavailable, ReplTimeout) as exc:
                 return verdict(error=f"REPL unavailable: {exc}")
             except _VerifyError as exc:
@@ -391,7 +406,7 @@ class ReplVerifier:
         args = " ".join([
             clj_string(mode), clj_string(t.text), clj_string(t.namespace),
             clj_strings(t.locals), clj_strings(t.extras), "true" if t.top_level else "false",
-            "true" if want_eval else "false",
+            "true" if want_eval else "false", calls_edn(t.calls),
         ])
         return (
             f"(if-let [f (get (when (map? *command-line-args*) *command-line-args*) {_HELPER_KEY})]"
