@@ -46,6 +46,7 @@ def test_quoted_open_and_metadata_calls():
     assert calls("(inc ", "1 2", "") == ()  # left open: the rest of the call is unknown
     assert calls("", "^:m (inc 1)", "") == (JudgedCall(1, 1, True),)  # read at its `^`
     assert calls("", "(str \"λ𝄞\" (inc 1))", "") == (JudgedCall(1, 1, True), JudgedCall(1, 12, True))  # UTF-16 columns
+    assert calls("", "(+ 1\r\n  (inc 1))", "") == (JudgedCall(1, 1, True), JudgedCall(2, 3, True))
     assert calls_edn([JudgedCall(1, 1, True), JudgedCall(2, 6, False)]) == "{[1 1] true [2 6] false}"
 
 
@@ -59,6 +60,7 @@ def test_arity_is_a_check_name():
 USER_VARS = (
     "(defn two [a b] [a b])"
     " (defn multi ([a] a) ([a b c] c))"
+    " (defn destructured [{:keys [a]} & {:keys [b]}] [a b])"
     " (defn documented-narrower {:arglists '([x])} [x & more] x)"
     " (defmacro one-arg-macro [& body] `(do ~@body))"
     " (def ^:dynamic ^{:arglists '([x])} *hook* (fn [x] x))"
@@ -96,13 +98,23 @@ def test_too_many_args_to_a_user_var_and_to_a_core_fn_are_wrong(verifier):
 @pytest.mark.integration
 def test_right_counts_variadic_and_multi_arity_pass(verifier):
     for text in ["(two 1 2)", "(str 1 2 3 4 5)", "(assoc {} :a 1 :b 2)", "(multi 1)", "(multi 1 2 3)",
-                 "(update {} :a (fnil + 0) 1 2 3 4)", "(+)"]:
+                 "(update {} :a (fnil + 0) 1 2 3 4)", "(+)", "(destructured {:a 1} :b 2)"]:
         v = judge(verifier, "", text)
         assert (v.arity, v.error) == (True, None), text
     v = judge(verifier, "", "(multi 1 2)")
     assert v.arity is False and v.error.endswith("verify.arity/multi (takes 1 or 3)")
+    v = judge(verifier, "", "(destructured)")
+    assert v.arity is False and v.error.endswith("verify.arity/destructured (takes 1 or more)")
     v = judge(verifier, "", "(assoc {} :a)")
     assert v.arity is False and v.error.endswith("clojure.core/assoc (takes 3 or more)")
+
+
+@pytest.mark.integration
+def test_calls_are_found_where_the_jvm_reader_places_them(verifier):
+    for text in ["(two 1\r\n  #?(:clj (two 1 2 3)))", '(two "λ𝄞" (two 1 2 3))', "(two 1\n\t(two 1 2 3))",
+                 "(two 1 ^:m (two 1 2 3))"]:
+        v = judge(verifier, "", text)
+        assert v.arity is False and v.error.startswith("wrong number of args (3)"), text
 
 
 @pytest.mark.integration

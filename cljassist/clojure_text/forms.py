@@ -13,7 +13,7 @@ from typing import Iterable
 from .reader import Node, unmeta
 
 __all__ = [
-    "unmeta", "list_head", "string_value", "pr_form", "meta_private", "meta_entry", "meta_doc",
+    "unmeta", "list_head", "is_quote", "string_value", "pr_form", "meta_private", "meta_entry", "meta_doc",
     "clj_string", "clj_strings",
 ]
 
@@ -28,6 +28,11 @@ def list_head(node: Node, text: str) -> str | None:
         head = text[node.children[0].start:node.children[0].end]
         return head[len("clojure.core/"):] if head.startswith("clojure.core/") else head
     return None
+
+
+def is_quote(node: Node, text: str) -> bool:
+    """`'x`, `` `x `` or `(quote x)`: what it holds is data, not code."""
+    return node.kind in ("quote", "syntax-quote") or list_head(node, text) == "quote"
 
 
 def string_value(node: Node, text: str) -> str:

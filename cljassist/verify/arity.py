@@ -23,8 +23,14 @@ Which calls are judged, and how:
 - A call the text leaves open, or under a quote or syntax quote, is not judged.
 
 The REPL side judges on the forms after macroexpansion (a threading step's call is judged with
-the argument the macro threads in; a local that shadows a var is no call to it), and only where
-the var's ``:arglists`` and the function object's own arities agree that the count is wrong.
+the argument the macro threads in; a macro call is no call, its expansion is walked; a name the
+form or the cursor binds as a local is no call to the var), and only where two sources agree
+that the count is wrong: the var's ``:arglists`` (documentation that can be written by hand: a
+doc-style parameter ending in ``?`` counts as optional, one ending in ``*`` or ``+`` makes them
+unreadable) and the function object's own arities (one ``invoke`` method per fixed arity, a
+``RestFn``'s required arity). Where they disagree, the var is dynamic, or it is defined in the
+file being edited (the REPL may hold an older definition), the call is not judged and a note
+says why; the check passes.
 """
 
 from __future__ import annotations
@@ -33,12 +39,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cljassist.clojure_text.forms import list_head
+from cljassist.clojure_text.forms import is_quote
 from cljassist.clojure_text.reader import Node
 
 __all__ = ["JudgedCall", "judged_calls", "calls_edn"]
 
-_QUOTING = frozenset(["quote", "syntax-quote"])
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the JVM's line reader counts each as one line
 
 
@@ -56,7 +61,7 @@ def judged_calls(forms: Iterable[Node], text: str, origin: int, span: tuple[int,
     found: list[JudgedCall] = []
 
     def visit(node: Node, read_at: int) -> None:
-        if node.kind in _QUOTING or list_head(node, text) == "quote":
+        if is_quote(node, text):
             return
         if node.kind in ("list", "fn") and node.closed and node.children and node.start < end and start < node.end:
             args = node.children[1:]

@@ -52,7 +52,7 @@ import edn_format
 from cljassist.budgets import REPL_TIMEOUT, TOOLING_SETUP
 from cljassist.clojure_text.analysis import Analysis, analyze
 from cljassist.clojure_text.cursor import DEFN_LIKE, FN_LIKE, FOR_LIKE, LET_LIKE, METHOD_HOSTS
-from cljassist.clojure_text.forms import clj_string, clj_strings, list_head
+from cljassist.clojure_text.forms import clj_string, clj_strings, is_quote, list_head
 from cljassist.clojure_text.reader import Node, _parse
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
@@ -120,7 +120,6 @@ def load_rules(path: Path | None = None) -> VerifyRules:
 
 _LEAF_KINDS = frozenset(["symbol", "keyword", "number", "string", "char", "regex", "symbolic", "invalid"])
 _DATA_COLLS = frozenset(["vector", "map", "set", "namespaced-map"])
-_QUOTING = frozenset(["quote", "syntax-quote"])
 # list heads whose vector/map children are binding patterns, not data
 _BINDING_HEADS = (
     LET_LIKE | FOR_LIKE | FN_LIKE | DEFN_LIKE | METHOD_HOSTS
@@ -187,7 +186,7 @@ def _choose_index(path: list[Node], text: str) -> tuple[int, str | None]:
     i = len(path) - 1
     # whatever sits under these cannot be checked apart from them: take the outermost
     for j, n in enumerate(path):
-        if n.kind in _QUOTING or heads[j] == "quote" or n.kind == "fn":
+        if is_quote(n, text) or n.kind == "fn":
             i = min(i, j)
             break
     for j in range(len(path) - 1, -1, -1):
@@ -288,7 +287,8 @@ def _shift(node: Node, by: int) -> Node:
 
 # The check function (Clojure, one `fn` form), compiled once per tooling session; see the resource.
 _CHECK_FN = (Path(__file__).resolve().parents[1] / "resources" / "repl_verify_check.clj").read_text(encoding="utf-8")
-# One line, so nREPL reports no misleading positions and the string stays small.
+# One line, so nREPL reports no misleading positions and the string stays small (the file holds
+# no `;` comment: joined, it would swallow the rest).
 _CHECK_FN = " ".join(_CHECK_FN.split())
 
 # The helper is compiled once per tooling session and kept in *our session's* thread binding of
