@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from cljassist.clojure_text.analysis import defn_params
 from cljassist.config import Settings
 from cljassist.engine import Engine
 from cljassist.types import CHECK_NAMES, CompletionRequest
@@ -48,6 +49,15 @@ def test_quoted_open_and_metadata_calls():
     assert calls("", "(str \"λ𝄞\" (inc 1))", "") == (JudgedCall(1, 1, True), JudgedCall(1, 12, True))  # UTF-16 columns
     assert calls("", "(+ 1\r\n  (inc 1))", "") == (JudgedCall(1, 1, True), JudgedCall(2, 3, True))
     assert calls_edn([JudgedCall(1, 1, True), JudgedCall(2, 6, False)]) == "{[1 1] true [2 6] false}"
+
+
+def test_the_files_own_parameters_of_a_defn():
+    text = ('(ns a)\n(defn f [a b] a)\n(defn- ^:private g "doc" {:x 1}\n  ([a] a)\n  (^long [a b] b))\n'
+            "(def h 1)\n(defn k [a])\n(defn k [a b])\n")
+    assert defn_params(text, "f") == ("[a b]",) and defn_params(text, "g") == ("[a]", "[a b]")
+    assert defn_params(text, "h") is None and defn_params(text, "k") is None and defn_params(text, "zz") is None
+    t = choose_target(NS + "(defn f [x y] x)\n\n(defn g [a] ", "(f a a)", ")")
+    assert t.file_params == (("f", "[x y]"),)
 
 
 def test_arity_is_a_check_name():
@@ -165,10 +175,20 @@ def test_uncertain_arities_are_notes_not_failures(verifier):
     assert v.arity is True and v.error is None and any("disagree" in n for n in v.notes)
     v = judge(verifier, "", "(*hook* 1 2)")
     assert v.arity is True and any("dynamic" in n for n in v.notes)
-    # defined in the file being edited: the REPL may hold an older definition
+    # defined in the file being edited with other parameters: the REPL holds an older definition
     v = judge(verifier, "(defn two [a b c] [a b c])\n\n", "(two 1 2 3)")
-    assert v.arity is True and any("defined in this file" in n for n in v.notes)
+    assert v.arity is True and any("not the REPL's" in n for n in v.notes)
+    v = judge(verifier, "(defn two [a b c] [a b c])\n\n(defn two [a b] [a b])\n\n", "(two 1 2 3)")
+    assert v.arity is True and any("not the REPL's" in n for n in v.notes)  # which one counts is unknown
     assert judge(verifier, "", "'(inc 1 2)").arity is True
+
+
+@pytest.mark.integration
+def test_a_var_the_file_defines_as_the_repl_has_it_is_judged(verifier):
+    v = judge(verifier, "(defn two [a b] [a b])\n\n", "(two 1 2 3)")
+    assert v.arity is False and v.error.endswith("verify.arity/two (takes 2)")
+    v = judge(verifier, "(defn f [x] ", "(multi x x)", ")\n\n(defn- multi \"doc\"\n  ([a] a)\n  ([a b c] c))\n")
+    assert v.arity is False and v.error.endswith("verify.arity/multi (takes 1 or 3)")
 
 
 @pytest.mark.integration

@@ -15,13 +15,14 @@ from functools import cached_property
 
 from .cursor import CursorContext, analyze_cursor
 from .gap import GapContext
+from .reader import _parse, unmeta
 from .references import References, references
 
-__all__ = ["Analysis", "analyze", "file_defs"]
+__all__ = ["Analysis", "analyze", "file_defs", "defn_params"]
 
 _DEF_NAME = re.compile(
-    r"^\((?:clojure\.core/)?def(?:n-?|macro|once|multi)?[ \t\r\n,]+(?:\^[^\s(\[{]+[ \t\r\n,]+)*"
-    r"([^\s()\[\]{}\"';@^`~\\,#][^\s()\[\]{}\"';@^`~\\,]*)",
+    r"^\((?:clojure\.core/)?(?P<head>def(?:n-?|macro|once|multi)?)[ \t\r\n,]+(?:\^[^\s(\[{]+[ \t\r\n,]+)*"
+    r"(?P<name>[^\s()\[\]{}\"';@^`~\\,#][^\s()\[\]{}\"';@^`~\\,]*)",
     re.M,
 )
 
@@ -29,8 +30,31 @@ _DEF_NAME = re.compile(
 def file_defs(*parts: str) -> tuple[str, ...]:
     """Names defined by forms at the start of a line in `parts` (simple names, first-seen order):
     a helper written above the cursor but not evaluated yet is the file's, not an unknown name."""
-    names = dict.fromkeys(m.group(1) for part in parts for m in _DEF_NAME.finditer(part))
+    names = dict.fromkeys(m.group("name") for part in parts for m in _DEF_NAME.finditer(part))
     return tuple(n for n in names if "/" not in n)
+
+
+def defn_params(text: str, name: str) -> tuple[str, ...] | None:
+    """The parameter vectors, as written, of the one ``(defn name ...)`` at the start of a line of
+    `text`, one per arity; None when `text` defines `name` otherwise, more than once, or not."""
+    starts = [(m.start(), m.group("head")) for m in _DEF_NAME.finditer(text) if m.group("name") == name]
+    if len(starts) != 1 or starts[0][1] not in ("defn", "defn-"):
+        return None
+    source = text[starts[0][0]:]
+    forms = _parse(source, False, None, lambda node: True)
+    if not forms or forms[0].kind != "list" or not forms[0].closed:
+        return None
+    rest = [unmeta(c) for c in forms[0].children[2:]]
+    while rest and rest[0].kind in ("string", "map"):  # docstring, attribute map
+        rest.pop(0)
+    if rest and rest[0].kind == "vector":
+        vectors = [rest[0]]
+    else:
+        arities = [c for c in rest if c.kind == "list"]
+        vectors = [unmeta(a.children[0]) for a in arities if a.children]
+        if not arities or len(vectors) != len(arities) or any(v.kind != "vector" for v in vectors):
+            return None
+    return tuple(source[v.start:v.end] for v in vectors)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,5 +1,5 @@
 (fn [refused top-compiled allow plen plevel maxc]
- (fn [mode text nsn locals extras top? want-eval? judged]
+ (fn [mode text nsn locals extras top? want-eval? judged file-params]
  (let [n (find-ns (symbol nsn))
        root-cause (fn [^Throwable e] (loop [e e] (if-let [c (.getCause e)] (recur c) e)))
        line (fn [^Throwable e]
@@ -18,7 +18,7 @@
                     (or (when-let [m (meta f)] (walk (dissoc m :line :column)))
                         (cond (seq? f) (or (when (refused? (first f)) (str (first f))) (some walk f))
                               (coll? f) (some walk f))))
-       read-all (fn []
+       read-all (fn [text]
                   (binding [*read-eval* false *data-readers* {} *default-data-reader-fn* nil
                             *ns* (or n (the-ns 'user))]
                     (let [r (clojure.lang.LineNumberingPushbackReader. (java.io.StringReader. text))
@@ -128,6 +128,8 @@
                      s (map (fn [[lo hi]] (cond (nil? hi) (str lo " or more") (= lo hi) (str lo) :else (str lo " to " hi))) rs)]
                  (if (next s) (str (apply str (interpose ", " (butlast s))) " or " (last s)) (first s))))
        in-file (set extras)
+       file-arities (fn [nm] (when-let [ps (get file-params nm)]
+                               (documented-arities (try (read-all ps) (catch Throwable _ nil)))))
        check-arity (fn [cforms]
                      (let [wrong (volatile! nil)
                            notes (volatile! [])
@@ -150,8 +152,9 @@
                                            (nil? real) (unsure "its value is not a compiled fn")
                                            (not (and (bad? doc) (bad? real))) (unsure "its :arglists and the fn's own arities disagree")
                                            (.isDynamic v) (unsure "a dynamic var may be bound to another fn")
-                                           (and (= n (.ns v)) (contains? in-file (str (.sym v))))
-                                           (unsure "it is defined in this file, the REPL's definition may be older")
+                                           (and (= n (.ns v)) (contains? in-file (str (.sym v)))
+                                                (not= doc (file-arities (str (.sym v)))))
+                                           (unsure "its parameters in this file are not the REPL's (load the file to judge it)")
                                            :else (vswap! wrong (fn [w] (or w (str "wrong number of args (" k ") passed to " qn
                                                                                   " (takes " (takes doc) ")")))))))))
                            walk-all (fn [walk env xs] (doseq [x xs] (walk env x)))
@@ -196,7 +199,7 @@
                                     :else nil))]
                        (walk-all walk #{} cforms)
                        [@wrong (not-empty @notes)]))
-       forms (try (read-all) (catch Throwable e e))]
+       forms (try (read-all text) (catch Throwable e e))]
    (if (instance? Throwable forms)
      {:reads false :error (line forms)}
      (let [un (vec (mapcat unwrap forms))

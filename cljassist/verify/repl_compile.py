@@ -43,14 +43,14 @@ import threading
 import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import edn_format
 
 from cljassist.budgets import REPL_TIMEOUT, TOOLING_SETUP
-from cljassist.clojure_text.analysis import Analysis, analyze
+from cljassist.clojure_text.analysis import Analysis, analyze, defn_params
 from cljassist.clojure_text.cursor import DEFN_LIKE, FN_LIKE, FOR_LIKE, LET_LIKE, METHOD_HOSTS
 from cljassist.clojure_text.forms import clj_string, clj_strings, is_quote, list_head
 from cljassist.clojure_text.reader import Node, _parse
@@ -145,6 +145,8 @@ class Target:
     extras: tuple[str, ...]  # bound too, but only where the namespace does not resolve them
     skip_compile: str | None = None  # why the form is not compiled (reads still checked)
     calls: tuple[JudgedCall, ...] = ()  # the calls whose arity the candidate answers for (verify.arity)
+    # the file's own parameter vectors of the extras it defines with defn: the REPL's may be older
+    file_params: tuple[tuple[str, str], ...] = ()
 
 
 def _has_recur(node: Node, text: str) -> bool:
@@ -258,8 +260,8 @@ def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | No
         if not touched:
             return None
         form = text[touched[0].start:touched[-1].end]
-        return Target(form, True, namespace, (), tuple(sorted(x for x in extras if x in form)), unknown,
-                      judged_calls(touched, text, touched[0].start, (ins_start, ins_end)))
+        return _with_calls(Target(form, True, namespace, (), tuple(sorted(x for x in extras if x in form)), unknown),
+                           judged_calls(touched, text, touched[0].start, (ins_start, ins_end)), analysis)
     i, skip = _choose_index(path, text)
     chosen = path[i]
     heads = [list_head(n, text) for n in path[:i]]
@@ -272,9 +274,18 @@ def choose_target(prefix: str, suggestion: str, suffix: str, namespace: str | No
             extras.update(("&form", "&env"))
     locals_ = tuple(x for x in cursor.locals if x)
     form = text[chosen.start:chosen.end]
-    return Target(form, top, namespace, locals_,
-                  tuple(sorted(x for x in extras - set(locals_) if x in form)), unknown or skip,
-                  judged_calls([chosen], text, chosen.start, (ins_start, ins_end)))
+    target = Target(form, top, namespace, locals_, tuple(sorted(x for x in extras - set(locals_) if x in form)),
+                    unknown or skip)
+    return _with_calls(target, judged_calls([chosen], text, chosen.start, (ins_start, ins_end)), analysis)
+
+
+def _with_calls(target: Target, calls: tuple[JudgedCall, ...], analysis: Analysis) -> Target:
+    """The target with the calls to judge and, when there are some, the file's own parameters of
+    the names it defines (a call to one is judged only where the REPL's definition is the file's)."""
+    if not calls:
+        return target
+    params = ((name, defn_params(analysis.text, name)) for name in target.extras)
+    return replace(target, calls=calls, file_params=tuple((n, " ".join(p)) for n, p in params if p))
 
 
 def _shift(node: Node, by: int) -> Node:
@@ -407,6 +418,7 @@ class ReplVerifier:
             clj_string(mode), clj_string(t.text), clj_string(t.namespace),
             clj_strings(t.locals), clj_strings(t.extras), "true" if t.top_level else "false",
             "true" if want_eval else "false", calls_edn(t.calls),
+            "{" + " ".join(f"{clj_string(name)} {clj_string(params)}" for name, params in t.file_params) + "}",
         ])
         return (
             f"(if-let [f (get (when (map? *command-line-args*) *command-line-args*) {_HELPER_KEY})]"
