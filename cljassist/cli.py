@@ -49,6 +49,8 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
                    help="also show suggestions that failed a REPL check, with the error")
     p.add_argument("--no-verify", dest="verify", action="store_false", default=None,
                    help="skip the REPL checks (read, compile)")
+    p.add_argument("--no-token-healing", dest="token_healing", action="store_false", default=None,
+                   help="read the prompt as cut at the cursor, even where it ends inside a token (local models)")
     p.add_argument("--backend", metavar="URL",
                    help="complete on an inference server: llama.cpp's .../infill or an OpenAI-compatible "
                         ".../v1/completions (default: the local model)")

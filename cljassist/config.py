@@ -48,6 +48,10 @@ class Settings:
     # keystroke inside a symbol, and a changed block means evaluating the prompt again from there.
     # None: on, except for the as-you-type front-ends (KEYSTROKE_DEFAULTS).
     context_matches: bool | None = None
+    # Token healing (local models): back the prompt off to a clean token boundary and have the
+    # generation re-type what was backed off (cljassist/model/healing.py). A server cannot be held
+    # to tokens, so a remote backend completes the prompt as it is whatever this says.
+    token_healing: bool = True
     # Remote engine: a llama.cpp-compatible /infill or an OpenAI-compatible /v1/completions URL.
     backend: str | None = None
     backend_timeout_ms: int = BACKEND_TIMEOUT.value
@@ -89,6 +93,7 @@ _EDN_KEYS = {
     "cache": ("cache", (bool,)),
     "prefetch": ("prefetch", (bool,)),
     "context-matches": ("context_matches", (bool,)),
+    "token-healing": ("token_healing", (bool,)),
     "backend": ("backend", (str,)),
     "backend-timeout-ms": ("backend_timeout_ms", (int,)),
     "backend-fallback": ("backend_fallback", (bool,)),

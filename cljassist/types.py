@@ -70,12 +70,16 @@ class Prompt:
     header: str = ""  # file header + context block (the context block alone when it sits before the form)
     before: str = ""  # everything the model reads before the gap, in order (what a server's /infill takes as prefix)
     stable: str = ""  # the start of `text` that does not depend on the REPL context
+    # Token healing (cljassist/model/healing.py): the text backed off the end of `before` (and of
+    # `text`), which every candidate's generation reproduces first and which is then taken off its
+    # start. None: not decided yet (the local model decides, as it owns the tokenizer); "": nothing.
+    healed: str | None = None
 
     @classmethod
     def of_text(cls, text: str) -> "Prompt":
         """A prompt given as finished text (tools and tests that call a model directly): all of it
-        is read before the gap, and there is no suffix."""
-        return cls(text=text, prefix=text, suffix="", context_lines=(), tokens=0, before=text)
+        is read before the gap, there is no suffix, and it is read as given (no token healing)."""
+        return cls(text=text, prefix=text, suffix="", context_lines=(), tokens=0, before=text, healed="")
 
 
 @dataclass
@@ -84,10 +88,12 @@ class Generation:
 
     text: str
     logprob: float  # sum of the chosen tokens' log-probabilities (natural log, <= 0)
-    n_tokens: int  # tokens generated (the one that triggered a text stop included)
+    # tokens generated (the one that triggered a text stop included); with token healing, the ones
+    # that only re-type the backed-off text are left out (their log-probabilities are in logprob)
+    n_tokens: int
     finish: str  # 'stop' | 'eos' | 'length' | 'deadline'
     ms: float  # wall time of this branch (the shared prompt evaluation not included)
-    token_ids: tuple[int, ...] = ()  # the generated ids (a stop token never included)
+    token_ids: tuple[int, ...] = ()  # the generated ids (a stop token never included; the backed-off text's included)
 
 
 CHECK_NAMES = ("balanced", "reads", "compiles", "arity", "evaluated")

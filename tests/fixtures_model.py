@@ -35,3 +35,11 @@ def default_model(default_model_file):
     model = LocalModel(runtime_model_path(default_model_file), n_ctx=2048)
     yield model
     model.close()
+
+
+def qwen_model_file():
+    """The assembled Qwen2.5-Coder-0.5B GGUF in the model cache, or None where it is not there."""
+    from cljassist.model.model_cache import default_cache_dir
+
+    path = default_cache_dir() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    return path if path.is_file() else None

@@ -20,7 +20,8 @@ def load_model(settings: Settings):
         from cljassist.model.llama import LocalModel
         from cljassist.model.locate import model_path_to_load
 
-        return LocalModel(model_path_to_load(settings.model), n_ctx=settings.n_ctx, n_threads=settings.threads)
+        return LocalModel(model_path_to_load(settings.model), n_ctx=settings.n_ctx, n_threads=settings.threads,
+                          token_healing=settings.token_healing)
 
     if not settings.backend:
         return local_model()

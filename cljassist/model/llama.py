@@ -5,8 +5,10 @@ this module (and the pure-Python parts of the package) stays fast.
 
 Decoding is deterministic: the prompt is evaluated once, the ``n`` most
 probable distinct first tokens start ``n`` branches, and each branch continues
-greedily.  Between branches the context is rewound to the end of the prompt, so
-the prompt's KV cache is computed once per call.  Across calls, the longest
+greedily.  With token healing (``cljassist/model/healing.py``) the prompt is first
+backed off to a clean token boundary, and the first tokens are held to the
+backed-off text until it is reproduced.  Between branches the context is rewound
+to the end of the prompt, so the prompt's KV cache is computed once per call.  Across calls, the longest
 common token prefix with what is already in the KV cache is kept.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import sys
 import tempfile
@@ -27,6 +30,7 @@ from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
+from cljassist.model.healing import MOST_TOKENS_BACKED_OFF, VocabularyIndex, tokens_to_back_off
 from cljassist.threads import default_threads
 from cljassist.types import Generation, Prompt, as_prompt, generation_counts
 
@@ -45,6 +49,22 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
         m = 0.0
     shifted = x - m
     return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def _pick(lp: np.ndarray, allowed: np.ndarray | None) -> tuple[int, float]:
+    """The most probable token and its log-probability; among ``allowed`` ids when given, with the
+    probability renormalized over them (given that the text must go on as they do)."""
+    if allowed is None:
+        tok = int(np.argmax(lp))
+        return tok, float(lp[tok])
+    sub = lp[allowed]
+    best = int(np.argmax(sub))
+    return int(allowed[best]), float(sub[best] - _logsumexp(sub))
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = float(np.max(x))
+    return m + float(np.log(np.sum(np.exp(x - m)))) if np.isfinite(m) else m
 
 
 def utf8_complete_len(b: bytes) -> int:
@@ -107,8 +127,10 @@ class LocalModel:
         n_ctx: int = CONTEXT_WINDOW.value,
         n_threads: int | None = None,
         n_batch: int = 512,
+        token_healing: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.token_healing = token_healing
         if not self.path.is_file():
             raise ModelNotFound(f"model file not found: {self.path}")
         self.meta: GgufMetadata = read_gguf_metadata(self.path)
@@ -166,6 +188,7 @@ class LocalModel:
         self._piece_cache: dict[int, bytes] = {}
         self._stop_ids = self._collect_stop_ids()
         self._head_ids = self._collect_head_ids()
+        self._vocabulary_index: VocabularyIndex | None = None
 
     # ------------------------------------------------------------------ tokens
 
@@ -220,6 +243,46 @@ class LocalModel:
 
     def _is_stop(self, tok: int) -> bool:
         return tok in self._stop_ids or bool(self._lc.llama_vocab_is_eog(self._vocab, tok))
+
+    # ------------------------------------------------------------------ token healing
+
+    @property
+    def _vocabulary(self) -> VocabularyIndex:
+        """Every token's text, indexed on first need (a fraction of a second for 150k tokens)."""
+        if self._vocabulary_index is None:
+            stops = [t for t in range(self._n_vocab) if self._is_stop(t)]
+            self._vocabulary_index = VocabularyIndex([self._piece(t) for t in range(self._n_vocab)], stops)
+        return self._vocabulary_index
+
+    def heal(self, prompt: Prompt) -> Prompt:
+        """``prompt`` backed off to its last clean token boundary (see cljassist/model/healing.py):
+        ``before`` and ``text`` without the backed-off text, which goes to ``healed``.
+
+        Only a prompt whose text is this model's rendering of its parts can be re-rendered without
+        the backed-off text; any other (a finished text, a prompt healed already, healing off)
+        comes back with ``healed`` set to what it already says, or "" (read as it is)."""
+        if prompt.healed is not None:
+            return prompt
+        as_given = dataclasses.replace(prompt, healed="")
+        if not self.token_healing or not prompt.before or prompt.text != self.fim.render(prompt.before, prompt.suffix):
+            return as_given
+        ids = self.tokenize(prompt.before, special=True, add_bos=False)
+        # the first token always stays: a prompt of nothing but the backed-off text would be empty
+        pieces = [self._piece(t) for t in ids[max(1, len(ids) - MOST_TOKENS_BACKED_OFF):]]
+        k = tokens_to_back_off(pieces, self._vocabulary.can_grow)
+        backed = b"".join(pieces[len(pieces) - k:]) if k else b""
+        try:
+            healed = backed.decode("utf-8")
+        except UnicodeDecodeError:  # the tokens split a character: no text boundary there
+            return as_given
+        if not healed or not prompt.before.endswith(healed):
+            return as_given
+        before = prompt.before[: len(prompt.before) - len(healed)]
+        prefix = prompt.prefix
+        if prompt.before.endswith(prefix) and len(prefix) >= len(healed):
+            prefix = prefix[: len(prefix) - len(healed)]
+        return dataclasses.replace(prompt, text=self.fim.render(before, prompt.suffix), prefix=prefix, before=before,
+                                   tokens=max(0, prompt.tokens - k), healed=healed)
 
     # ------------------------------------------------------------------ KV cache
 
@@ -343,7 +406,9 @@ class LocalModel:
         """
         t0 = time.perf_counter()
         n, max_tokens = generation_counts(n, max_tokens)
-        ids = self.tokenize(as_prompt(prompt).text, special=True, add_bos=True)
+        prompt = self.heal(as_prompt(prompt))
+        healed = (prompt.healed or "").encode("utf-8")
+        ids = self.tokenize(prompt.text, special=True, add_bos=True)
         if not ids:
             ids = self.tokenize(" ", special=True, add_bos=True)
         ids, dropped, head = self._fit_prompt(ids, max_tokens)
@@ -363,39 +428,65 @@ class LocalModel:
                 f"dropped the {dropped} oldest prompt tokens after the first {head} "
                 f"control token(s) to fit n_ctx={self.n_ctx} - max_tokens={max_tokens}"
             )
+        if healed:
+            stats["healed"] = prompt.healed
         self.last_stats = stats
         if n == 0:
             return []
 
         prompt_len = len(ids)
         lp0 = log_softmax(logits)
-        order = np.argsort(-lp0, kind="stable")
-        firsts: list[int] = []
-        for tok in order[: n + len(self._stop_ids) + 8]:
-            t = int(tok)
-            if not self._is_stop(t):
-                firsts.append(t)
-                if len(firsts) == n:
-                    break
-
         out: list[Generation] = []
-        for first in firsts:
+        for first, first_lp in self._first_tokens(lp0, n, healed):
             if end_at is not None and time.perf_counter() >= end_at and out:
                 break
-            out.append(self._branch(prompt_len, first, float(lp0[first]), max_tokens, stop, end_at, cancelled))
+            out.append(self._branch(prompt_len, first, first_lp, healed, max_tokens, stop, end_at, cancelled))
         stats["gen_ms"] = (time.perf_counter() - t1) * 1000.0
         return out
+
+    def _allowed(self, healed: bytes, generated: bytes) -> np.ndarray | None:
+        """The ids the next token may be while ``generated`` has not reproduced ``healed`` yet; None
+        once it has (any token may follow)."""
+        if len(generated) >= len(healed):
+            return None
+        return self._vocabulary.allowed(healed[len(generated):])
+
+    def _first_tokens(self, lp0: np.ndarray, n: int, healed: bytes) -> list[tuple[int, float]]:
+        """The ``n`` most probable first tokens with their log-probabilities: stop tokens left out,
+        and with a backed-off text only the tokens that reproduce its start or all of it (their
+        probabilities renormalized over those, as in :meth:`_branch`)."""
+        allowed = self._allowed(healed, b"")
+        if allowed is not None:
+            normalizer = _logsumexp(lp0[allowed])
+            order = allowed[np.argsort(-lp0[allowed], kind="stable")]
+            return [(int(t), float(lp0[t]) - normalizer) for t in order[:n]]
+        firsts: list[tuple[int, float]] = []
+        for tok in np.argsort(-lp0, kind="stable")[: n + len(self._stop_ids) + 8]:
+            t = int(tok)
+            if not self._is_stop(t):
+                firsts.append((t, float(lp0[t])))
+                if len(firsts) == n:
+                    break
+        return firsts
 
     def _branch(
         self,
         prompt_len: int,
         first: int,
         first_lp: float,
+        healed: bytes,
         max_tokens: int,
         stop: Callable[[str], int | None],
         end_at: float | None,
         cancelled: Callable[[], bool] | None = None,
     ) -> Generation:
+        """One greedy branch from ``first``. While the backed-off text ``healed`` is not reproduced,
+        each token is the most probable of those that go on as it does, and its log-probability is
+        renormalized over them: what the user typed is given, so the score is the probability of
+        the suggestion given it, comparable to a prompt that needed no healing. A token that only
+        re-types backed-off text is not counted in ``n_tokens`` (nor in ``max_tokens``): the score
+        stays a mean over the tokens that carry the suggestion, while the odd split of the typed
+        text still costs its probability."""
         tb = time.perf_counter()
         self._rewind(prompt_len)
         if self._llm.n_tokens < prompt_len:  # the cache could not be cut back: re-evaluate
@@ -404,16 +495,19 @@ class LocalModel:
         toks = [first]
         logprob = first_lp
         raw = self._piece(first)
+        retyped = 1 if healed and len(raw) <= len(healed) else 0  # tokens that only re-type the backed-off text
         finish = "length"
         text: str | None = None
         while True:
-            usable = raw[: utf8_complete_len(raw)].decode("utf-8", errors="replace")
-            k = stop(usable)
-            if k is not None:
-                text = usable[: max(0, int(k))]
-                finish = "stop"
-                break
-            if len(toks) >= max_tokens:
+            if len(raw) >= len(healed):
+                shown = raw[len(healed):]
+                usable = shown[: utf8_complete_len(shown)].decode("utf-8", errors="replace")
+                k = stop(usable)
+                if k is not None:
+                    text = usable[: max(0, int(k))]
+                    finish = "stop"
+                    break
+            if len(toks) - retyped >= max_tokens:
                 finish = "length"
                 break
             if end_at is not None and time.perf_counter() >= end_at:
@@ -422,19 +516,23 @@ class LocalModel:
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled during generation")
             lp = log_softmax(self._eval([toks[-1]]))
-            nxt = int(np.argmax(lp))
-            if self._is_stop(nxt):
+            allowed = self._allowed(healed, raw)
+            nxt, step_lp = _pick(lp, allowed)
+            if allowed is None and self._is_stop(nxt):
                 finish = "eos"
                 break
             toks.append(nxt)
-            logprob += float(lp[nxt])
+            logprob += step_lp
             raw += self._piece(nxt)
+            if healed and len(raw) <= len(healed):
+                retyped += 1
         if text is None:
-            text = raw[: utf8_complete_len(raw)].decode("utf-8", errors="replace")
+            shown = raw[len(healed):]
+            text = shown[: utf8_complete_len(shown)].decode("utf-8", errors="replace")
         return Generation(
             text=text,
             logprob=logprob,
-            n_tokens=len(toks),
+            n_tokens=len(toks) - retyped,
             finish=finish,
             ms=(time.perf_counter() - tb) * 1000.0,
             token_ids=tuple(toks),

@@ -3,6 +3,7 @@ which completes with the local model when the server fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable
@@ -105,7 +106,9 @@ class RemoteModel:
         gives no candidate).  ``cancelled`` is checked before each request and, from a watchdog
         thread, during it (so it must be thread-safe, e.g. ``threading.Event.is_set``).
         /infill is sent the prompt's parts (all before the gap, and the suffix), the
-        completions API its text.
+        completions API its text. Both as they are: a server cannot be held to chosen tokens, so
+        there is no token healing here (``prompt.healed`` is not read, and a prompt is never healed
+        before it is sent; see cljassist/model/healing.py).
         """
         started = time.perf_counter()
         end_at = time.monotonic() + deadline_s if deadline_s is not None else None
@@ -313,11 +316,15 @@ class FallbackModel:
                 raise BackendError(f"{self._reason}; and the local fallback model failed: {exc}") from None
         return self._local
 
-    def _local_prompt(self, prompt: Prompt | str, local_fim: FimFormat) -> str:
-        """The prompt in the local model's format; a prompt given as finished text goes as it is."""
+    def _local_prompt(self, prompt: Prompt | str, local_fim: FimFormat) -> Prompt | str:
+        """The prompt in the local model's format, with its parts (so that the local model may heal
+        it); a prompt given as finished text goes as it is."""
         if isinstance(prompt, str) or local_fim == self.fim:
-            return as_prompt(prompt).text
-        return render_gap(local_fim, text_before_gap(prompt, self.fim), prompt.suffix)
+            return prompt
+        before = text_before_gap(prompt, self.fim)
+        suffix = prompt.suffix if local_fim.is_fim else ""
+        return dataclasses.replace(prompt, text=render_gap(local_fim, before, prompt.suffix), before=before,
+                                   suffix=suffix)
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         """Nothing to do: the prompt's start is rendered for the server's format, and the local
