@@ -343,6 +343,18 @@ def test_completions_fim_family_sends_and_applies_its_stop_texts(scripted):
     assert (g.text, g.finish, g.n_tokens) == ("(+ a b)", "eos", 3)  # 7 bytes / 3, rounded up
 
 
+def test_a_server_is_sent_the_prompt_as_cut_at_the_cursor_without_token_healing(scripted):
+    """A server cannot be held to tokens: a prompt that ends in a space (which the local model would
+    back off) is sent whole, and the reply is the suggestion as it comes."""
+    server = scripted([completion_reply("(range (count xs))]")])
+    model = RemoteModel(server.base + "/v1/completions#fim=qwen25_coder&logprobs=0")
+    prompt = build_prompt("(defn indices [xs]\n  (for [i ", "\n", model.fim, model.count_tokens)
+    [g] = model.generate_candidates(prompt, n=1, max_tokens=8, stop=lambda t: None)
+    assert server.requests[0][1]["prompt"] == prompt.text
+    assert "(for [i <|fim_suffix|>" in prompt.text and prompt.healed is None
+    assert g.text == "(range (count xs))]"
+
+
 def completion_chunk(text: str, finish: str | None = None, logprob: float | None = None) -> dict:
     logprobs = None if logprob is None else {"tokens": [text], "token_logprobs": [logprob],
                                              "text_offset": [0], "top_logprobs": [{text: logprob}]}

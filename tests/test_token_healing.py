@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cljassist.model.healing import VocabularyIndex, tokens_to_back_off
+from cljassist.prompt import PromptInput, assemble_prompt
 from cljassist.types import Prompt
 
 # ------------------------------------------------------------------ the rule, on a made-up vocabulary
@@ -206,6 +207,20 @@ def test_a_prompt_on_a_clean_boundary_generates_as_without_healing(default_model
     assert [(g.text, g.token_ids, g.n_tokens) for g in healed] == [(g.text, g.token_ids, g.n_tokens) for g in plain]
 
 
+GAP = PromptInput("(ns demo.core)\n\n(defn indices [xs]\n  (for [i ", "]\n    i))\n", file="src/demo/core.clj",
+                  namespace="demo.core", form_start=16, repl_attached=True)
+
+
+@pytest.mark.integration
+def test_the_prompt_stage_builds_prompts_the_model_heals(default_model):
+    """The prompt stage's text is the model's rendering of its parts (the context block included),
+    which is what lets the model re-render it backed off."""
+    m = default_model
+    prompt = assemble_prompt(GAP, m.fim, m.count_tokens, context_lines=("demo.core/helper ([x])",))
+    healed = m.heal(prompt)
+    assert healed.healed == " " and healed.text == prompt.text[:-1]  # left to right: the text ends at the gap
+
+
 # ------------------------------------------------------------------ Qwen2.5-Coder's tokenizer, when installed
 
 
@@ -237,3 +252,12 @@ def test_qwen_backs_off_the_space_it_joins_to_the_next_word(qwen_small, before, 
     _real_code_path_is_allowed(m, healed, continuation)
     for g in m.generate_candidates(_prompt(m, before, suffix="\n"), n=2, max_tokens=4, stop=_never):
         assert m.detokenize(list(g.token_ids)) == healed + g.text
+
+
+@pytest.mark.integration
+def test_qwen_heals_the_prompt_stages_fim_prompt(qwen_small):
+    m = qwen_small
+    prompt = assemble_prompt(GAP, m.fim, m.count_tokens, context_lines=("demo.core/helper ([x])",))
+    healed = m.heal(prompt)
+    assert healed.healed == " "
+    assert healed.text == prompt.text.replace("(for [i <|fim_suffix|>", "(for [i<|fim_suffix|>")

@@ -57,14 +57,9 @@ def _pick(lp: np.ndarray, allowed: np.ndarray | None) -> tuple[int, float]:
     if allowed is None:
         tok = int(np.argmax(lp))
         return tok, float(lp[tok])
-    sub = lp[allowed]
-    best = int(np.argmax(sub))
-    return int(allowed[best]), float(sub[best] - _logsumexp(sub))
-
-
-def _logsumexp(x: np.ndarray) -> float:
-    m = float(np.max(x))
-    return m + float(np.log(np.sum(np.exp(x - m)))) if np.isfinite(m) else m
+    renormalized = log_softmax(lp[allowed])
+    best = int(np.argmax(renormalized))
+    return int(allowed[best]), float(renormalized[best])
 
 
 def utf8_complete_len(b: bytes) -> int:
@@ -457,9 +452,9 @@ class LocalModel:
         probabilities renormalized over those, as in :meth:`_branch`)."""
         allowed = self._allowed(healed, b"")
         if allowed is not None:
-            normalizer = _logsumexp(lp0[allowed])
-            order = allowed[np.argsort(-lp0[allowed], kind="stable")]
-            return [(int(t), float(lp0[t]) - normalizer) for t in order[:n]]
+            renormalized = log_softmax(lp0[allowed])
+            best = np.argsort(-renormalized, kind="stable")[:n]
+            return [(int(allowed[i]), float(renormalized[i])) for i in best]
         firsts: list[tuple[int, float]] = []
         for tok in np.argsort(-lp0, kind="stable")[: n + len(self._stop_ids) + 8]:
             t = int(tok)
