@@ -512,6 +512,9 @@ class LocalModel:
                 raise Cancelled("cancelled during generation")
             lp = log_softmax(self._eval([toks[-1]]))
             allowed = self._allowed(healed, raw)
+            if allowed is not None and not allowed.size:  # no token goes on with the typed text: give up
+                finish = "eos"
+                break
             nxt, step_lp = _pick(lp, allowed)
             if allowed is None and self._is_stop(nxt):
                 finish = "eos"
