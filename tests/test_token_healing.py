@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cljassist.model.healing import VocabularyIndex, tokens_to_back_off
+from cljassist.model.healing import VocabularyIndex, start_kept, tokens_to_back_off
 from cljassist.prompt import PromptInput, assemble_prompt
 from cljassist.types import Prompt
 
@@ -42,6 +42,15 @@ def test_at_most_two_tokens_go():
     grows_always = lambda text: True  # noqa: E731
     assert tokens_to_back_off([b"a", b"b", b"c"], grows_always) == 2
     assert tokens_to_back_off([b"a", b"b", b"c"], grows_always, most=1) == 1
+
+
+def test_real_codes_own_split_of_a_backed_off_run_stays():
+    # "\n  " then code: "\n " + " (" -- the first token stays in the prompt, the last space goes
+    assert start_kept(b"\n  ", [b"\n ", b" (", b"range"]) == 2
+    assert start_kept(b"\n  ", [b"\n", b" ", b" ("]) == 2
+    assert start_kept(b" ", [b" ("]) == 0  # the space joins the paren: all of it goes
+    assert start_kept(b"jo", [b"jo", b"("]) == 0  # a token ending with it is no split inside it
+    assert start_kept(b"ab", [b"x", b"b("]) == 0  # a tokenization that is not of the text keeps nothing
 
 
 def test_allowed_tokens_reproduce_the_start_or_all_of_the_remaining_text():
@@ -79,8 +88,10 @@ def _never(_text: str) -> int | None:
 @pytest.mark.parametrize(("before", "healed"), [
     ("(defn indices [xs]\n  (for [i ", " "),  # the space that real code joins to the next word
     ("(defn f [s]\n  (str/jo", "jo"),  # inside a symbol: the rest of the word is one token with it
-    ("  (->> (slurp f)\n       str/split-lines\n       ", "\n       "),  # real code: "\n      " + " ("
-    ("(let [a 1]\n  ", "\n  "),
+    # real code: "\n      " + " (", so only the last space goes
+    ("  (->> (slurp f)\n       str/split-lines\n       ", " "),
+    ("(let [a 1]\n  ", " "),
+    ("(defn f [x]\n  (inc x))\n\n", "\n"),
 ])
 def test_smollm2_backs_off_what_may_merge_with_the_next_text(default_model, before, healed):
     prompt = default_model.heal(_prompt(default_model, before))
@@ -241,7 +252,7 @@ def qwen_small():
 @pytest.mark.integration
 @pytest.mark.parametrize(("before", "healed", "continuation"), [
     ("(defn indices [xs]\n  (for [i ", " ", "(range (count xs))]"),
-    ("  (->> (slurp f)\n       str/split-lines\n       ", "\n       ", "(map parse-row)"),
+    ("  (->> (slurp f)\n       str/split-lines\n       ", " ", "(map parse-row)"),
 ])
 def test_qwen_backs_off_the_space_it_joins_to_the_next_word(qwen_small, before, healed, continuation):
     m = qwen_small

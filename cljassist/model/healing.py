@@ -21,7 +21,8 @@ off when their text together is such a start (``/`` and ``jo`` of ``/join``, whe
 has it). Two at most: a longer back-off makes the first generated tokens re-type what the user
 typed, at the cost of a token each, for merges no vocabulary here makes. A last token that no
 longer token starts with (``))]``, ``(defn``, a closing ``"`` in most vocabularies) is a clean
-boundary and stays.
+boundary and stays. Of what goes, the start that real code keeps as tokens of its own stays
+too (:func:`start_kept`): of a whitespace run only the last space is backed off.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import numpy as np
 
 # how many of the prompt's last tokens may be backed off (see the module docstring)
 MOST_TOKENS_BACKED_OFF = 2
+# what code most often goes on with, in Clojure: the probe for how real code splits a backed-off text
+NEXT_CODE = "("
 
 
 def tokens_to_back_off(last_pieces: Sequence[bytes], can_grow: Callable[[bytes], bool],
@@ -45,6 +48,22 @@ def tokens_to_back_off(last_pieces: Sequence[bytes], can_grow: Callable[[bytes],
         if all(tail) and can_grow(b"".join(tail)):
             return k
     return 0
+
+
+def start_kept(backed_off: bytes, pieces_going_on: Sequence[bytes]) -> int:
+    """How many bytes at the start of ``backed_off`` real code keeps as tokens of their own:
+    ``pieces_going_on`` is the tokenization of the backed-off text followed by code
+    (:data:`NEXT_CODE`), and its leading tokens that end before the backed-off text does are
+    where real code splits it too. A whitespace run is the case: at the end of a prompt
+    ``\n  `` is one token, but code goes on ``\n `` + `` (``; backing off only the last space
+    lets the generation start the way real code does (the constraint holding it to ``\n  ``
+    let the model pick the lone ``  `` token, after which it wrote a third space)."""
+    kept = 0
+    for piece in pieces_going_on:
+        if kept + len(piece) >= len(backed_off) or not backed_off.startswith(piece, kept):
+            break
+        kept += len(piece)
+    return kept
 
 
 class VocabularyIndex:
@@ -88,4 +107,4 @@ class VocabularyIndex:
         return np.concatenate([np.asarray(partial, dtype=np.int64), covering])
 
 
-__all__ = ["tokens_to_back_off", "VocabularyIndex", "MOST_TOKENS_BACKED_OFF"]
+__all__ = ["tokens_to_back_off", "start_kept", "VocabularyIndex", "MOST_TOKENS_BACKED_OFF", "NEXT_CODE"]

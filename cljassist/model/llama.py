@@ -30,7 +30,7 @@ from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
-from cljassist.model.healing import MOST_TOKENS_BACKED_OFF, VocabularyIndex, tokens_to_back_off
+from cljassist.model.healing import MOST_TOKENS_BACKED_OFF, NEXT_CODE, VocabularyIndex, start_kept, tokens_to_back_off
 from cljassist.threads import default_threads
 from cljassist.types import Generation, Prompt, as_prompt, generation_counts
 
@@ -266,6 +266,9 @@ class LocalModel:
         pieces = [self._piece(t) for t in ids[max(1, len(ids) - MOST_TOKENS_BACKED_OFF):]]
         k = tokens_to_back_off(pieces, self._vocabulary.can_grow)
         backed = b"".join(pieces[len(pieces) - k:]) if k else b""
+        if backed:
+            going_on = self.tokenize(backed.decode("utf-8", errors="ignore") + NEXT_CODE, special=False)
+            backed = backed[start_kept(backed, [self._piece(t) for t in going_on]):]
         try:
             healed = backed.decode("utf-8")
         except UnicodeDecodeError:  # the tokens split a character: no text boundary there
@@ -276,8 +279,9 @@ class LocalModel:
         prefix = prompt.prefix
         if prompt.before.endswith(prefix) and len(prefix) >= len(healed):
             prefix = prefix[: len(prefix) - len(healed)]
-        return dataclasses.replace(prompt, text=self.fim.render(before, prompt.suffix), prefix=prefix, before=before,
-                                   tokens=max(0, prompt.tokens - k), healed=healed)
+        text = self.fim.render(before, prompt.suffix)
+        return dataclasses.replace(prompt, text=text, prefix=prefix, before=before, tokens=self.count_tokens(text),
+                                   healed=healed)
 
     # ------------------------------------------------------------------ KV cache
 
