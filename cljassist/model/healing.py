@@ -21,8 +21,9 @@ off when their text together is such a start (``/`` and ``jo`` of ``/join``, whe
 has it). Two at most: a longer back-off makes the first generated tokens re-type what the user
 typed, at the cost of a token each, for merges no vocabulary here makes. A last token that no
 longer token starts with (``))]``, ``(defn``, a closing ``"`` in most vocabularies) is a clean
-boundary and stays. Of what goes, the start that real code keeps as tokens of its own stays
-too (:func:`start_kept`): of a whitespace run only the last space is backed off.
+boundary and stays. Of a whitespace run that goes, the start that real code keeps as tokens of
+its own stays (:func:`start_kept`): only the last space is backed off. Not of a piece of a symbol:
+that goes on with more of the symbol, not with the code the probe stands for.
 """
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ class LocalModel:
         pieces = [self._piece(t) for t in ids[max(1, len(ids) - MOST_TOKENS_BACKED_OFF):]]
         k = tokens_to_back_off(pieces, self._vocabulary.can_grow)
         backed = b"".join(pieces[len(pieces) - k:]) if k else b""
-        if backed:
+        if backed.isspace():  # after whitespace code begins; within a symbol the symbol goes on
             going_on = self.tokenize(backed.decode("utf-8", errors="ignore") + NEXT_CODE, special=False)
             backed = backed[start_kept(backed, [self._piece(t) for t in going_on]):]
         try:
