@@ -38,8 +38,12 @@ def default_model(default_model_file):
 
 
 def qwen_model_file():
-    """The assembled Qwen2.5-Coder-0.5B GGUF in the model cache, or None where it is not there."""
-    from cljassist.model.model_cache import default_cache_dir
+    """The Qwen2.5-Coder-0.5B GGUF where it is assembled and verified in the model cache, else None
+    (a test does not assemble half a gigabyte on its own: `cljassist models` does, on first use)."""
+    from cljassist.model.assemble import CacheState, cache_state, cached_path
+    from cljassist.model.registry import named_model
 
-    path = default_cache_dir() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-    return path if path.is_file() else None
+    model = named_model("qwen2.5-coder-0.5b")
+    if model is None or cache_state(model) is not CacheState.VERIFIED:
+        return None
+    return cached_path(model.source)
