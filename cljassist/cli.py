@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="OUT.json")
     bench.add_argument("--compare", action="store_true",
                        help="with a REPL: also report EM without context and precision/compiles without verification")
+    bench.add_argument("--peer", action="store_true",
+                       help="score the model as llama.vim prompts it instead (plain FIM, no REPL; cljassist/bench/peer.py)")
     typing = bench.add_argument_group("latency: replay typing (see cljassist/bench/typing.py)")
     typing.add_argument("--typing", nargs="+", metavar="FILE",
                         help="type top-level forms of these Clojure files key by key; ours vs a naive engine")

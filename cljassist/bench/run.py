@@ -163,7 +163,8 @@ def format_table(report: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    header = f"model: {report['model']}   repl: {'yes' if report['repl'] else 'no'}   cases: {report['cases']}"
+    peer = "   prompted as: llama.vim (peer)" if report.get("peer") else ""
+    header = f"model: {report['model']}   repl: {'yes' if report['repl'] else 'no'}   cases: {report['cases']}{peer}"
     return header + "\n" + "\n".join(lines)
 
 
@@ -212,8 +213,11 @@ def run_bench_command(args) -> int:
 
     cases = select_cases(Path(args.cases), args.limit, args.sample)
     settings = settings_from_args(args, Path.cwd())
-    with open_frontend(settings, near=Path.cwd(), no_repl=args.no_repl, explicit=args.nrepl is not None) as front:
-        report = _bench_report(front, cases, args.compare)
+    if args.peer and (args.compare or args.nrepl is not None):
+        raise InputError("--peer runs without a REPL: leave out --compare and --nrepl")
+    no_repl = args.no_repl or args.peer
+    with open_frontend(settings, near=Path.cwd(), no_repl=no_repl, explicit=args.nrepl is not None) as front:
+        report = run_peer(front.engine.model, cases) if args.peer else _bench_report(front, cases, args.compare)
     print(format_table(report))
     if "comparison" in report:
         print()
@@ -221,6 +225,20 @@ def run_bench_command(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return 0
+
+
+def run_peer(model, cases: list[dict], progress=lambda m: print(m, file=sys.stderr)) -> dict:  # noqa: E731
+    """The report of ``model`` prompted as llama.vim prompts it (cljassist/bench/peer.py), scored as ours."""
+    from cljassist.bench.peer import run_peer_case
+
+    results = []
+    for i, case in enumerate(cases, 1):
+        results.append(run_peer_case(model, case, _score))
+        if i % 25 == 0 or i == len(cases):
+            progress(f"  {i}/{len(cases)} cases (peer: llama.vim prompt)")
+    report = make_report(results, False, model.name)
+    report["peer"] = "llama.vim"
+    return report
 
 
 def _bench_report(front, cases: list[dict], compare: bool) -> dict:
