@@ -30,6 +30,19 @@ EXIT_ERROR = 2
 EXIT_REPL_UNREACHABLE = 3
 
 
+def _score_threshold(text: str) -> float:
+    from cljassist.config import checked_min_score
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    try:
+        return checked_min_score(value, "--min-score")
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -> None:
     p.add_argument("--model", metavar="NAME|PATH",
                    help="a model name ('cljassist models' lists them) or a GGUF file (default: config, then the "
@@ -45,6 +58,9 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
                         f"(default {PROMPT_TOKENS.value}; {KEYSTROKE_PROMPT_TOKENS.value} as you type)")
     p.add_argument("--eval", dest="eval_mode", choices=("off", "safe"),
                    help="evaluate suggestions made only of allowlisted pure functions (default off)")
+    p.add_argument("--min-score", type=_score_threshold, metavar="S",
+                   help="hold back suggestions scoring below S, 0 to 1 (default: the threshold the model's "
+                        "calibration chose, 0 for a model without one; 0 shows everything)")
     p.add_argument("--show-failing", action="store_true", default=None,
                    help="also show suggestions that failed a REPL check, with the error")
     p.add_argument("--no-verify", dest="verify", action="store_false", default=None,
@@ -248,14 +264,17 @@ def run_complete(args) -> int:
             "timings": result.timings,
             "namespace": result.namespace,
             "repl": result.repl_label if provider else repl_label,
+            "withheld": result.withheld, "below_min_score": result.below_min_score, "calibrated": result.calibrated,
         }, ensure_ascii=False))
         return 0
     if provider is None:
         print(f";; REPL {repl_label}", file=sys.stderr)
     elif result.repl is not ReplStatus.USED:
         print(f";; REPL {repl_label}: {result.repl_label}", file=sys.stderr)
+    if not result.calibrated:
+        print(";; scores are the model's raw confidence (no calibration for this model)", file=sys.stderr)
     if not result.suggestions:
-        print(f";; no suggestion passed the checks ({result.withheld} withheld, {result.ms:.0f} ms)")
+        print(f";; {result.nothing_offered}, {result.ms:.0f} ms)")
         return 0
     for rank_no, s in enumerate(result.suggestions, 1):
         passed = ",".join(k for k, v in s.checks.items() if v) or "-"

@@ -56,6 +56,9 @@ class Settings:
     backend: str | None = None
     backend_timeout_ms: int = BACKEND_TIMEOUT.value
     backend_fallback: bool = False  # when the server fails, complete with the local model instead
+    # Suggestions scoring below this are held back (0: show everything). None: the threshold the
+    # model's calibration chose (resources/models.toml), 0 for a model without one.
+    min_score: float | None = None
     config_file: str | None = field(default=None, compare=False)
 
     def with_overrides(self, **overrides) -> "Settings":
@@ -97,6 +100,7 @@ _EDN_KEYS = {
     "backend": ("backend", (str,)),
     "backend-timeout-ms": ("backend_timeout_ms", (int,)),
     "backend-fallback": ("backend_fallback", (bool,)),
+    "min-score": ("min_score", (float, int)),
 }
 EVAL_MODES = ("off", "safe")
 
@@ -146,7 +150,16 @@ def parse_config_text(text: str, source: str = CONFIG_FILE_NAME) -> dict:
         raise InputError(f"{source}: :eval must be one of {', '.join(EVAL_MODES)}")
     if values.get("candidates") is not None and values["candidates"] < 1:
         raise InputError(f"{source}: :candidates must be at least 1")
+    if values.get("min_score") is not None:
+        values["min_score"] = checked_min_score(values["min_score"], f"{source}: :min-score")
     return values
+
+
+def checked_min_score(value: float, origin: str) -> float:
+    """A score threshold: a number from 0 (show everything) to 1."""
+    if not 0.0 <= value <= 1.0:
+        raise InputError(f"{origin} must be between 0 and 1, got {value}")
+    return float(value)
 
 
 def load_settings(near: Path | None, home: Path | None = None) -> Settings:

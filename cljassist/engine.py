@@ -23,7 +23,7 @@ from cljassist.clojure_text.cursor import CursorContext
 from cljassist.config import Settings
 from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
 from cljassist.prompt import PromptInput, PromptLimits, assemble_prompt
-from cljassist.rank import rank
+from cljassist.rank import rank, withhold_below
 from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, ContextProvider, ReplStatus
 from cljassist.verify import repl_checks, structural_check
 
@@ -43,6 +43,11 @@ class Engine:
         self.settings = settings
         self.repl = repl
         self.verifier = verifier
+        self.calibration = calibration = model.calibration  # None: scores are the raw confidence
+        if settings.min_score is not None:
+            self.min_score = settings.min_score
+        else:
+            self.min_score = calibration.min_score if calibration is not None else 0.0
         self.type_through = TypeThroughCache()
         self.recent = RecentResults()
         self._cache_lock = threading.Lock()
@@ -185,8 +190,9 @@ class Engine:
                 repl_state, repl_error = ReplStatus.FAILED, str(exc)
         lap("verify")
 
-        # 6. Ranking.
-        suggestions = rank(candidates, limit=n, show_failing=self.settings.show_failing)
+        # 6. Ranking, then the score threshold.
+        ranked = rank(candidates, show_failing=self.settings.show_failing, calibration=self.calibration)
+        suggestions, held_back = withhold_below(ranked, self.min_score, limit=n)
         lap("rank")
         return CompletionResult(
             suggestions=suggestions,
@@ -195,6 +201,9 @@ class Engine:
             namespace=cursor.namespace,
             repl=repl_state,
             withheld=len(candidates) - len(suggestions),
+            below_min_score=len(held_back),
+            held_back=held_back,
+            calibrated=self.calibration is not None,
             candidates=candidates,
             repl_error=repl_error,
         )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_chec
 from cljassist.errors import InputError
 
 if TYPE_CHECKING:
+    from cljassist.calibration import Calibration
     from cljassist.clojure_text.analysis import Analysis
     from cljassist.config import Settings
     from cljassist.context import LiveContext
@@ -126,11 +127,14 @@ class Candidate:
 @dataclass(frozen=True)
 class Suggestion:
     text: str
-    score: float  # geometric-mean token probability in (0, 1]
+    # How likely it is exactly right, from the model's calibration table (cljassist/calibration.py);
+    # the raw confidence where the model has none. In [0, 1].
+    score: float
     checks: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     error: str | None = None  # set only on a failing suggestion shown because the user asked
     value: str | None = None  # printed value when evaluation was opted in
+    confidence: float | None = None  # the model's raw confidence: geometric-mean token probability
 
     @property
     def passed(self) -> bool:
@@ -138,11 +142,13 @@ class Suggestion:
 
 
 def suggestion_dict(s: Suggestion, score_digits: int | None = None) -> dict[str, Any]:
-    """A suggestion as a JSON-ready map: text, score, checks, then value and error when set.
-    ``score_digits``: round the score (a reply to an editor shows 3 digits); None keeps the
-    ranking's own precision (the CLI's JSON, read by scripts comparing runs)."""
+    """A suggestion as a JSON-ready map: text, score, checks, then the raw confidence, value and
+    error when set. ``score_digits``: round the score (a reply to an editor shows 3 digits); None
+    keeps the ranking's own precision (the CLI's JSON, read by scripts comparing runs)."""
     out: dict[str, Any] = {"text": s.text, "score": s.score if score_digits is None else round(s.score, score_digits),
                            "checks": dict(s.checks)}
+    if s.confidence is not None:
+        out["confidence"] = s.confidence if score_digits is None else round(s.confidence, score_digits)
     if s.value is not None:
         out["value"] = s.value
     if s.error:
@@ -166,7 +172,10 @@ class CompletionResult:
     timings: dict[str, float] = field(default_factory=dict)  # per stage, milliseconds
     namespace: str | None = None
     repl: ReplStatus = ReplStatus.OFF
-    withheld: int = 0  # candidates produced but not offered
+    withheld: int = 0  # candidates produced but not offered (failed a check, or scored below min_score)
+    below_min_score: int = 0  # of those, the ones that passed their checks but scored below min_score
+    held_back: list[Suggestion] = field(default_factory=list)  # those, best first
+    calibrated: bool = False  # scores are calibrated for the model (else they are its raw confidence)
     candidates: list[Candidate] = field(default_factory=list)  # every candidate with its checks
     # Where the suggestions came from: "model" (the pipeline ran), "type-through" (the user typed the
     # start of the previous suggestion), "recent" (the same text around the cursor was answered lately).
@@ -175,6 +184,15 @@ class CompletionResult:
 
     def __post_init__(self) -> None:
         self.repl = ReplStatus(self.repl)
+
+    @property
+    def nothing_offered(self) -> str:
+        """Why there is no suggestion, as front-ends print it: "no suggestion passed the checks
+        (3 withheld" or "no suggestion to offer (3 withheld, 2 of them scoring below min-score"; the
+        caller adds what it knows and the closing paren."""
+        if not self.below_min_score:
+            return f"no suggestion passed the checks ({self.withheld} withheld"
+        return f"no suggestion to offer ({self.withheld} withheld, {self.below_min_score} of them scoring below min-score"
 
     @property
     def repl_label(self) -> str:
@@ -192,6 +210,9 @@ class CompletionModel(Protocol):
 
     name: str
     fim: "FimFormat"  # the prompt format the prompt stage renders for this model
+    # How its raw confidence maps to the chance of an exact match (resources/models.toml); None where
+    # nothing was fitted for it (a GGUF path, a server, a fake): scores then stay raw confidence.
+    calibration: "Calibration | None"
     last_stats: dict[str, Any]  # what the last generate_candidates call measured (for reports)
 
     def count_tokens(self, text: str) -> int: ...

@@ -15,6 +15,7 @@ class ScriptedModel:
     the way the real model feeds it one token at a time. A :class:`cljassist.types.CompletionModel`."""
 
     name = "scripted"
+    calibration = None
 
     def __init__(self, outputs: list, family: str = "left_to_right"):
         """`outputs`: texts, or (text, mean token log-prob) pairs to fix the model's confidence."""
@@ -63,6 +64,7 @@ class RecordingModel:
         self.model = model
         self.name = model.name
         self.fim = model.fim
+        self.calibration = model.calibration
         self.prompts: list[str] = []
 
     @property

@@ -46,6 +46,7 @@ class PromptCatcher:
     family that generates nothing: it keeps the prompt it is given."""
 
     name = "prompt-catcher"
+    calibration = None
 
     def __init__(self, real, family: str):
         self.real = real

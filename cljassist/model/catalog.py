@@ -75,6 +75,13 @@ def format_catalog(rows: list[CatalogRow]) -> str:
         for m in r.model.measured:
             lines.append(f"  measured {m.date}: {m.command}")
             lines.append(f"    output kept in {m.source}")
+        record = r.model.calibration_record
+        if record is None:
+            lines.append("  scores: raw confidence (no calibration), nothing held back by default")
+        else:
+            lines.append(f"  scores: calibrated {record.date}, default min-score {record.calibration.min_score}: "
+                         f"{record.command}")
+            lines.append(f"    curve in {record.source}")
     lines.append("")
     lines.append("Use one with --model NAME or {:model \"NAME\"} in .cljassist.edn; "
                  "install one with: pip install $(cljassist models --requirements NAME)")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW
+from cljassist.calibration import Calibration
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
@@ -123,8 +124,11 @@ class LocalModel:
         n_threads: int | None = None,
         n_batch: int = 512,
         token_healing: bool = True,
+        calibration: Calibration | None = None,
     ) -> None:
+        """``calibration``: the named model's score table, when this file is a named model."""
         self.path = Path(path)
+        self.calibration = calibration
         self.token_healing = token_healing
         if not self.path.is_file():
             raise ModelNotFound(f"model file not found: {self.path}")

@@ -73,6 +73,12 @@ def _chosen(explicit: str | None, configured: str | None) -> NamedModel | Path:
     return default_model()
 
 
+def chosen_named_model(value: str | None) -> NamedModel | None:
+    """The named model that a --model / :model value (None: the default) loads; None for a path."""
+    chosen = _chosen(value, None)
+    return chosen if isinstance(chosen, NamedModel) else None
+
+
 def resolve_model_path(explicit: str | None, configured: str | None) -> Path:
     """The GGUF file named by ``explicit`` (--model) > ``configured`` (config file) > the default
     model: each a model name or a path. A named model's file as installed (assembled first when
@@ -100,4 +106,4 @@ def model_path_to_load(explicit: str | None, configured: str | None = None) -> P
     return path
 
 
-__all__ = ["default_model_path", "installed_model_path", "resolve_model_path", "model_path_to_load"]
+__all__ = ["chosen_named_model", "default_model_path", "installed_model_path", "resolve_model_path", "model_path_to_load"]

@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from cljassist.calibration import LEVELS, PLAIN, Calibration
 from cljassist.errors import ModelLoadError, ModelNotFound
 
 REGISTRY_FILE = Path(__file__).resolve().parents[1] / "resources" / "models.toml"
@@ -73,6 +74,17 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class CalibrationRecord:
+    """A model's score table with the command that fitted it, its date and the cases it saw."""
+
+    calibration: Calibration
+    date: str
+    command: str
+    source: str
+    cases: str
+
+
+@dataclass(frozen=True)
 class NamedModel:
     name: str
     description: str
@@ -81,6 +93,11 @@ class NamedModel:
     source: ShippedGguf | ChunkedGguf
     default: bool = False
     measured: tuple[Measurement, ...] = ()
+    calibration_record: CalibrationRecord | None = None
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return self.calibration_record.calibration if self.calibration_record else None
 
     @property
     def requirements(self) -> tuple[str, ...]:
@@ -108,6 +125,32 @@ def _measurement(where: str, entry: dict[str, Any]) -> Measurement:
                        cases=str(entry["cases"]), repl=str(entry["repl"]), threads=entry.get("threads"),
                        em=number("em"), precision=number("precision"), es=number("es"),
                        p50_ms=number("p50_ms"), p95_ms=number("p95_ms"))
+
+
+def _calibration(where: str, entry: dict[str, Any]) -> CalibrationRecord:
+    missing = [k for k in ("date", "command", "source", "cases", "rule", "min_score", PLAIN) if k not in entry]
+    if missing:
+        raise RegistryError(f"{where}: a calibration needs {', '.join(missing)}")
+    tables = {}
+    for level in LEVELS:
+        if level not in entry:
+            continue
+        steps = entry[level]
+        try:
+            steps = tuple((float(x), float(p)) for x, p in steps)
+        except (TypeError, ValueError):
+            raise RegistryError(f"{where}: {level} must be a list of [raw confidence, probability] pairs") from None
+        in_range = all(0.0 <= v <= 1.0 for step in steps for v in step)
+        rising = all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(steps, steps[1:]))
+        if not steps or not in_range or not rising:
+            raise RegistryError(f"{where}: {level} must be steps within 0..1, rising in both raw confidence "
+                                "and probability")
+        tables[level] = steps
+    min_score = entry["min_score"]
+    if not isinstance(min_score, (int, float)) or not 0 <= min_score <= 1:
+        raise RegistryError(f"{where}: min_score must be a number from 0 to 1, got {min_score!r}")
+    return CalibrationRecord(Calibration(tables, float(min_score), str(entry["rule"])), date=str(entry["date"]),
+                             command=str(entry["command"]), source=str(entry["source"]), cases=str(entry["cases"]))
 
 
 def _checked_sha(where: str, value: Any) -> str:
@@ -148,7 +191,9 @@ def parse_registry(data: dict[str, Any], origin: str = "models.toml") -> dict[st
                 name=str(entry["name"]), description=str(entry["description"]), license=str(entry["license"]),
                 fim_family=str(entry["fim_family"]), source=source, default=bool(entry.get("default", False)),
                 measured=tuple(_measurement(f"{where} measurement {k}", m)
-                               for k, m in enumerate(entry.get("measured", ()), 1)))
+                               for k, m in enumerate(entry.get("measured", ()), 1)),
+                calibration_record=_calibration(f"{where} calibration", entry["calibration"])
+                if "calibration" in entry else None)
         except KeyError as exc:
             raise RegistryError(f"{where}: missing {exc}") from None
         if model.name in models:
@@ -191,6 +236,6 @@ def unknown_model_error(value: str, origin: str) -> ModelNotFound:
                          f"{', '.join(known_names())} (cljassist models lists them)")
 
 
-__all__ = ["Part", "ShippedGguf", "ChunkedGguf", "Measurement", "NamedModel", "RegistryError", "REGISTRY_FILE",
+__all__ = ["Part", "ShippedGguf", "ChunkedGguf", "Measurement", "CalibrationRecord", "NamedModel", "RegistryError", "REGISTRY_FILE",
            "parse_registry", "load_registry", "known_names", "default_model", "named_model", "names_a_file",
            "unknown_model_error"]

@@ -9,6 +9,7 @@ import time
 from typing import Any, Callable
 
 from cljassist.budgets import BACKEND_TIMEOUT, FALLBACK_RETRY
+from cljassist.calibration import Calibration
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.model.fim import LEFT_TO_RIGHT, FimFormat, load_fim_table
 from cljassist.model.remote.cutter import Cutter
@@ -71,6 +72,7 @@ class RemoteModel:
         self.reuse_prompt = reuse_prompt  # the server's cache_prompt: keep the evaluated prompt
         self.name: str = f"remote {self.url}"
         self.fim: FimFormat = self._format()
+        self.calibration: Calibration | None = None  # which model the server runs is not known
         self.last_stats: dict[str, Any] = {}
         self._http = HttpClient(self.target)
         self._send_logprobs = self.target.logprobs  # dropped for a server that refuses them
@@ -280,6 +282,7 @@ class FallbackModel:
         self.retry_after_s = retry_after_s
         self.name: str = remote.name
         self.fim: FimFormat = remote.fim
+        self.calibration: Calibration | None = None  # scores of two models mixed: neither table holds
         self.last_stats: dict[str, Any] = {}
         self._local: CompletionModel | None = None
         self._skip_until = 0.0
