@@ -1,7 +1,7 @@
 """Plot a `cljassist train fit` run: training loss per step (with a moving average) and the
 validation loss and token accuracy per evaluation, into one PNG.
 
-    python scripts/plot_training_curve.py RUN_DIR [OUT.png]      (needs matplotlib: the train extra)
+    python scripts/plot_training_curve.py RUN_DIR [OUT.png]      (needs matplotlib: the plots extra)
 
 Reads RUN_DIR/steps.jsonl and RUN_DIR/curve.jsonl as `train fit` writes them. When
 RUN_DIR/checkpoint_em.jsonl exists (scripts/checkpoint_em.py), a third panel shows the validation

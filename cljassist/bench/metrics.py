@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def collapse_whitespace(text: str) -> str:
@@ -54,11 +54,40 @@ class CaseResult:
     compiles: bool | None
     ms: float
     model_ms: float
+    top: "RankedTop | None" = None  # the top-ranked suggestion, offered or held back for its score
 
     def to_json(self) -> dict:
-        return {"id": self.id, "category": self.category, "offered": self.offered, "suggestion": self.suggestion,
-                "em": self.em, "es": round(self.es, 4), "balanced": self.balanced, "compiles": self.compiles,
-                "ms": round(self.ms, 1), "model_ms": round(self.model_ms, 1)}
+        out = {"id": self.id, "category": self.category, "offered": self.offered, "suggestion": self.suggestion,
+               "em": self.em, "es": round(self.es, 4), "balanced": self.balanced, "compiles": self.compiles,
+               "ms": round(self.ms, 1), "model_ms": round(self.model_ms, 1)}
+        return out | (self.top.to_json() if self.top else RankedTop.absent())
+
+
+@dataclass(frozen=True)
+class RankedTop:
+    """What scripts/calibrate.py fits on: the suggestion ranked first whatever the score threshold,
+    whether it is exactly right, its scores and checks, and cheap features besides."""
+
+    text: str
+    em: bool
+    score: float
+    confidence: float
+    checks: dict = field(default_factory=dict)
+    n_tokens: int | None = None
+    margin: float | None = None  # its raw confidence minus the runner-up's (None: no runner-up)
+    below_min_score: bool = False  # held back by the score threshold (so not offered)
+
+    def to_json(self) -> dict:
+        return {"top": self.text, "top_em": self.em, "score": self.score, "confidence": self.confidence,
+                "checks": dict(self.checks), "n_tokens": self.n_tokens,
+                "margin": None if self.margin is None else round(self.margin, 4),
+                "below_min_score": self.below_min_score}
+
+    @staticmethod
+    def absent() -> dict:
+        """The same keys for a case where nothing passed the checks."""
+        return {"top": None, "top_em": False, "score": None, "confidence": None, "checks": None, "n_tokens": None,
+                "margin": None, "below_min_score": False}
 
 
 def summarize(results: list[CaseResult], repl: bool) -> dict:

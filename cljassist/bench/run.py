@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from cljassist.bench.metrics import CaseResult, edit_similarity, exact_match, summarize
+from cljassist.bench.metrics import CaseResult, RankedTop, edit_similarity, exact_match, summarize
 from cljassist.clojure_text.reader import is_balanced
 from cljassist.engine import Engine
 from cljassist.rank import rank
@@ -67,7 +67,20 @@ def _complete_case(engine: Engine, case: dict) -> tuple[CaseResult, CompletionRe
     result = engine.complete(request)
     ms = (time.perf_counter() - started) * 1000
     top = result.suggestions[0] if result.suggestions else None
-    return _score(case, top.text if top else None, top.checks if top else None, ms, result.timings), result
+    scored = _score(case, top.text if top else None, top.checks if top else None, ms, result.timings)
+    return dataclasses.replace(scored, top=ranked_top(engine, result, case["middle"])), result
+
+
+def ranked_top(engine: Engine, result: CompletionResult, middle: str) -> RankedTop | None:
+    """The case's first-ranked suggestion before the score threshold, for fitting the calibration."""
+    ranked = rank(result.candidates, show_failing=engine.settings.show_failing, calibration=engine.calibration)
+    if not ranked:
+        return None
+    top = ranked[0]
+    n_tokens = next((c.n_tokens for c in result.candidates if c.text == top.text), None)
+    margin = top.confidence - ranked[1].confidence if len(ranked) > 1 else None
+    return RankedTop(top.text, exact_match(top.text, middle), top.score, top.confidence, dict(top.checks),
+                     n_tokens, margin, top.score < engine.min_score)
 
 
 def _score(case: dict, text: str | None, checks: dict | None, ms: float, timings: dict) -> CaseResult:
@@ -138,14 +151,17 @@ def run_bench(engine: Engine, cases: list[dict], repl_used: bool, model_name: st
         results.append(run_case(engine, case))
         if progress and (i % 25 == 0 or i == len(cases)):
             progress(f"  {i}/{len(cases)} cases")
-    return make_report(results, repl_used, model_name)
+    return make_report(results, repl_used, model_name, engine)
 
 
-def make_report(results: list[CaseResult], repl_used: bool, model_name: str) -> dict:
+def make_report(results: list[CaseResult], repl_used: bool, model_name: str, engine: Engine | None = None) -> dict:
     return {
         "cases": len(results),
         "model": model_name,
         "repl": repl_used,
+        # what the per-case scores mean and the threshold that held suggestions back
+        "calibrated": engine is not None and engine.calibration is not None,
+        "min_score": engine.min_score if engine is not None else None,
         "overall": summarize(results, repl_used),
         "by_category": {c: summarize([r for r in results if r.category == c], repl_used)
                         for c in _ordered_categories(results)},
@@ -256,6 +272,6 @@ def _bench_report(front, cases: list[dict], compare: bool) -> dict:
         raise InputError("--compare needs a REPL: pass --nrepl HOST:PORT or run where a .nrepl-port is found")
     without_context = Engine(engine.model, engine.settings, None, engine.verifier)
     comparison, verified = run_comparison(engine, without_context, cases, progress)
-    report = make_report(verified, True, engine.model.name)
+    report = make_report(verified, True, engine.model.name, engine)
     report["comparison"] = comparison
     return report
