@@ -42,7 +42,7 @@ def test_cli_completes_with_json_and_the_repl(nrepl_server, default_model, tmp_p
     prefix, suffix = text.split("<CURSOR>")
     assert out["suggestions"], f"nothing suggested; timings {out['timings']}"
     for s in out["suggestions"]:
-        assert set(s) == {"text", "score", "checks"} and 0 < s["score"] <= 1
+        assert set(s) == {"text", "score", "confidence", "checks"} and 0 < s["score"] <= 1 and 0 < s["confidence"] <= 1
         assert imbalance(prefix + s["text"] + suffix) <= imbalance(prefix + suffix)
         # checked in the REPL, and only what compiles is offered (no --show-failing)
         assert s["checks"]["balanced"] is True and s["checks"]["reads"] is True and s["checks"]["compiles"] is True

@@ -425,7 +425,7 @@ def test_cljassist_serve_injects_then_releases_on_sigterm(server, client, defaul
     root = Path(__file__).resolve().parents[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "cljassist", "serve", "--nrepl", f"{server.host}:{server.port}",
-         "-n", "1", "--max-new-tokens", "8", "--deadline-ms", "60000"],
+         "-n", "1", "--max-new-tokens", "8", "--deadline-ms", "60000", "--min-score", "0"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONPATH": str(root), "HOME": str(tmp_path)},
     )

@@ -20,7 +20,8 @@ Why it looks like this:
 
 Ops:
   {"op": "complete", "token": T, "id": I, ...fields}  fields as in `protocol.request_from_fields`;
-      reply {"id": I, "suggestions": [...], "namespace", "ms", "repl", "withheld"}, or
+      reply {"id": I, "suggestions": [...], "namespace", "ms", "repl", "withheld", "below_min_score",
+      "calibrated"} (each suggestion carries its score: an editor may hide low ones), or
       {"id": I, "error": "...", ["cancelled": true]}. With "nrepl-safe": true the reply is made
       bencode-safe (`protocol.nrepl_safe`): what the nREPL middleware asks for.
   {"op": "ping", "token": T, "id": I}  ->  {"id": I, "pong": true, "model": ..., "repl": ...}

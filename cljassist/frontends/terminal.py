@@ -168,6 +168,7 @@ class EngineAutoSuggest(AutoSuggest):
         self.last_error: str | None = None  # the engine's last failure, for diagnosis
         self._ticket = None
         self._shown: tuple[str, str] | None = None  # (text it was made for, suggestion)
+        self._shown_score: float | None = None  # its score, shown at the right of the prompt
 
     def attach(self, buffer: Buffer) -> None:
         """Cancel the request in flight as soon as the text changes: its answer would be for old
@@ -183,6 +184,7 @@ class EngineAutoSuggest(AutoSuggest):
         """Esc: drop the request in flight and the remembered suggestion."""
         self.cancel("dismissed")
         self._shown = None
+        self._shown_score = None
 
     def get_suggestion(self, buffer: Buffer, document: Document) -> Suggestion | None:
         return None  # only the asynchronous path is used: the model never runs on the UI thread
@@ -213,7 +215,15 @@ class EngineAutoSuggest(AutoSuggest):
             return None
         shown = top_suggestion(result, closers)
         self._shown = (text, shown) if shown else None
+        self._shown_score = result.suggestions[0].score if shown else None
         return Suggestion(shown) if shown else None
+
+    def score_hint(self) -> str:
+        """The score of the ghost text on screen (right of the prompt), or nothing."""
+        buffer = get_app().current_buffer
+        if self._shown_score is None or not (buffer.suggestion and buffer.suggestion.text):
+            return ""
+        return f"score {self._shown_score:.2f}"
 
     def _rest_of_shown(self, text: str) -> str | None:
         """When the user typed (or accepted) the start of the last suggestion, the rest of it."""
@@ -343,6 +353,7 @@ class TerminalRepl:
             auto_suggest=suggester,
             history=history if history is not None else InMemoryHistory(),
             prompt_continuation=_continuation_prompt,
+            rprompt=suggester.score_hint if suggester is not None else None,
             reserve_space_for_menu=0,
             enable_open_in_editor=False,
             input=input,

@@ -128,10 +128,10 @@ def _one_line(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
 
 def comment_line(chosen: Suggestion, alternatives: tuple[Suggestion, ...]) -> str:
     """The comment left after a filled marker; always one line."""
-    parts = [f"{COMMENT_PREFIX} 1) chosen {checks_label(chosen.checks)}"]
+    parts = [f"{COMMENT_PREFIX} 1) chosen {chosen.score:.2f} {checks_label(chosen.checks)}"]
     for number, alt in enumerate(alternatives, 2):
         value = f" => {_one_line(alt.value, 30)}" if alt.value is not None else ""
-        parts.append(f"{number}) {_one_line(alt.text)} {checks_label(alt.checks)}{value}")
+        parts.append(f"{number}) {_one_line(alt.text)} {alt.score:.2f} {checks_label(alt.checks)}{value}")
     if not alternatives:
         parts.append("(no alternatives)")
     return " ".join(parts)
@@ -147,7 +147,7 @@ def _choose(suggestions: list[Suggestion]) -> tuple[Suggestion | None, tuple[Sug
 
 def _why_not(result) -> str:
     repl = "" if result.repl is ReplStatus.USED else f"; REPL {result.repl_label}"
-    return f"no suggestion passed the checks ({result.withheld} withheld{repl})"
+    return f"{result.nothing_offered}{repl})"
 
 
 def _indent_at(text: str, offset: int) -> str:

@@ -256,13 +256,15 @@
                         "ns" "The buffer's namespace, when the code does not start with its ns form."
                         "n" "How many suggestions (1-10)."
                         "buffer" "Buffer id: a newer request for the same buffer cancels the older one."}
-             :returns {"suggestions" "Best first: maps of text, score, checks (\"true\", \"false\" or \"unknown\" per check), and value or error when known."
-                       "namespace" "The namespace completed in."
-                       "ms" "Milliseconds the completion took."
-                       "repl" "How the REPL was used: used, ns-not-loaded, off, or failed: reason."
-                       "withheld" "Candidates produced but not offered (they failed a check)."
-                       "err" "What went wrong (with status error)."
-                       "status" "done; with error when it failed."}}}})
+             :returns {"suggestions" "Best first: maps of text, score (how likely it is exactly right, 0 to 1: calibrated for the model, see calibrated), confidence (the model's raw geometric-mean token probability), checks (\"true\", \"false\" or \"unknown\" per check), and value or error when known. An editor may hide those under a score of its own choosing."
+                     "namespace" "The namespace completed in."
+                     "ms" "Milliseconds the completion took."
+                     "repl" "How the REPL was used: used, ns-not-loaded, off, or failed: reason."
+                     "withheld" "Candidates produced but not offered (they failed a check, or scored below min-score)."
+                     "below_min_score" "Of those, how many passed their checks but scored below min-score."
+                     "calibrated" "true when scores are calibrated for the model; false: they are its raw confidence (a model without a calibration)."
+                     "err" "What went wrong (with status error)."
+                     "status" "done; with error when it failed."}}}})
 
 ;; ------------------------------------------------------------------------------- Calva, scripts
 
