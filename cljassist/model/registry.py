@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,13 @@ from cljassist.errors import ModelLoadError, ModelNotFound
 
 REGISTRY_FILE = Path(__file__).resolve().parents[1] / "resources" / "models.toml"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+# The two ways a model is used, each with a default of its own: a request someone waits for once
+# (`complete`, `watch`, `bench CASES`) can afford a slower, better model than one asked on every
+# keystroke (`serve`, `proxy`, `repl`, `bench --typing`).
+ONE_SHOT = "one-shot"
+AS_YOU_TYPE = "as-you-type"
+USES = (ONE_SHOT, AS_YOU_TYPE)
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,10 @@ class NamedModel:
     license: str
     fim_family: str
     source: ShippedGguf | ChunkedGguf
-    default: bool = False
+    default: tuple[str, ...] = ()  # the USES this model is the default for
+    # per use: Settings field -> value, applied beneath the config and the flags while this model is
+    # that use's default (config.load_settings)
+    default_settings: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
     measured: tuple[Measurement, ...] = ()
     calibration_record: CalibrationRecord | None = None
 
@@ -177,6 +187,31 @@ def _chunked(where: str, entry: dict[str, Any]) -> ChunkedGguf:
                        parts=tuple(parts))
 
 
+def _uses(where: str, value: Any) -> tuple[str, ...]:
+    """`default`: a list of USES; `true` means every use."""
+    if value is True:
+        return USES
+    if value is False or value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+        raise RegistryError(f"{where}: default must be a list of uses ({', '.join(USES)}) or true, got {value!r}")
+    unknown = [u for u in value if u not in USES]
+    if unknown:
+        raise RegistryError(f"{where}: default names unknown uses {', '.join(unknown)} (known: {', '.join(USES)})")
+    return tuple(u for u in USES if u in value)
+
+
+def _default_settings(where: str, value: Any, uses: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise RegistryError(f"{where}: default_settings must be a table per use, e.g. [model.default_settings.{AS_YOU_TYPE}]")
+    stray = [u for u in value if u not in uses]
+    if stray:
+        raise RegistryError(f"{where}: default_settings for {', '.join(stray)}, which this model is not the default for")
+    return {use: dict(settings) for use, settings in value.items()}
+
+
 def parse_registry(data: dict[str, Any], origin: str = "models.toml") -> dict[str, NamedModel]:
     """The models of a parsed registry table, by name, in table order."""
     models: dict[str, NamedModel] = {}
@@ -187,9 +222,11 @@ def parse_registry(data: dict[str, Any], origin: str = "models.toml") -> dict[st
                 source: ShippedGguf | ChunkedGguf = _chunked(where, entry)
             else:
                 source = ShippedGguf(package=str(entry["package"]), reencode=entry.get("reencode"))
+            uses = _uses(where, entry.get("default"))
             model = NamedModel(
                 name=str(entry["name"]), description=str(entry["description"]), license=str(entry["license"]),
-                fim_family=str(entry["fim_family"]), source=source, default=bool(entry.get("default", False)),
+                fim_family=str(entry["fim_family"]), source=source, default=uses,
+                default_settings=_default_settings(where, entry.get("default_settings"), uses),
                 measured=tuple(_measurement(f"{where} measurement {k}", m)
                                for k, m in enumerate(entry.get("measured", ()), 1)),
                 calibration_record=_calibration(f"{where} calibration", entry["calibration"])
@@ -199,9 +236,11 @@ def parse_registry(data: dict[str, Any], origin: str = "models.toml") -> dict[st
         if model.name in models:
             raise RegistryError(f"{where}: the name is used twice")
         models[model.name] = model
-    defaults = [m.name for m in models.values() if m.default]
-    if len(defaults) != 1:
-        raise RegistryError(f"{origin}: exactly one model must be the default, found {defaults or 'none'}")
+    for use in USES:
+        defaults = [m.name for m in models.values() if use in m.default]
+        if len(defaults) != 1:
+            raise RegistryError(f"{origin}: exactly one model must be the default for {use}, "
+                                f"found {defaults or 'none'}")
     return models
 
 
@@ -215,8 +254,11 @@ def known_names() -> tuple[str, ...]:
     return tuple(load_registry())
 
 
-def default_model() -> NamedModel:
-    return next(m for m in load_registry().values() if m.default)
+def default_model(use: str = ONE_SHOT) -> NamedModel:
+    """The model loaded for `use` (one of USES) when neither --model nor :model names one."""
+    if use not in USES:
+        raise ValueError(f"unknown use {use!r} (known: {', '.join(USES)})")
+    return next(m for m in load_registry().values() if use in m.default)
 
 
 def named_model(name: str) -> NamedModel | None:
@@ -236,6 +278,7 @@ def unknown_model_error(value: str, origin: str) -> ModelNotFound:
                          f"{', '.join(known_names())} (cljassist models lists them)")
 
 
-__all__ = ["Part", "ShippedGguf", "ChunkedGguf", "Measurement", "CalibrationRecord", "NamedModel", "RegistryError", "REGISTRY_FILE",
+__all__ = ["ONE_SHOT", "AS_YOU_TYPE", "USES", "Part", "ShippedGguf", "ChunkedGguf", "Measurement", "CalibrationRecord",
+           "NamedModel", "RegistryError", "REGISTRY_FILE",
            "parse_registry", "load_registry", "known_names", "default_model", "named_model", "names_a_file",
            "unknown_model_error"]
