@@ -40,10 +40,9 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cljassist.bench.metrics import CaseResult  # noqa: E402
-from cljassist.bench.run import _complete_case, make_report, select_cases  # noqa: E402
+from cljassist.bench.run import _complete_case, make_report, select_cases, warm_up  # noqa: E402
 from cljassist.config import Settings  # noqa: E402
 from cljassist.engine import Engine  # noqa: E402
-from cljassist.types import CompletionRequest  # noqa: E402
 from cljassist.errors import CljassistError, InputError  # noqa: E402
 from cljassist.model.locate import model_path_to_load  # noqa: E402
 from cljassist.model.registry import named_model  # noqa: E402
@@ -54,7 +53,6 @@ CATEGORY_KEYS = ("n", "EM", "ES", "precision", "balanced", "p50_ms", "p95_ms")
 # Issue 5's bar for making a trained model the default, against the base (the first model).
 DEFAULT_BAR_EM_POINTS = 20.0
 DEFAULT_BAR_P50_RATIO = 1.3
-WARM_UP_REQUEST = CompletionRequest("(ns warm.up)\n\n(defn add [a b]\n  (+ a ", ")\n", "warm/up.clj", "warm.up")
 
 ModelLoader = Callable[[Path, Settings], object]
 
@@ -125,7 +123,7 @@ def load_local_model(path: Path, settings: Settings):
 
 def run_model(spec: ModelSpec, cases: list[dict], settings: Settings, *, provider=None, verifier=None,
               load: ModelLoader = load_local_model, progress: Callable[[str], None] | None = None,
-              warm_up: bool = True) -> ModelRun:
+              warm: bool = True) -> ModelRun:
     """Load one model, run every case through a fresh engine, free the model."""
     sha = sha256_of(spec.path)
     started = time.perf_counter()
@@ -133,9 +131,8 @@ def run_model(spec: ModelSpec, cases: list[dict], settings: Settings, *, provide
     load_s = time.perf_counter() - started
     try:
         engine = Engine(model, settings, provider, verifier)
-        if warm_up:
-            engine.complete(WARM_UP_REQUEST, n=1)
-            engine = Engine(model, settings, provider, verifier)  # fresh caches: the warm-up never answers a case
+        if warm:
+            warm_up(engine)
         results: list[CaseResult] = []
         sources: Counter = Counter()
         started = time.perf_counter()

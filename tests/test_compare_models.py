@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cljassist.bench.run import evenly_spaced, load_cases, run_bench
+from cljassist.bench.run import WARM_UP_REQUEST, evenly_spaced, load_cases, run_bench
 from cljassist.config import Settings
 from cljassist.engine import Engine
 from cljassist.errors import InputError
@@ -163,7 +163,7 @@ def test_real_model_twice_equals_run_bench(default_model_file, tmp_path):
     settings = Settings(candidates=1, max_new_tokens=8, threads=2)
     model = compare_models.load_local_model(default_model_file, settings)
     try:
-        Engine(model, settings).complete(compare_models.WARM_UP_REQUEST, n=1)
+        Engine(model, settings).complete(WARM_UP_REQUEST, n=1)
         expected = run_bench(Engine(model, settings), cases, False, str(default_model_file))
     finally:
         model.close()
