@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cljassist.corpus import Split, package_sources  # noqa: E402
 
 # Libraries the bench packages require that Debian ships as separate (train) packages.
-LOAD_TIME_DEPENDENCIES = ["libring-core-clojure", "libriddley-clojure", "libcore-cache-clojure"]
+LOAD_TIME_DEPENDENCIES = ["libring-core-clojure", "libring-codec-clojure", "libprismatic-schema-clojure",
+                          "libriddley-clojure", "libcore-cache-clojure"]
 
 
 def source_root(package: str) -> str | None:
@@ -24,11 +25,15 @@ def source_root(package: str) -> str | None:
     return str(first.path)[: -len(first.relative)].rstrip("/")
 
 
-def main() -> int:
+def classpath_roots() -> list[str]:
+    """The source roots of the bench packages and of what they require at load time."""
     split = Split.load()
     packages = list(split.bench) + [p for p in LOAD_TIME_DEPENDENCIES if p in split.train or p in split.bench]
-    roots = [r for r in dict.fromkeys(source_root(p) for p in packages) if r]
-    print(":".join(roots))
+    return [r for r in dict.fromkeys(source_root(p) for p in packages) if r]
+
+
+def main() -> int:
+    print(":".join(classpath_roots()))
     return 0
 
 
