@@ -172,6 +172,17 @@ WATCH_SHOWN = Budget(
     "front-ends", "`watch` alternative in a comment", 60, "chars", "",
     "a longer alternative is cut, keeping the comment line short")
 
+# Latency targets a default model must meet (scripts/evidence.py decide measures each candidate
+# against them; nothing enforces them at run time).
+ONE_SHOT_P50_TARGET = Budget(
+    "default model", "one-shot p50 (`complete`, `watch`, `bench CASES`)", 3, "s", "",
+    "someone waits for an asked-for suggestion; the one-shot default is the best model that is this fast")
+TYPING_WARM_P50_TARGET = Budget(
+    "default model", "as-you-type warm p50 over all keystrokes (`bench --typing`)", 300, "ms", "",
+    "a suggestion later than a typing pause is typed over; the as-you-type default must be this fast")
+TYPING_WARM_P95_TARGET = Budget(
+    "default model", "as-you-type warm p95 over all keystrokes (`bench --typing`)", 800, "ms", "",
+    "the slow tail is what is felt as lag")
 TABLE: tuple[Budget, ...] = tuple(v for v in globals().copy().values() if isinstance(v, Budget))
 
 def _cell(text: str) -> str:
