@@ -53,7 +53,8 @@ from cljassist.budgets import (  # noqa: E402
 )
 from cljassist.errors import CljassistError, InputError  # noqa: E402
 from cljassist.fileio import write_atomic  # noqa: E402
-from cljassist.model.registry import AS_YOU_TYPE, ONE_SHOT, default_model, known_names  # noqa: E402
+from cljassist.model.fim import LEFT_TO_RIGHT  # noqa: E402
+from cljassist.model.registry import AS_YOU_TYPE, ONE_SHOT, default_model, known_names, named_model  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,14 @@ class Variant:
     repl: bool  # against the shared nREPL (--nrepl); else --no-repl
     what: str  # the tables' legend
     default: bool = True  # run unless --variants names others
+    needs_fim: bool = False  # prompts with the model's prefix-suffix-middle tokens, which some models lack
+
+    def not_applicable(self, model: str) -> str | None:
+        """Why this variant cannot run `model` (a registry name), or None."""
+        named = named_model(model)
+        if self.needs_fim and named is not None and named.fim_family == LEFT_TO_RIGHT:
+            return f"{model} has no FIM tokens ({LEFT_TO_RIGHT})"
+        return None
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -70,7 +79,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("repl", (), True, "our engine with a REPL that has the cases' libraries loaded: context, "
                              "verification, REPL-steered candidates"),
     Variant("peer", ("--peer",), False, "the same model with a plain FIM prompt as llama.vim sends it "
-                                        "(256 lines before, 64 after, greedy, no stop rules, no REPL)"),
+                                        "(256 lines before, 64 after, greedy, no stop rules, no REPL)",
+            needs_fim=True),
     Variant("repl-no-steer", ("--no-steer",), True, "with the REPL, without REPL-steered candidates", default=False),
     Variant("no-repl-no-repo-prompt", ("--no-repo-prompt",), False,
             "no REPL, the model family's plain FIM prompt instead of the repo-level one", default=False),
@@ -145,7 +155,7 @@ def pending(models: Iterable[str], variants: Iterable[Variant], saved: list[dict
                              f"({run['cases']} from {run['cases_file']}); use another directory")
         done[(run["model"], run["variant"])] = run
     variants = list(variants)
-    return [(m, v) for m in models for v in variants if (m, v.name) not in done]
+    return [(m, v) for m in models for v in variants if (m, v.name) not in done and not v.not_applicable(m)]
 
 
 def check_same_cases(runs: list[dict]) -> None:
@@ -263,6 +273,13 @@ def evidence_markdown(evidence: dict) -> str:
         v = evidence["variants"].get(name)
         parts.append(f"- `{name}`: {v['what']} (bench flags: `{' '.join(v['flags']) or 'none'}`"
                      f"{', --nrepl' if v['repl'] else ', --no-repl'})" if v else f"- `{name}`: not in this script's table")
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    table = {v.name: v for v in VARIANTS}
+    considered = used + [v.name for v in VARIANTS if v.default and v.name not in used]
+    not_run = [f"{run_key(m, name)} ({table[name].not_applicable(m)})" for name in considered if name in table
+               for m in models if table[name].not_applicable(m)]
+    if not_run:
+        parts.append(f"- not applicable, so not run: {'; '.join(not_run)}")
     loads = [f"{run_key(r['model'], r['variant'])} {r['loadavg'][0]:.1f}→{r['loadavg'][1]:.1f}"
              for r in runs if r.get("loadavg")]
     parts += ["", "## Overall", "", overall_table(runs), "",
@@ -414,13 +431,25 @@ def command_run(args: argparse.Namespace) -> int:
     if saved and not args.resume:
         raise InputError(f"{out} already holds {len(saved)} runs: go on with --resume {out}, or pick another --out")
     todo = pending(models, variants, saved, selection)
-    _progress(f"{len(selection.ids)} cases; {len(todo)} runs to do, {len(models) * len(variants) - len(todo)} saved")
+    for model in models:
+        for v in variants:
+            if v.not_applicable(model):
+                _progress(f"variant {v.name} not run for {model}: {v.not_applicable(model)}")
+    _progress(f"{len(selection.ids)} cases; {len(todo)} runs to do, {len(saved)} saved")
     out.mkdir(parents=True, exist_ok=True)
     needs_repl = any(v.repl for _, v in todo)
+    failed = []
     with (shared_repl(out, args.nrepl, selection) if needs_repl else contextlib.nullcontext(None)) as nrepl:
         for model, variant in todo:
-            run_one(Path(args.cases), out, model, variant, selection, args.threads, nrepl)
-    return write_report(out)
+            try:
+                run_one(Path(args.cases), out, model, variant, selection, args.threads, nrepl)
+            except CljassistError as exc:  # the other runs go on; this one is done again on --resume
+                _progress(f"evidence: {exc}")
+                failed.append(run_key(model, variant.name))
+    write_report(out)
+    if failed:
+        _progress(f"evidence: failed, not saved (rerun with --resume {out}): {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 def write_report(out: Path) -> int:

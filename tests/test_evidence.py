@@ -102,6 +102,33 @@ def test_run_refuses_a_used_directory_without_resume(cases_file, tmp_path, capsy
     assert json.loads((out / "evidence.json").read_text())["runs"][0]["model"] == "smollm2-135m"
 
 
+def test_the_peer_is_not_run_for_models_without_fim_tokens(cases_file):
+    selection = evidence.selection_of(cases_file, None, None)
+    peer = next(v for v in evidence.VARIANTS if v.name == "peer")
+    assert peer.not_applicable("smollm2-135m") == "smollm2-135m has no FIM tokens (left_to_right)"
+    assert peer.not_applicable("qwen2.5-coder-0.5b") is None
+    todo = evidence.pending(["smollm2-135m", "qwen2.5-coder-0.5b"], [peer], [], selection)
+    assert [(m, v.name) for m, v in todo] == [("qwen2.5-coder-0.5b", "peer")]
+
+
+def test_a_failed_run_does_not_stop_the_others(cases_file, tmp_path, monkeypatch, capsys):
+    selection = evidence.selection_of(cases_file, None, None)
+    ran = []
+
+    def run_one(cases, out, model, variant, selection_, threads, nrepl):
+        ran.append(model)
+        if model == "qwen2.5-coder-0.5b":
+            raise evidence.CljassistError("qwen2.5-coder-0.5b@no-repl: cljassist bench exited with 2")
+        _save(out, _saved_run(selection, model, variant.name, [True] * 4))
+
+    monkeypatch.setattr(evidence, "run_one", run_one)
+    code = evidence.main(["run", str(cases_file), "--out", str(tmp_path), "--models",
+                          "qwen2.5-coder-0.5b,smollm2-135m", "--variants", "no-repl"])
+    assert code == 1 and ran == ["qwen2.5-coder-0.5b", "smollm2-135m"]
+    assert "failed, not saved (rerun with --resume" in capsys.readouterr().err
+    assert [r["model"] for r in evidence.load_runs(tmp_path)] == ["smollm2-135m"]
+
+
 def test_a_broken_saved_run_is_a_one_line_error(tmp_path):
     path = evidence.run_path(tmp_path, "m", "repl")
     path.parent.mkdir(parents=True)
@@ -285,12 +312,15 @@ def test_a_small_run_end_to_end_and_resumed(tmp_path, capsys):
     except ModelNotFound as exc:
         pytest.skip(f"SmolLM2 not installed: {exc}")
     variants = ",".join(v.name for v in evidence.VARIANTS if not v.repl and v.default
-                        and evidence.known_bench_flags(v.flags))  # the peer too, where the bench has it
+                        and evidence.known_bench_flags(v.flags))  # the peer too: SmolLM2 has no FIM tokens
     cases = ROOT / "fixtures" / "bench" / "public.jsonl"
     argv = ["run", str(cases), "--models", "smollm2-135m", "--variants", variants, "--sample", "2"]
     assert evidence.main(argv + ["--out", str(tmp_path)]) == 0
     merged = json.loads((tmp_path / "evidence.json").read_text())
-    assert [r["variant"] for r in merged["runs"]] == variants.split(",")
+    assert [r["variant"] for r in merged["runs"]] == ["no-repl"]
+    if "peer" in variants:
+        assert "smollm2-135m@peer (smollm2-135m has no FIM tokens (left_to_right))" in \
+               (tmp_path / "evidence.md").read_text()
     for run in merged["runs"]:
         assert run["report"]["cases"] == 2 and len(run["report"]["results"]) == 2
         assert run["report"]["repl"] is False and "--threads 1" in " ".join(run["command"])

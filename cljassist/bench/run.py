@@ -258,6 +258,8 @@ def run_peer(model, cases: list[dict], progress=lambda m: print(m, file=sys.stde
     """The report of ``model`` prompted as llama.vim prompts it (cljassist/bench/peer.py), scored as ours."""
     from cljassist.bench.peer import run_peer_case
 
+    # the same warm-up as ours, so neither side's first case pays llama.cpp's one-off costs
+    run_peer_case(model, {"prefix": WARM_UP_REQUEST.prefix, "suffix": WARM_UP_REQUEST.suffix}, lambda *scored: None)
     results = []
     for i, case in enumerate(cases, 1):
         results.append(run_peer_case(model, case, _score))
