@@ -81,6 +81,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("peer", ("--peer",), False, "the same model with a plain FIM prompt as llama.vim sends it "
                                         "(256 lines before, 64 after, greedy, no stop rules, no REPL)",
             needs_fim=True),
+    Variant("no-repl-no-threshold", ("--min-score", "0"), False,
+            "no REPL, every suggestion offered whatever its score (no calibrated threshold)", default=False),
+    Variant("repl-no-threshold", ("--min-score", "0"), True,
+            "with the REPL, every suggestion offered whatever its score (no calibrated threshold)", default=False),
     Variant("repl-no-steer", ("--no-steer",), True, "with the REPL, without REPL-steered candidates", default=False),
     Variant("no-repl-no-repo-prompt", ("--no-repo-prompt",), False,
             "no REPL, the model family's plain FIM prompt instead of the repo-level one", default=False),
