@@ -71,6 +71,9 @@ class Prompt:
     header: str = ""  # file header + context block (the context block alone when it sits before the form)
     before: str = ""  # everything the model reads before the gap, in order (what a server's /infill takes as prefix)
     stable: str = ""  # the start of `text` that does not depend on the REPL context
+    # the repository layout's text before the FIM template (project, other files' definitions, this
+    # file's path; FimFormat.repo_preamble): `text` is `fim.render(before, suffix, preamble)`
+    preamble: str = ""
     # Token healing (cljassist/model/healing.py): the text backed off the end of `before` (and of
     # `text`), which every candidate's generation reproduces first and which is then taken off its
     # start. None: not decided yet (the local model decides, as it owns the tokenizer); "": nothing.

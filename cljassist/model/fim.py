@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from cljassist.errors import ModelLoadError
 from cljassist.model.gguf_info import GgufMetadata
@@ -34,6 +34,16 @@ FAMILY_KEY = "cljassist.fim_family"
 
 
 @dataclass(frozen=True)
+class RepoLayout:
+    """How a family trained on whole repositories names the project and its files before the FIM
+    template (the ``[<family>.repo]`` table of fim.toml)."""
+
+    header: str  # {name} and token roles
+    file: str  # {path}, {content}
+    current: str  # {path}
+
+
+@dataclass(frozen=True)
 class FimFormat:
     """How to build a prompt for one model family, and which token texts end a completion."""
 
@@ -46,21 +56,34 @@ class FimFormat:
     identify: tuple[str, ...] = field(default=(), compare=False)
     exclude: tuple[str, ...] = field(default=(), compare=False)
     description: str = field(default="", compare=False)
+    repo: RepoLayout | None = None  # None: the family has no repository layout
 
     def __hash__(self) -> int:  # tokens is a dict; hash on the rest
         return hash((self.family, self.template, self.stop, self.is_fim))
 
-    def render(self, prefix: str, suffix: str) -> str:
-        """The prompt text for ``prefix`` and ``suffix`` (for left-to-right, just the prefix).
+    def render(self, prefix: str, suffix: str, preamble: str = "") -> str:
+        """The prompt text for ``prefix`` and ``suffix`` (for left-to-right, just the prefix), after
+        ``preamble`` (the repository layout's project and files, :meth:`repo_preamble`).
 
         Only the template is parsed for placeholders; braces inside the code are
         inserted verbatim.
         """
-        values = dict(self.tokens)
-        values["prefix"] = prefix
-        values["suffix"] = suffix
+        return preamble + self._fill(self.template, {"prefix": prefix, "suffix": suffix})
+
+    def repo_preamble(self, name: str, files: Sequence[tuple[str, str]], current: str) -> str:
+        """The repository layout's text before the template: project ``name``, the other ``files``
+        as (path, content), then the ``current`` file's path; "" for a family without one."""
+        if self.repo is None:
+            return ""
+        parts = [self._fill(self.repo.header, {"name": name})]
+        parts += [self._fill(self.repo.file, {"path": path, "content": content}) for path, content in files]
+        parts.append(self._fill(self.repo.current, {"path": current}))
+        return "".join(parts)
+
+    def _fill(self, template: str, slots: dict[str, str]) -> str:
+        values = {**self.tokens, **slots}
         out: list[str] = []
-        for literal, name, spec, conv in string.Formatter().parse(self.template):
+        for literal, name, spec, conv in string.Formatter().parse(template):
             out.append(literal)
             if name is None:
                 continue
@@ -93,6 +116,8 @@ def _as_format(family: str, entry: dict[str, Any]) -> FimFormat:
     try:
         tokens = {str(k): str(v) for k, v in dict(entry.get("tokens", {})).items()}
         template = str(entry["template"])
+        repo = entry.get("repo")
+        layout = None if repo is None else RepoLayout(str(repo["header"]), str(repo["file"]), str(repo["current"]))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelLoadError(f"bad FIM table entry [{family}]: {e}") from e
     is_fim = family != LEFT_TO_RIGHT and all(r in tokens for r in ("fim_prefix", "fim_suffix"))
@@ -106,6 +131,7 @@ def _as_format(family: str, entry: dict[str, Any]) -> FimFormat:
         identify=tuple(str(s) for s in entry.get("identify", ())),
         exclude=tuple(str(s) for s in entry.get("exclude", ())),
         description=str(entry.get("description", "")),
+        repo=layout,
     )
 
 
@@ -210,5 +236,5 @@ def _generic_from_ids(meta: GgufMetadata, core: dict[str, str]) -> FimFormat:
     )
 
 
-__all__ = ["FimFormat", "load_fim_table", "detect_fim_format", "prompts_dir", "LEFT_TO_RIGHT", "GENERIC_FIM",
+__all__ = ["FimFormat", "RepoLayout", "load_fim_table", "detect_fim_format", "prompts_dir", "LEFT_TO_RIGHT", "GENERIC_FIM",
            "FAMILY_KEY"]

@@ -270,7 +270,7 @@ class LocalModel:
         if prompt.healed is not None:
             return prompt
         as_given = dataclasses.replace(prompt, healed="")
-        if not self.token_healing or not prompt.before or prompt.text != self.fim.render(prompt.before, prompt.suffix):
+        if not self.token_healing or not prompt.before or prompt.text != self.fim.render(prompt.before, prompt.suffix, prompt.preamble):
             return as_given
         ids = self.tokenize(prompt.before, special=True, add_bos=False)
         # the first token always stays: a prompt of nothing but the backed-off text would be empty
@@ -290,7 +290,7 @@ class LocalModel:
         prefix = prompt.prefix
         if prompt.before.endswith(prefix) and len(prefix) >= len(healed):
             prefix = prefix[: len(prefix) - len(healed)]
-        text = self.fim.render(before, prompt.suffix)
+        text = self.fim.render(before, prompt.suffix, prompt.preamble)
         return dataclasses.replace(prompt, text=text, prefix=prefix, before=before, tokens=self.count_tokens(text),
                                    healed=healed)
 

@@ -56,6 +56,7 @@ from cljassist.clojure_text.analysis import Analysis
 from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
 from cljassist.clojure_text.forms import meta_doc, meta_entry, meta_private, pr_form, string_value, unmeta
 from cljassist.clojure_text.reader import Node, file_namespace, namespace_of_form, parse
+from cljassist.clojure_text.requires import ns_requires
 from cljassist.context import (
     ContextFacts,
     ContextQuery,
@@ -264,69 +265,6 @@ def _def_infos_raw(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, b
     return [(name, VarInfo(f"{ns}/{name}", 0, _arglists(rest, text), _clean(doc, 300), head == "defmacro"), private)]
 
 
-def _libspecs(node: Node, text: str, prefix: str = "") -> Iterable[tuple[str, list[Node]]]:
-    """(namespace, options) for each libspec of a :require / :use clause element."""
-    node = unmeta(node)
-    if node.kind == "symbol":
-        yield (prefix + "." if prefix else "") + text[node.start:node.end], []
-    elif node.kind == "vector" and node.children and node.children[0].kind == "symbol":
-        lib = text[node.children[0].start:node.children[0].end]
-        opts = list(node.children[1:])
-        if opts and all(o.kind in ("symbol", "vector") for o in opts) and not any(o.kind == "keyword" for o in opts):
-            for o in opts:  # [prefix lib1 [lib2 :as x]]
-                yield from _libspecs(o, text, lib)
-        else:
-            yield (prefix + "." if prefix else "") + lib, opts
-    elif node.kind == "list" and node.children and node.children[0].kind == "symbol":
-        lib = text[node.children[0].start:node.children[0].end]
-        for o in node.children[1:]:
-            yield from _libspecs(o, text, lib)
-    elif node.kind in ("reader-cond", "reader-cond-splicing"):
-        for o in node.children[1::2]:
-            if node.kind == "reader-cond-splicing" and o.kind in ("vector", "list"):
-                for c in o.children:
-                    yield from _libspecs(c, text, prefix)
-            else:
-                yield from _libspecs(o, text, prefix)
-
-
-def _ns_requires(node: Node, text: str, idx: NsIndex) -> None:
-    clauses: list[Node] = []
-    for c in node.children[2:]:
-        c = unmeta(c)
-        if c.kind in ("reader-cond", "reader-cond-splicing"):
-            for o in c.children[1::2]:
-                clauses.extend(o.children if o.kind in ("vector", "list") and o.children and o.children[0].kind == "list" else [o])
-        else:
-            clauses.append(c)
-    for clause in clauses:
-        if clause.kind != "list" or not clause.children or clause.children[0].kind != "keyword":
-            continue
-        kw = text[clause.children[0].start:clause.children[0].end]
-        if kw not in (":require", ":use", ":require-macros"):
-            continue
-        for spec in clause.children[1:]:
-            if spec.kind == "keyword":
-                continue
-            for lib, opts in _libspecs(spec, text):
-                if kw == ":use" and not opts:
-                    idx.refer_all.append(lib)
-                i = 0
-                while i < len(opts) - 1:
-                    key = text[opts[i].start:opts[i].end]
-                    val = unmeta(opts[i + 1])
-                    if key in (":as", ":as-alias") and val.kind == "symbol":
-                        idx.aliases[text[val.start:val.end]] = lib
-                    elif key in (":refer", ":only"):
-                        if val.kind in ("vector", "list"):
-                            for s in val.children:
-                                if s.kind == "symbol" and lib not in ("clojure.core", "cljs.core"):
-                                    idx.refers[text[s.start:s.end]] = f"{lib}/{text[s.start:s.end]}"
-                        elif text[val.start:val.end] == ":all":
-                            idx.refer_all.append(lib)
-                    i += 2
-
-
 def index_package(sources: Iterable[str]) -> PackageIndex:
     """What the package's namespaces define and require, read from their sources."""
     index: PackageIndex = {}
@@ -343,7 +281,10 @@ def index_package(sources: Iterable[str]) -> PackageIndex:
                 ns_name = name
                 idx = index.setdefault(name, NsIndex(name))
                 if text[unmeta(node).children[0].start:unmeta(node).children[0].end] in ("ns", "clojure.core/ns"):
-                    _ns_requires(unmeta(node), text, idx)
+                    requires = ns_requires(unmeta(node), text)
+                    idx.aliases.update(requires.aliases)
+                    idx.refers.update(requires.refers)
+                    idx.refer_all.extend(requires.refer_all)
                 continue
             if idx is None:
                 continue
