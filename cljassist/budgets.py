@@ -60,6 +60,13 @@ CONTEXT_TOKENS = Budget(
     "prompt", "REPL context block", 256, "tokens", "",
     "live context lines, most relevant first, the rest dropped; reserved in the prompt budget so the "
     "code before the block is known, and evaluated, before the REPL answers")
+CROSSFILE_TOKENS = Budget(
+    "prompt", "other files' definitions", 256, "tokens", "`:repo-prompt false`, `--no-repo-prompt` turn them off",
+    "repository layout (Qwen): the definitions the code at the cursor uses from other files, within the "
+    "prompt budget and at most its `definitions_share` (prompts/completion.toml); the code gets what they leave")
+DEFINITION_LINES = Budget(
+    "prompt", "lines of one such definition", 12, "lines", "",
+    "signature, docstring and the start of the body say what a function does; the rest is cut")
 NEW_TOKENS = Budget(
     "model", "suggestion length", 64, "tokens", "`:max-new-tokens`, `--max-new-tokens`",
     "generation stops at the end of the form, so a long limit costs only when the model rambles")
@@ -81,6 +88,10 @@ CANCEL_CHUNK = Budget(
 REPL_TIMEOUT = Budget(
     "REPL", "REPL context and checks", 2000, "ms", "`:repl-timeout-ms`",
     "a busy or hung REPL must not hold up a suggestion: past this, completion goes on without it")
+CROSSFILE_TIME = Budget(
+    "context", "finding other files' definitions", 200, "ms", "",
+    "sources read once per file and modification time, then only looked up; a slow disk must not hold "
+    "up a suggestion: past this the prompt goes without them")
 NREPL_CONNECT_TIMEOUT = Budget(
     "REPL", "nREPL connect", 5, "s", "",
     "a port that does not accept by then is not a live nREPL")

@@ -67,6 +67,9 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
                    help="skip the REPL checks (read, compile)")
     p.add_argument("--no-token-healing", dest="token_healing", action="store_false", default=None,
                    help="read the prompt as cut at the cursor, even where it ends inside a token (local models)")
+    p.add_argument("--no-repo-prompt", dest="repo_prompt", action="store_false", default=None,
+                   help="leave the project's name and other files' definitions out of the prompt "
+                        "(models with a repository layout, e.g. Qwen2.5-Coder)")
     p.add_argument("--backend", metavar="URL",
                    help="complete on an inference server: llama.cpp's .../infill or an OpenAI-compatible "
                         ".../v1/completions (default: the local model)")

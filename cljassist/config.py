@@ -52,6 +52,10 @@ class Settings:
     # generation re-type what was backed off (cljassist/model/healing.py). A server cannot be held
     # to tokens, so a remote backend completes the prompt as it is whatever this says.
     token_healing: bool = True
+    # For a model whose family has a repository layout (fim.toml [<family>.repo]): the prompt names
+    # the project and carries the definitions the code at the cursor uses from other files
+    # (cljassist/crossfile.py). Off: the template alone, as before the layout was used.
+    repo_prompt: bool = True
     # Remote engine: a llama.cpp-compatible /infill or an OpenAI-compatible /v1/completions URL.
     backend: str | None = None
     backend_timeout_ms: int = BACKEND_TIMEOUT.value
@@ -97,6 +101,7 @@ _EDN_KEYS = {
     "prefetch": ("prefetch", (bool,)),
     "context-matches": ("context_matches", (bool,)),
     "token-healing": ("token_healing", (bool,)),
+    "repo-prompt": ("repo_prompt", (bool,)),
     "backend": ("backend", (str,)),
     "backend-timeout-ms": ("backend_timeout_ms", (int,)),
     "backend-fallback": ("backend_fallback", (bool,)),

@@ -56,16 +56,17 @@ from cljassist.repl.client import NreplClient
 from cljassist.repl.tooling import ToolingSession
 
 __all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_context_settings", "HELPER_NS",
-           "ContextQuery", "ContextFacts", "render_context_lines"]
+           "ContextQuery", "ContextFacts", "render_context_lines", "DefinitionSite"]
 
 # Namespace names we are willing to send; anything else is not a namespace.
 _NS_NAME = re.compile(r"^[A-Za-z_*+!?<>=.\-][\w*+!?<>=.\-']*$")
 HELPER_NS = "cljassist.context.v1"
 
 # The helper namespace loaded into our tooling session. Read-only: it looks namespaces up with
-# find-ns and reads ns-map / ns-aliases / var metadata; it never requires or evaluates anything.
-# Var info travels packed as "qualified\tmeta-id\targlists\tdoc\tmacro" strings: the EDN reader on
-# our side lexes one long string far faster than the same data as nested collections.
+# find-ns and reads ns-map / ns-aliases / var metadata (and looks a var's :file up as a classpath
+# resource, never reading or loading it); it never requires or evaluates anything. Var info travels
+# packed as "qualified\tmeta-id\targlists\tdoc\tmacro\tfile\tline\turl" strings: the EDN reader
+# on our side lexes one long string far faster than the same data as nested collections.
 # The helper namespace's source: read-only queries, loaded once into our tooling session.
 _HELPER_SOURCE = (Path(__file__).resolve().parent / "resources" / "context_v1.clj").read_text(encoding="utf-8")
 
@@ -131,6 +132,18 @@ class LiveContext:
     ms: float
     cache_hit: bool = False  # the REPL confirmed everything we held; nothing new was fetched
     evals: int = 0  # eval round-trips this gather made (1 when warm; more after a (re)connect)
+    # where the vars the code around the cursor uses were defined, closest reference first
+    sites: tuple[DefinitionSite, ...] = ()
+
+
+@dataclass(frozen=True)
+class DefinitionSite:
+    """Where the running program says a var the code refers to was defined (its :file / :line)."""
+
+    qualified: str  # namespace/name
+    file: str  # the :file metadata: classpath-relative when loaded by require, else as loaded
+    line: int  # 1-based line of the defining form
+    url: str  # the resource the file resolves to ("file:/...", "jar:file:...!/..."), or ""
 
 
 @dataclass(frozen=True)
@@ -140,16 +153,22 @@ class VarInfo:
     arglists: str
     doc: str
     macro: bool = False
+    # where it was defined: the :file and :line metadata and the resource that file resolves to
+    file: str = ""
+    line: int = 0
+    url: str = ""
 
     @classmethod
     def unpack(cls, packed: str) -> "VarInfo":
         parts = packed.split("\t")
-        parts += [""] * (5 - len(parts))
-        try:
-            meta_id = int(parts[1])
-        except ValueError:
-            meta_id = 0
-        return cls(parts[0], meta_id, parts[2], parts[3], parts[4] == "m")
+        parts += [""] * (8 - len(parts))
+        meta_id, line = (int(p) if p.lstrip("-").isdigit() else 0 for p in (parts[1], parts[6]))
+        return cls(parts[0], meta_id, parts[2], parts[3], parts[4] == "m", parts[5], line, parts[7])
+
+    @property
+    def site(self) -> DefinitionSite | None:
+        """Where the var was defined, when the program says (a var of the REPL, not one read)."""
+        return DefinitionSite(self.qualified, self.file, self.line, self.url) if self.url and self.line else None
 
     @property
     def namespace(self) -> str:
@@ -265,14 +284,16 @@ class ReplContextProvider:
                     self.invalidate(namespace)
                     return LiveContext(namespace, False, (), _ms(started), evals=self._evals - evals_before)
                 fetched = self._absorb(namespace, reply, query.bare, query.symbols)
-                lines = render_context_lines(self._facts(namespace, reply, query), settings)
+                facts = self._facts(namespace, reply, query)
+                lines = render_context_lines(facts, settings)
             except (ReplUnavailable, ReplTimeout):
                 raise
             except Exception as exc:  # a garbled or unexpected reply: report it as REPL trouble
                 self.invalidate(namespace)
                 raise ReplUnavailable(f"context query in {namespace} failed: {type(exc).__name__}: {exc}") from None
+            sites = (v.site for v in facts.form_vars + facts.nearby_vars if v is not None)
             return LiveContext(namespace, True, tuple(lines), _ms(started), cache_hit=not fetched,
-                               evals=self._evals - evals_before)
+                               evals=self._evals - evals_before, sites=tuple(s for s in sites if s is not None))
 
     def _query(self, namespace: str, settings: ContextSettings, bare: str | None, quals: list[str], syms: list[str]):
         for attempt in range(2):

@@ -2,6 +2,7 @@
 
     request -> prefilter (type-through, recent results) -> text analysis
             -> live REPL context (gathered while the model reads the prompt's stable start)
+            -> other files' definitions (for a model with a repository layout)
             -> prompt -> model candidates -> verification -> ranking -> suggestions
 
 Every front-end (CLI, benchmark, nREPL bridge, terminal prompt, file watcher) calls
@@ -14,13 +15,16 @@ import dataclasses
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Callable
 
+from cljassist.budgets import CROSSFILE_TIME
 from cljassist.cache import RecentResults, TypeThroughCache
 from cljassist.candidates import make_stop_rule
 from cljassist.clojure_text.analysis import Analysis, analyze
 from cljassist.clojure_text.cursor import CursorContext
 from cljassist.config import Settings
+from cljassist.crossfile import Definition, DefinitionFinder, Project, project_of
 from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
 from cljassist.prompt import PromptInput, PromptLimits, assemble_prompt
 from cljassist.rank import rank, withhold_below
@@ -55,7 +59,12 @@ class Engine:
         # the context lines last shown per (file, namespace): kept while they still cover what a new
         # gather finds, so the prompt (and the model's cache of it) stays the same while typing
         self._shown_context: dict[tuple[str | None, str | None], tuple[str, ...]] = {}
+        # likewise the other files' definitions last shown per (file, namespace): the prompt starts
+        # with them, so the early prompt is built with them before the REPL answers
+        self._shown_definitions: dict[tuple[str | None, str | None], tuple[Definition, ...]] = {}
+        self._definitions = DefinitionFinder()
         self._gatherer: ThreadPoolExecutor | None = None
+        self._finder: ThreadPoolExecutor | None = None
 
     def complete(
         self,
@@ -110,6 +119,7 @@ class Engine:
         with self._cache_lock:
             self._clear_cached()
         self._shown_context.clear()
+        self._shown_definitions.clear()
 
     def _clear_cached(self) -> None:
         self.type_through.clear()
@@ -137,6 +147,8 @@ class Engine:
         # 2. Live REPL context (optional: completion works without a REPL), asked for in the
         #    background while the model evaluates the part of the prompt that does not depend on it.
         pending = self._start_gather(analysis)
+        project = project_of(request.file, cursor.namespace) if self._repo_layout else None
+        shown_key = (request.file, cursor.namespace)
         prompt_input = PromptInput(
             request.prefix,
             request.suffix,
@@ -144,13 +156,16 @@ class Engine:
             namespace=cursor.namespace,
             form_start=cursor.top_level[0] if cursor.top_level else None,
             repl_attached=self.repl is not None,
+            project=project.name if project is not None else None,
+            project_file=project.current if project is not None else "",
         )
         limits = PromptLimits.of(self.settings)
         model_ms = 0.0
         if not self.settings.reuse_prompt:
             self.model.forget()  # the naive baseline: every prompt evaluated from its first token
         elif pending is not None:
-            skeleton = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits)
+            skeleton = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits,
+                                       definitions=self._shown_definitions.get(shown_key, ()))
             t0 = time.perf_counter()
             try:
                 self.model.preload(skeleton.stable, cancelled)
@@ -161,10 +176,16 @@ class Engine:
         lap("context")
         if gather_ms is not None:
             timings["context_gather"] = round(gather_ms, 2)
+        definitions: tuple[Definition, ...] = ()
+        if project is not None:
+            definitions = self._find_definitions(project, analysis, live)
+            if self.settings.reuse_prompt:
+                definitions = self._steady_definitions(shown_key, definitions)
+            lap("definitions")
 
         # 3. Prompt within the token budget.
         prompt = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits,
-                                 context_lines=live.lines if live else ())
+                                 context_lines=live.lines if live else (), definitions=definitions)
         lap("prompt")
 
         # 4. Model candidates, each ended by the stop rule as soon as its forms are complete.
@@ -246,10 +267,44 @@ class Engine:
         self._shown_context[key] = tuple(live.lines)
         return live
 
+    @property
+    def _repo_layout(self) -> bool:
+        return self.settings.repo_prompt and self.model.fim.repo is not None
+
+    def _find_definitions(self, project: Project, analysis: Analysis, live: "LiveContext | None") -> tuple[Definition, ...]:
+        """Other files' definitions of what the code at the cursor uses: where the REPL says they are
+        when it has the namespace loaded, else on disk; none when that takes longer than its budget
+        (the lookup goes on, and what it read is cached for the next request)."""
+        finder = self._definitions
+        if live is not None and live.ns_loaded:
+            sites, namespace = live.sites, analysis.namespace
+
+            def find() -> tuple[Definition, ...]:
+                return finder.at_sites(sites, project, namespace)
+        else:
+            def find() -> tuple[Definition, ...]:
+                return finder.on_disk(analysis, project)
+        if self._finder is None:
+            self._finder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cljassist-definitions")
+        try:
+            return self._finder.submit(find).result(timeout=CROSSFILE_TIME.seconds)
+        except FutureTimeout:
+            return ()
+
+    def _steady_definitions(self, key: tuple[str | None, str | None],
+                            found: tuple[Definition, ...]) -> tuple[Definition, ...]:
+        """The definitions shown last time for this file and namespace, while they cover the new ones."""
+        shown = self._shown_definitions.get(key)
+        if shown is not None and {(d.path, d.line) for d in found} <= {(d.path, d.line) for d in shown}:
+            return shown
+        self._shown_definitions[key] = found
+        return found
+
     def close(self) -> None:
-        if self._gatherer is not None:
-            self._gatherer.shutdown(wait=True)
-            self._gatherer = None
+        for pool in (self._gatherer, self._finder):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._gatherer = self._finder = None
 
 
 class _Lap:

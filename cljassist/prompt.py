@@ -19,6 +19,15 @@ Per keystroke the model keeps the evaluated tokens that the new prompt shares wi
   * with `reserve_context_tokens`, the code's budget does not depend on the context's actual size,
     so the part before the context (`Prompt.stable`) is known before the REPL has answered and can be
     evaluated while the context is gathered.
+
+A family with a repository layout (fim.toml `[<family>.repo]`, Qwen2.5-Coder) is shown the project:
+its name, the definitions the code at the cursor uses from other files (cljassist/crossfile.py),
+grouped by file in file order, then this file's path in place of the file-header comment. They come
+first, as the model was trained on them, so they are part of `Prompt.stable`: the engine builds the
+early prompt with the definitions it showed last for the file (they change only when the code
+starts using a name they do not cover), and the REPL's answer then seldom moves the start. They get
+at most their own budget (and `definitions_share` of the prompt's), and only what they take is
+taken from the code's.
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
-from cljassist.budgets import CONTEXT_TOKENS, PROMPT_TOKENS
+from cljassist.budgets import CONTEXT_TOKENS, CROSSFILE_TOKENS, PROMPT_TOKENS
 from cljassist.config import Settings
+from cljassist.crossfile import Definition, in_file_order
 from cljassist.model.fim import FimFormat, prompts_dir
 from cljassist.types import Prompt
 
@@ -41,6 +51,7 @@ class PromptBudget:
     suffix_share: float
     max_context_tokens: int
     chars_per_token_guess: float
+    definitions_share: float
     cut_step_lines: int = 1
 
 
@@ -76,6 +87,10 @@ class PromptInput:
     namespace: str | None = None  # the cursor's namespace, named in the context header
     form_start: int | None = None  # offset in `prefix` of the top-level form at the cursor; None: in none
     repl_attached: bool = False  # a REPL gives context: its share of the budget is set aside
+    # the repository layout's project name and this file's path in it; None: no repository layout
+    # (the file is named in a comment line)
+    project: str | None = None
+    project_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,8 +118,11 @@ def assemble_prompt(
     limits: PromptLimits = PromptLimits(),
     context_lines: Sequence[str] = (),
     templates: PromptTemplates | None = None,
+    definitions: Sequence[Definition] = (),
 ) -> Prompt:
-    """The prompt for `gap` in `fim`, with `context_lines` (most relevant first) as fit.
+    """The prompt for `gap` in `fim`, with `context_lines` and other files' `definitions` (each most
+    relevant first) as fit; the definitions only where `gap.project` is set and `fim` has a
+    repository layout.
 
     Called once without context lines, it gives the prompt's `stable` start before the REPL has
     answered: with a REPL attached the context's share is set aside whatever it turns out to be,
@@ -123,7 +141,18 @@ def assemble_prompt(
         # outside any top-level form the context goes before the cursor's line
         form_start=gap.form_start if gap.form_start is not None else gap.prefix.rfind("\n") + 1,
         reserve_context_tokens=t.budget.max_context_tokens if gap.repl_attached else 0,
+        repo=RepoView(gap.project, gap.project_file, tuple(definitions)) if gap.project is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class RepoView:
+    """What a repository layout shows of the project: its name, this file's path, other files'
+    definitions (most relevant first)."""
+
+    name: str
+    file: str
+    definitions: tuple[Definition, ...] = ()
 
 
 def file_label(file: str | None) -> str | None:
@@ -133,10 +162,10 @@ def file_label(file: str | None) -> str | None:
     return Path(file).name if Path(file).is_absolute() else file
 
 
-def render_gap(fim: FimFormat, before: str, suffix: str) -> str:
+def render_gap(fim: FimFormat, before: str, suffix: str, preamble: str = "") -> str:
     """The prompt text of everything before the gap and the suffix; a model without FIM tokens
     reads left to right and is not shown the suffix."""
-    return fim.render(before, suffix if fim.is_fim else "")
+    return fim.render(before, suffix if fim.is_fim else "", preamble)
 
 
 def build_prompt(
@@ -151,17 +180,25 @@ def build_prompt(
     max_prompt_tokens: int | None = None,
     form_start: int | None = None,
     reserve_context_tokens: int | None = None,
+    repo: RepoView | None = None,
 ) -> Prompt:
     """``form_start``: offset in ``prefix`` of the top-level form at the cursor (see the module doc).
-    ``reserve_context_tokens``: budget the code as if the context took this many tokens."""
+    ``reserve_context_tokens``: budget the code as if the context took this many tokens.
+    ``repo``: the project, shown in the repository layout where ``fim`` has one."""
     t = templates or load_templates()
     budget = max_prompt_tokens or t.budget.max_prompt_tokens
 
-    file_header = t.file_header.format(file=file_label) + "\n" if file_label else ""
+    preamble = ""
+    if repo is not None and fim.repo is not None:
+        file_header = ""  # the layout names the file
+        preamble = _fit_definitions(repo, fim, min(CROSSFILE_TOKENS.value, int(budget * t.budget.definitions_share)),
+                                    count_tokens)
+    else:
+        file_header = t.file_header.format(file=file_label) + "\n" if file_label else ""
     chosen_context = _fit_context(context_lines, namespace, t, count_tokens)
     block = chosen_context[1]
     context_cost = count_tokens(block) if reserve_context_tokens is None else reserve_context_tokens
-    code_budget = max(64, budget - count_tokens(file_header) - context_cost - count_tokens(fim.render("", "")))
+    code_budget = max(64, budget - count_tokens(file_header) - context_cost - count_tokens(fim.render("", "", preamble)))
 
     if fim.is_fim:
         suffix_budget = int(code_budget * t.budget.suffix_share)
@@ -176,17 +213,36 @@ def build_prompt(
     if t.context_position == "before_form" and form_start is not None:
         split = min(max(0, form_start - (len(prefix) - len(kept_prefix))), len(kept_prefix))
     before = file_header + kept_prefix[:split] + block + kept_prefix[split:]
-    text = render_gap(fim, before, kept_suffix)
-    stable = _text_before(fim, file_header + kept_prefix[:split], kept_suffix)
+    text = render_gap(fim, before, kept_suffix, preamble)
+    stable = _text_before(fim, file_header + kept_prefix[:split], kept_suffix, preamble)
     header = block if split else file_header + block
-    return Prompt(text, kept_prefix, kept_suffix, chosen_context[0], count_tokens(text), header, before, stable)
+    return Prompt(text, kept_prefix, kept_suffix, chosen_context[0], count_tokens(text), header, before, stable,
+                  preamble=preamble)
 
 
-def _text_before(fim: FimFormat, head: str, suffix: str) -> str:
+def _text_before(fim: FimFormat, head: str, suffix: str, preamble: str = "") -> str:
     """The rendered prompt's text up to the end of ``head`` (the start of the prefix slot)."""
     sentinel = "\x00cljassist-split\x00"
-    rendered = fim.render(head + sentinel, suffix)
+    rendered = fim.render(head + sentinel, suffix, preamble)
     return rendered[: rendered.index(sentinel)]
+
+
+def _fit_definitions(repo: RepoView, fim: FimFormat, budget: int, count_tokens) -> str:
+    """The repository preamble with the most relevant definitions that fit in `budget` tokens more
+    than the preamble without any, laid out by file, then position in it."""
+
+    def preamble(chosen: Sequence[Definition]) -> str:
+        files: dict[str, list[str]] = {}
+        for d in in_file_order(chosen):
+            files.setdefault(d.path, []).append(d.text)
+        return fim.repo_preamble(repo.name, [(path, "\n\n".join(texts)) for path, texts in files.items()], repo.file)
+
+    limit = count_tokens(preamble(())) + budget
+    chosen: list[Definition] = []
+    for definition in repo.definitions:
+        if count_tokens(preamble([*chosen, definition])) <= limit:
+            chosen.append(definition)
+    return preamble(chosen)
 
 
 def _fit_context(lines, namespace, t: PromptTemplates, count_tokens) -> tuple[tuple[str, ...], str]:

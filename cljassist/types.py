@@ -29,7 +29,9 @@ CURSOR_MARKER = "<CURSOR>"
 class CompletionRequest:
     prefix: str
     suffix: str
-    file: str | None = None  # shown to the model and used for discovery; not read by the engine
+    # shown to the model and used for discovery; an absolute path also locates the project whose
+    # other files' definitions the prompt may carry (cljassist/crossfile.py)
+    file: str | None = None
     namespace: str | None = None  # when the text was cut before its ns form (benchmark cases)
 
     @classmethod

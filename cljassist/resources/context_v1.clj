@@ -24,12 +24,25 @@
 
 (defn- var-name [^clojure.lang.Var v] (str (ns-name (.-ns v)) "/" (.-sym v)))
 
+(defn- source-url
+  "The resource a var's :file resolves to (classpath-relative, else an absolute path), or \"\".
+  Only looks the file up; nothing is read or loaded."
+  [f]
+  (try
+    (if-some [u (when (string? f) (.getResource (clojure.lang.RT/baseLoader) ^String f))]
+      (str u)
+      (let [file (when (string? f) (java.io.File. ^String f))]
+        (if (and file (.isAbsolute file) (.isFile file)) (str (.toURI file)) "")))
+    (catch Throwable _ "")))
+
 (defn- info [^clojure.lang.Var v full?]
   (let [m (meta v)]
     (if full?
       (str (var-name v) "\t" (id-of m) "\t"
            (if-some [a (:arglists m)] (clean (binding [*print-length* 20 *print-level* 6] (pr-str a)) 240) "")
-           "\t" (clean (:doc m) 300) "\t" (if (:macro m) "m" ""))
+           "\t" (clean (:doc m) 300) "\t" (if (:macro m) "m" "")
+           "\t" (if (string? (:file m)) (clean (:file m) 400) "") "\t" (if (integer? (:line m)) (:line m) 0)
+           "\t" (source-url (:file m)))
       (str (var-name v) "\t" (id-of m) "\t\t\t"))))
 
 (defn- resolve-var [ns s]
