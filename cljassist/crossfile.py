@@ -66,6 +66,11 @@ class Project:
     current: str  # the request's file as the prompt names it
     source_dirs: tuple[Path, ...] = ()  # where its namespaces' files are looked for on disk
 
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is one of the project's files: under its root; any file when the root is
+        not known (a relative request path: the classpath's source directories are all there is)."""
+        return self.root is None or path.resolve().is_relative_to(self.root)
+
     def shown_path(self, path: Path | None, file_meta: str) -> str:
         """A definition's file as the prompt names it: relative to the project root where under it;
         else the classpath-relative :file; else the file's name."""
@@ -173,13 +178,13 @@ class DefinitionFinder:
 
     def at_sites(self, sites: Iterable[DefinitionSite], project: Project, namespace: str | None) -> tuple[Definition, ...]:
         """The definitions at the REPL's `sites` that are in other files of the project: ``file:``
-        resources only, not the cursor's `namespace`, not the request's own file."""
+        resources the project holds, not the cursor's `namespace`, not the request's own file."""
         found: list[Definition] = []
         for site in sites:
             if site.qualified.partition("/")[0] == namespace:
                 continue
             path = _file_of(site.url)
-            if path is None or site.line <= 0:
+            if path is None or site.line <= 0 or not project.holds(path):
                 continue
             source = self._read(path)
             if source is None:

@@ -287,6 +287,17 @@ def test_jar_resources_and_the_cursors_own_namespace_are_not_the_projects_other_
     assert [(d.qualified, d.path, d.text) for d in found] == [("app.util/parse-row", "util.clj", PARSE_ROW)]
 
 
+def test_with_a_project_root_only_files_under_it_count(project, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("a-library") / "lib.clj"
+    elsewhere.write_text(UTIL)
+    util = project / "src" / "app" / "util.clj"
+    sites = [DefinitionSite("lib.core/parse-row", "lib.clj", 4, elsewhere.as_uri()),
+             DefinitionSite("app.util/parse-row", "app/util.clj", 4, util.as_uri())]
+    p = project_of(str(project / "src" / "app" / "core.clj"), "app.core")
+    found = DefinitionFinder().at_sites(sites, p, "app.core")
+    assert [(d.qualified, d.path) for d in found] == [("app.util/parse-row", "src/app/util.clj")]
+
+
 # ------------------------------------------------------------------ token healing still applies
 
 
