@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from cljassist.errors import InputError
 
@@ -229,6 +229,17 @@ class CompletionModel(Protocol):
         :meth:`Prompt.of_text`). ``stop(text)`` is called on each candidate's growing text; an int
         k ends it with ``text[:k]``. ``deadline_s`` bounds the generating time; ``cancelled`` is
         polled and, once true, the call raises :class:`cljassist.errors.Cancelled`."""
+        ...
+
+    def score_continuations(self, prompt: "Prompt | str", texts: Sequence[str], most: int,
+                            ends: Callable[[str], bool] | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> "list[Generation | None]":
+        """Each of ``texts`` scored as a candidate continuing ``prompt``, one answer per text in
+        order: a Generation (finish "steered") whose ``logprob`` and ``n_tokens`` are what generating
+        that text would give (so its confidence compares with the generated candidates'), or None
+        where it is not scored. At most ``most`` texts are scored, the most probable first.
+        ``ends(ch)``: the text must also end before a character ``ends`` accepts (the probability
+        of that counts as one more token). A model that cannot score (a server) answers all None."""
         ...
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:

@@ -3,7 +3,7 @@ the real GGUF model and the real nREPL instead."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from cljassist.config import Settings
 from cljassist.model.fim import load_fim_table
@@ -17,9 +17,12 @@ class ScriptedModel:
     name = "scripted"
     calibration = None
 
-    def __init__(self, outputs: list, family: str = "left_to_right"):
-        """`outputs`: texts, or (text, mean token log-prob) pairs to fix the model's confidence."""
+    def __init__(self, outputs: list, family: str = "left_to_right", scores: dict[str, float] | None = None):
+        """`outputs`: texts, or (text, mean token log-prob) pairs to fix the model's confidence.
+        `scores`: the mean token log-prob `score_continuations` gives a text (others: not scored)."""
         self.outputs = outputs
+        self.scores = scores or {}
+        self.scored: list[list[str]] = []  # the texts of every score_continuations call
         self.fim = load_fim_table()[family]
         self.prompts: list[str] = []
         self.last_stats: dict[str, Any] = {}
@@ -44,6 +47,14 @@ class ScriptedModel:
             generations.append(Generation(text=text, logprob=mean_logprob * n_tokens, n_tokens=n_tokens,
                                           finish=finish, ms=1.0))
         return generations
+
+    def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
+                            ends: Callable[[str], bool] | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+        self.scored.append(list(texts))
+        ranked = sorted((t for t in texts if t in self.scores), key=lambda t: -self.scores[t])[:most]
+        return [Generation(text=t, logprob=self.scores[t] * 2, n_tokens=2, finish="steered", ms=1.0)
+                if t in ranked else None for t in texts]
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         return 0
@@ -79,6 +90,11 @@ class RecordingModel:
                             cancelled: Callable[[], bool] | None = None) -> list[Generation]:
         self.prompts.append(as_prompt(prompt).text)
         return self.model.generate_candidates(prompt, n, max_tokens, stop, deadline_s=deadline_s, cancelled=cancelled)
+
+    def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
+                            ends: Callable[[str], bool] | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+        return self.model.score_continuations(prompt, texts, most, ends, cancelled)
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         return self.model.preload(text, cancelled)

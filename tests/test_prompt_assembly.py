@@ -61,6 +61,9 @@ class PromptCatcher:
         self.prompts.append(as_prompt(prompt))
         return []
 
+    def score_continuations(self, prompt, texts, most, ends=None, cancelled=None):
+        return [None] * len(texts)
+
     def preload(self, text, cancelled=None) -> int:
         return 0
 

@@ -52,15 +52,35 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.sum(np.exp(shifted)))
 
 
-def _pick(lp: np.ndarray, allowed: np.ndarray | None) -> tuple[int, float]:
-    """The most probable token and its log-probability; among ``allowed`` ids when given, with the
-    probability renormalized over them (given that the text must go on as they do)."""
+def _choices(lp: np.ndarray, allowed: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray]:
+    """What one step of a candidate chooses among: every token, ``(None, lp)``; or, with ``allowed``
+    ids given, those ids and their log-probabilities renormalized over them (given that the text
+    must go on as they do)."""
     if allowed is None:
-        tok = int(np.argmax(lp))
-        return tok, float(lp[tok])
-    renormalized = log_softmax(lp[allowed])
-    best = int(np.argmax(renormalized))
-    return int(allowed[best]), float(renormalized[best])
+        return None, lp
+    return allowed, log_softmax(lp[allowed])
+
+
+def _pick(lp: np.ndarray, allowed: np.ndarray | None) -> tuple[int, float]:
+    """The most probable token of a step (:func:`_choices`) and its log-probability."""
+    ids, lps = _choices(lp, allowed)
+    best = int(np.argmax(lps))
+    return (best if ids is None else int(ids[best])), float(lps[best])
+
+
+def _logprob_of(tok: int, lp: np.ndarray, allowed: np.ndarray | None) -> float | None:
+    """``tok``'s log-probability at a step (:func:`_choices`); None where the step may not take it."""
+    ids, lps = _choices(lp, allowed)
+    if ids is None:
+        return float(lps[tok])
+    at = np.flatnonzero(ids == tok)
+    return float(lps[at[0]]) if at.size else None
+
+
+def _retypes(healed: bytes, generated: bytes) -> bool:
+    """Whether the token that made ``generated`` only re-typed the backed-off text ``healed``: such a
+    token is not counted in a candidate's ``n_tokens``."""
+    return bool(healed) and len(generated) <= len(healed)
 
 
 def utf8_complete_len(b: bytes) -> int:
@@ -188,6 +208,9 @@ class LocalModel:
         self._stop_ids = self._collect_stop_ids()
         self._head_ids = self._collect_head_ids()
         self._vocabulary_index: VocabularyIndex | None = None
+        self._ending_cache: dict[Callable[[str], bool], np.ndarray] = {}
+        # the last prompt evaluated and the next-token logits after it, while its KV cache is kept
+        self._prompt_end: tuple[list[int], np.ndarray] | None = None
         if token_healing:
             # every healed request needs the index (0.2 s for SmolLM2's 49k tokens, 0.7 s for Qwen's
             # 152k, measured here): built with the model, not on the first keystroke
@@ -301,6 +324,8 @@ class LocalModel:
         llm = self._llm
         if n >= llm.n_tokens:
             return
+        if self._prompt_end is not None and n < len(self._prompt_end[0]):
+            self._prompt_end = None
         ok = True
         if self._mem is not None:
             ok = bool(self._lc.llama_memory_seq_rm(self._mem, -1, n, -1))
@@ -310,6 +335,13 @@ class LocalModel:
             if self._mem is not None:
                 self._lc.llama_memory_seq_rm(self._mem, -1, 0, -1)
             llm.n_tokens = 0
+
+    def _back_to_prompt(self, prompt_len: int) -> None:
+        """Keep the evaluated prompt, the first ``prompt_len`` tokens, and drop what followed."""
+        self._rewind(prompt_len)
+        if self._llm.n_tokens < prompt_len:  # the cache could not be cut back: re-evaluate
+            prompt = [int(t) for t in self._llm.input_ids[:prompt_len]]
+            self._llm.eval(prompt[self._llm.n_tokens :])
 
     def _eval(self, tokens: Sequence[int], cancelled: Callable[[], bool] | None = None) -> np.ndarray:
         """Evaluate ``tokens`` after the current position; the next-token logits (a copy).
@@ -343,9 +375,16 @@ class LocalModel:
             common = int(diff[0]) if diff.size else limit
         if not need_logits and common == len(ids):
             return None, common  # all cached already: keep what follows too (the next prompt may share it)
+        kept = self._prompt_end
+        if kept is not None and common == len(ids) - 1 and len(kept[0]) == len(ids) and cached[len(ids) - 1] == ids[-1]:
+            # the same prompt again (scoring after generating): its logits as they were computed, not
+            # recomputed from a batch of another shape
+            self._rewind(len(ids))
+            return kept[1], len(ids)
         self._rewind(common)
         reused = int(llm.n_tokens)
         logits = self._eval(ids[reused:], cancelled)
+        self._prompt_end = (ids, logits)
         return logits, reused
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
@@ -363,6 +402,14 @@ class LocalModel:
         self._rewind(0)
 
     # ------------------------------------------------------------------ generation
+
+    def _prompt_ids(self, prompt: Prompt, max_tokens: int) -> tuple[list[int], int, int]:
+        """The tokens of a (healed) prompt that are evaluated, leaving room for ``max_tokens`` more;
+        (ids, dropped, kept_head) as :meth:`_fit_prompt` gives them."""
+        ids = self.tokenize(prompt.text, special=True, add_bos=True)
+        if not ids:
+            ids = self.tokenize(" ", special=True, add_bos=True)
+        return self._fit_prompt(ids, max_tokens)
 
     def _fit_prompt(self, ids: list[int], max_tokens: int) -> tuple[list[int], int, int]:
         """Left-truncate ``ids`` to n_ctx - max_tokens; (ids, dropped, kept_head).
@@ -418,10 +465,7 @@ class LocalModel:
         n, max_tokens = generation_counts(n, max_tokens)
         prompt = self.heal(as_prompt(prompt))
         healed = (prompt.healed or "").encode("utf-8")
-        ids = self.tokenize(prompt.text, special=True, add_bos=True)
-        if not ids:
-            ids = self.tokenize(" ", special=True, add_bos=True)
-        ids, dropped, head = self._fit_prompt(ids, max_tokens)
+        ids, dropped, head = self._prompt_ids(prompt, max_tokens)
 
         logits, reused = self._load_prompt(ids, cancelled)
         t1 = time.perf_counter()
@@ -454,6 +498,75 @@ class LocalModel:
         stats["gen_ms"] = (time.perf_counter() - t1) * 1000.0
         return out
 
+    def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
+                            ends: Callable[[str], bool] | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+        """Each text scored as a candidate continuing ``prompt``: its tokens (as the tokenizer cuts
+        the backed-off text followed by it), each with the log-probability a branch of
+        :meth:`generate_candidates` gives it, the backed-off text's constraint and renormalization
+        included, so that a scored text and a generated candidate have comparable confidences.
+
+        Pruned first at no cost: only the ``most`` texts whose first token is the most probable
+        after the prompt (the distribution generation starts from, kept from the prompt's
+        evaluation) are scored in full, each after the prompt's KV cache; the others, and a text
+        no step may take, come back None.
+        ``ends``: the text must also end there, as the stop rule ends a symbol: the probability that
+        the next token is a stop token or one whose text starts with a character ``ends`` accepts
+        is counted as one more token, as the token that triggers a stop is for a generated one."""
+        prompt = self.heal(as_prompt(prompt))
+        healed = (prompt.healed or "").encode("utf-8")
+        paths = [self.tokenize(prompt.healed + text, special=False) if text else [] for text in texts]
+        ids, _, _ = self._prompt_ids(prompt, max((len(p) for p in paths), default=0) + 1)
+        logits, _ = self._load_prompt(ids, cancelled)
+        lp0 = log_softmax(logits)
+        first_allowed = self._allowed(healed, b"")
+        firsts = {i: _logprob_of(p[0], lp0, first_allowed) for i, p in enumerate(paths) if p}
+        ranked = sorted((i for i, lp in firsts.items() if lp is not None), key=lambda i: -firsts[i])
+        ending = self._ending_tokens(ends) if ends is not None else None
+        out: list[Generation | None] = [None] * len(texts)
+        for i in ranked[: max(0, most)]:
+            if cancelled is not None and cancelled():
+                raise Cancelled("cancelled while scoring")
+            out[i] = self._score_path(len(ids), paths[i], texts[i], healed, lp0, ending)
+        self._back_to_prompt(len(ids))
+        return out
+
+    def _score_path(self, prompt_len: int, path: list[int], text: str, healed: bytes, lp0: np.ndarray,
+                    ending: np.ndarray | None) -> Generation | None:
+        """The tokens ``path`` after the prompt, scored step by step as :meth:`_branch` scores them."""
+        tb = time.perf_counter()
+        self._back_to_prompt(prompt_len)
+        lp, raw, logprob, retyped = lp0, b"", 0.0, 0
+        for k, tok in enumerate(path):
+            step = _logprob_of(tok, lp, self._allowed(healed, raw))
+            if step is None:
+                return None
+            logprob += step
+            raw += self._piece(tok)
+            retyped += _retypes(healed, raw)
+            if k + 1 < len(path) or ending is not None:
+                # one token a decode, as a branch evaluates it: llama.cpp's logits differ with the
+                # batch's shape (by up to half a nat over a few tokens, measured here), and for the few
+                # tokens of a name one decode of them all was no faster
+                lp = log_softmax(self._eval([tok]))
+        n_tokens = len(path) - retyped
+        if ending is not None:
+            logprob += float(np.logaddexp.reduce(lp[ending]))
+            n_tokens += 1
+        return Generation(text=text, logprob=logprob, n_tokens=n_tokens, finish="steered",
+                          ms=(time.perf_counter() - tb) * 1000.0, token_ids=tuple(path))
+
+    def _ending_tokens(self, ends: Callable[[str], bool]) -> np.ndarray:
+        """The ids after which a text has ended: stop tokens, and those whose text starts with a
+        character ``ends`` accepts (computed once per ``ends``)."""
+        found = self._ending_cache.get(ends)
+        if found is None:
+            starts = [self._piece(t).decode("utf-8", errors="ignore")[:1] for t in range(self._n_vocab)]
+            found = np.fromiter((t for t in range(self._n_vocab) if self._is_stop(t) or (starts[t] and ends(starts[t]))),
+                                dtype=np.int64)
+            self._ending_cache[ends] = found
+        return found
+
     def _allowed(self, healed: bytes, generated: bytes) -> np.ndarray | None:
         """The ids the next token may be while ``generated`` has not reproduced ``healed`` yet; None
         once it has (any token may follow)."""
@@ -465,9 +578,8 @@ class LocalModel:
         """The ``n`` most probable first tokens with their log-probabilities: stop tokens left out,
         and with a backed-off text only the tokens that reproduce its start or all of it (their
         probabilities renormalized over those, as in :meth:`_branch`)."""
-        allowed = self._allowed(healed, b"")
+        allowed, renormalized = _choices(lp0, self._allowed(healed, b""))
         if allowed is not None:
-            renormalized = log_softmax(lp0[allowed])
             best = np.argsort(-renormalized, kind="stable")[:n]
             return [(int(allowed[i]), float(renormalized[i])) for i in best]
         firsts: list[tuple[int, float]] = []
@@ -498,14 +610,11 @@ class LocalModel:
         stays a mean over the tokens that carry the suggestion, while the odd split of the typed
         text still costs its probability."""
         tb = time.perf_counter()
-        self._rewind(prompt_len)
-        if self._llm.n_tokens < prompt_len:  # the cache could not be cut back: re-evaluate
-            prompt = [int(t) for t in self._llm.input_ids[:prompt_len]]
-            self._llm.eval(prompt[self._llm.n_tokens :])
+        self._back_to_prompt(prompt_len)
         toks = [first]
         logprob = first_lp
         raw = self._piece(first)
-        retyped = 1 if healed and len(raw) <= len(healed) else 0  # tokens that only re-type the backed-off text
+        retyped = int(_retypes(healed, raw))  # tokens that only re-type the backed-off text
         finish = "length"
         text: str | None = None
         while True:
@@ -537,8 +646,7 @@ class LocalModel:
             toks.append(nxt)
             logprob += step_lp
             raw += self._piece(nxt)
-            if healed and len(raw) <= len(healed):
-                retyped += 1
+            retyped += _retypes(healed, raw)
         if text is None:
             shown = raw[len(healed):]
             text = shown[: utf8_complete_len(shown)].decode("utf-8", errors="replace")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from cljassist.budgets import BACKEND_TIMEOUT, FALLBACK_RETRY
 from cljassist.calibration import Calibration
@@ -248,6 +248,12 @@ class RemoteModel:
             return max(1, reply.n_tokens), 0.0
         return max(1, self.count_tokens(wanted)), 0.0
 
+    def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
+                            ends: Callable[[str], bool] | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+        """None for each: a completion server generates, it does not score given text."""
+        return [None] * len(texts)
+
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         """Nothing to do: the server keeps its own evaluated prompt (``cache_prompt``)."""
         return 0
@@ -328,6 +334,13 @@ class FallbackModel:
         suffix = prompt.suffix if local_fim.is_fim else ""
         return dataclasses.replace(prompt, text=render_gap(local_fim, before, prompt.suffix), before=before,
                                    suffix=suffix)
+
+    def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
+                            ends: Callable[[str], bool] | None = None,
+                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+        """The server's answer (None for each): the prompt is the server's, and which model last
+        answered changes from one request to the next."""
+        return self.remote.score_continuations(prompt, texts, most, ends, cancelled)
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         """Nothing to do: the prompt's start is rendered for the server's format, and the local
