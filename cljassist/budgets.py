@@ -113,6 +113,17 @@ NREPL_STOP = Budget(
 CONTEXT_CACHE_ENTRIES = Budget(
     "REPL", "REPL lookups cached", 4096, "entries", "",
     "per cache (matches, vars), then simply cleared; a session looks up a few hundred names")
+REPL_MATCHES = Budget(
+    "REPL", "vars matching the symbol being typed", 64, "names", "",
+    "the candidates the REPL steers with, and the list a name is checked against (fewer sent: all "
+    "of them); the context block shows the first few; `re` matches 50 vars of clojure.core")
+REPL_PUBLICS = Budget(
+    "REPL", "public vars of an aliased namespace", 400, "names", "",
+    "read once per namespace change; the context block shows the first few, the rest complete `alias/`")
+STEER_SCORED = Budget(
+    "model", "names scored as candidates", 8, "per request", "`:steer false`, `--no-steer` turns it off",
+    "the names completing the typed symbol whose first token is likeliest are scored in full, one "
+    "decode a token each (~10 ms a token for the default model here)")
 RECENT_RESULTS = Budget(
     "cache", "recent results", 128, "entries", "`:cache false` turns it off",
     "answers backspace, undo and prefetched places; more would rarely be hit again")

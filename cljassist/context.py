@@ -45,7 +45,9 @@ from typing import Any, Iterable
 
 import edn_format
 
-from cljassist.budgets import CONTEXT_CACHE_ENTRIES, NREPL_LOAD_TIMEOUT, REPL_TIMEOUT, TOOLING_SETUP
+from cljassist.budgets import (
+    CONTEXT_CACHE_ENTRIES, NREPL_LOAD_TIMEOUT, REPL_MATCHES, REPL_PUBLICS, REPL_TIMEOUT, TOOLING_SETUP,
+)
 from cljassist.clojure_text.analysis import Analysis
 from cljassist.clojure_text.cursor import CursorContext
 from cljassist.clojure_text.forms import clj_string, clj_strings
@@ -56,7 +58,7 @@ from cljassist.repl.client import NreplClient
 from cljassist.repl.tooling import ToolingSession
 
 __all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_context_settings", "HELPER_NS",
-           "ContextQuery", "ContextFacts", "render_context_lines", "DefinitionSite"]
+           "ContextQuery", "ContextFacts", "render_context_lines", "DefinitionSite", "typed_vars", "typed_names"]
 
 # Namespace names we are willing to send; anything else is not a namespace.
 _NS_NAME = re.compile(r"^[A-Za-z_*+!?<>=.\-][\w*+!?<>=.\-']*$")
@@ -134,6 +136,11 @@ class LiveContext:
     evals: int = 0  # eval round-trips this gather made (1 when warm; more after a (re)connect)
     # where the vars the code around the cursor uses were defined, closest reference first
     sites: tuple[DefinitionSite, ...] = ()
+    # The vars that complete the symbol being typed, written as the user would go on typing them
+    # (`na…`, `q/na…`), the namespace's own first (at most budgets.REPL_MATCHES); `all_names`: the
+    # REPL sent every var the namespace resolves for that prefix, so a name not among them is none.
+    names: tuple[str, ...] = ()
+    all_names: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,6 +293,7 @@ class ReplContextProvider:
                 fetched = self._absorb(namespace, reply, query.bare, query.symbols)
                 facts = self._facts(namespace, reply, query)
                 lines = render_context_lines(facts, settings)
+                names, all_names = typed_names(facts)
             except (ReplUnavailable, ReplTimeout):
                 raise
             except Exception as exc:  # a garbled or unexpected reply: report it as REPL trouble
@@ -293,7 +301,8 @@ class ReplContextProvider:
                 raise ReplUnavailable(f"context query in {namespace} failed: {type(exc).__name__}: {exc}") from None
             sites = (v.site for v in facts.form_vars + facts.nearby_vars if v is not None)
             return LiveContext(namespace, True, tuple(lines), _ms(started), cache_hit=not fetched,
-                               evals=self._evals - evals_before, sites=tuple(s for s in sites if s is not None))
+                               evals=self._evals - evals_before, sites=tuple(s for s in sites if s is not None),
+                               names=names, all_names=all_names)
 
     def _query(self, namespace: str, settings: ContextSettings, bare: str | None, quals: list[str], syms: list[str]):
         for attempt in range(2):
@@ -328,7 +337,7 @@ class ReplContextProvider:
                     known[target] = self._publics[target][0]
         prefix_fp = self._matches[(namespace, bare)][0] if bare and (namespace, bare) in self._matches else None
         ids = [self._vars[(namespace, s)].meta_id if (namespace, s) in self._vars else 0 for s in syms]
-        return "({}/gather {} {} {} {} {} {} {} {})".format(
+        return "({}/gather {} {} {} {} {} {} {} {} [{} {} {}])".format(
             HELPER_NS,
             clj_string(namespace),
             "{" + " ".join(f"{clj_string(k)} {int(v)}" for k, v in known.items()) + "}",
@@ -338,6 +347,7 @@ class ReplContextProvider:
             clj_strings(syms),
             "[" + " ".join(str(int(i)) for i in ids) + "]",
             clj_strings(n for n in settings.skip_namespaces if _NS_NAME.match(n)),
+            int(REPL_MATCHES.value), int(settings.max_matches), int(REPL_PUBLICS.value),
         )
 
     def _absorb(self, namespace: str, reply, bare: str | None, syms: list[str]) -> bool:
@@ -477,12 +487,39 @@ class ContextFacts:
     refers: tuple[str, ...]  # the qualified vars it refers (not clojure.core's), in the program's order
 
 
+def typed_vars(facts: ContextFacts) -> tuple[list[VarInfo], bool]:
+    """The vars that complete the symbol being typed, most likely first, and whether they are all
+    the namespace resolves for it (the REPL sent fewer than it may)."""
+    query = facts.query
+    if query.qualifier is not None:
+        target = facts.qualifiers.get(query.qualifier)
+        if target not in facts.publics:
+            return [], False
+        publics = facts.publics[target]
+        typed = [v for v in publics if v.name.startswith(query.name_prefix)]
+        typed.sort(key=lambda v: (v.name != query.name_prefix, len(v.name), v.name))
+        return typed, len(publics) < REPL_PUBLICS.value
+    if query.bare:
+        return list(facts.matches), len(facts.matches) < REPL_MATCHES.value
+    return [], False
+
+
+def typed_names(facts: ContextFacts) -> tuple[tuple[str, ...], bool]:
+    """:func:`typed_vars` as the user goes on typing them: `name`, or `q/name` after a qualifier."""
+    typed, complete = typed_vars(facts)
+    query = facts.query
+    lead = f"{query.qualifier}/" if query.qualifier is not None else ""
+    prefix = query.name_prefix if query.qualifier is not None else query.bare or ""
+    # a referred var renamed (`:rename`) is mapped under another name than its own: not offered
+    names = tuple(lead + v.name for v in typed if v.name.startswith(prefix))
+    return names[: REPL_MATCHES.value], complete and len(names) == len(typed)
+
+
 def render_context_lines(facts: ContextFacts, settings: ContextSettings) -> list[str]:
     """The context lines, most relevant first (the order the prompt stage keeps them in)."""
     lines: list[str] = []
     shown: set[str] = set()
     skip = set(settings.skip_namespaces)
-    query = facts.query
 
     def add_var(info: VarInfo) -> None:
         if info.qualified and info.qualified not in shown:
@@ -490,15 +527,7 @@ def render_context_lines(facts: ContextFacts, settings: ContextSettings) -> list
             lines.append(var_line(info, settings))
 
     # 1. the symbol being typed
-    typed: list[VarInfo] = []
-    if query.qualifier is not None:
-        target = facts.qualifiers.get(query.qualifier)
-        if target in facts.publics:
-            typed = [v for v in facts.publics[target] if v.name.startswith(query.name_prefix)]
-            typed.sort(key=lambda v: (v.name != query.name_prefix, len(v.name), v.name))
-    elif query.bare:
-        typed = list(facts.matches)
-    for info in typed[: settings.max_matches]:
+    for info in typed_vars(facts)[0][: settings.max_matches]:
         add_var(info)
 
     # 2. vars of the enclosing form, then qualified vars used nearby

@@ -7,10 +7,11 @@ import dataclasses
 import edn_format
 import pytest
 
+from cljassist.budgets import REPL_MATCHES
 from cljassist.clojure_text.cursor import analyze_cursor
 from cljassist.clojure_text.analysis import Analysis, analyze
 from cljassist.clojure_text.forms import clj_string
-from cljassist.context import HELPER_NS, ReplContextProvider
+from cljassist.context import HELPER_NS, ReplContextProvider, load_context_settings
 from cljassist.model.fim import load_fim_table
 from cljassist.prompt import build_prompt, load_templates
 
@@ -108,6 +109,21 @@ def test_typing_an_alias_prefix_puts_its_matches_first(nrepl_client, provider):
     # a bare prefix: the namespace's own and referred vars first
     live = gather(provider, TODO_NS.format(ns=ns) + "\n(defn f [xs]\n  (slu| xs))\n")
     assert live.lines[0] == "demo.core/slugify ([title]) - Lower-case words joined by dashes."
+
+
+def test_the_names_completing_the_typed_symbol_come_as_data(nrepl_client, provider):
+    ns = "ctx-test.names"
+    define(nrepl_client, TODO_NS.format(ns=ns))
+    live = gather(provider, TODO_NS.format(ns=ns) + "\n(defn f [xs]\n  (str/jo| \", \" xs))\n")
+    assert live.names == ("str/join",) and live.all_names  # clojure.string has one var starting with jo
+    live = gather(provider, TODO_NS.format(ns=ns) + "\n(defn f [xs]\n  (slu| xs))\n")
+    assert live.names[0] == "slugify" and live.all_names
+    # clojure.core's own: shortest first, all of them (fewer than the REPL may send)
+    live = gather(provider, TODO_NS.format(ns=ns) + "\n(defn f [xs]\n  (re| xs))\n")
+    assert 40 < len(live.names) < REPL_MATCHES.value and live.all_names
+    assert live.names[:2] == ("ref", "rem") and "reduce" in live.names and "reduce-kv" in live.names
+    # the context block still shows only the first few, described
+    assert sum(line.startswith("clojure.core/re") for line in live.lines) == load_context_settings().max_matches
 
 
 def test_vars_of_the_enclosing_form_with_doc_and_arglists(nrepl_client, provider):

@@ -55,17 +55,18 @@
           (when (var? v) v))))
     (catch Throwable _ nil)))
 
-(defn- publics [ns]
-  (->> (ns-publics ns) (sort-by key) (take 400) (mapv (fn [[_ v]] (info v true)))))
+(defn- publics [ns limit]
+  (->> (ns-publics ns) (sort-by key) (take limit) (mapv (fn [[_ v]] (info v true)))))
 
-(defn- matches [ns prefix]
+(defn- matches [ns prefix limit described]
   (->> (ns-map ns)
        (keep (fn [[k v]] (when (and (var? v) (.startsWith (name k) ^String prefix)) v)))
        (sort-by (fn [^clojure.lang.Var v]
                   [(cond (identical? (.-ns v) ns) 0 (= 'clojure.core (ns-name (.-ns v))) 2 :else 1)
                    (count (name (.-sym v))) (name (.-sym v))]))
-       (take 16)
-       (mapv #(info % true))))
+       (take limit)
+       (map-indexed (fn [i v] (info v (< i described))))
+       vec))
 
 (defn- refers [ns]
   (->> (ns-refers ns)
@@ -78,8 +79,10 @@
   prefix / prefix-fp: a bare prefix to match and the fingerprint its cached matches are from;
   quals: qualifiers (aliases or namespace names) whose publics are wanted; syms / ids: symbols to
   resolve and the metadata identity the caller holds for each (0 none, -1 unresolved); skip:
-  namespaces whose vars need no doc. Returns only what differs from what the caller knows."
-  [nsn known prefix prefix-fp quals syms ids skip]
+  namespaces whose vars need no doc; limits: [matches described-matches publics], how many
+  matches to send (the first described-matches with arglists and doc) and publics per namespace.
+  Returns only what differs from what the caller knows."
+  [nsn known prefix prefix-fp quals syms ids skip [match-limit described public-limit]]
   (when-let [the-ns (find-ns (symbol nsn))]
     (let [fp (ns-fp the-ns)
           aliases (ns-aliases the-ns)
@@ -89,7 +92,7 @@
           by-name (into {} (map (fn [t] [(str (ns-name t)) t])) (vals targets))
           tfps (into {} (map (fn [[n t]] [n (ns-fp t)])) by-name)
           skip (set skip)
-          pubs (into {} (keep (fn [[n f]] (when (not= f (get known n)) [n (publics (by-name n))]))) tfps)
+          pubs (into {} (keep (fn [[n f]] (when (not= f (get known n)) [n (publics (by-name n) public-limit)]))) tfps)
           vars (into [] (keep-indexed
                           (fn [i s]
                             (let [v (resolve-var the-ns s)
@@ -104,5 +107,5 @@
         (assoc :ns {:aliases (into {} (map (fn [[a t]] [(str a) (str (ns-name t))])) aliases)
                     :refers (refers the-ns)})
         (seq pubs) (assoc :publics pubs)
-        (and prefix (not= fp prefix-fp)) (assoc :matches (matches the-ns prefix))
+        (and prefix (not= fp prefix-fp)) (assoc :matches (matches the-ns prefix match-limit described))
         (seq vars) (assoc :vars vars)))))

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Sequence
 
+from cljassist.budgets import REPL_MATCHES, REPL_PUBLICS
 from cljassist.clojure_text.analysis import Analysis
 from cljassist.clojure_text.cursor import CursorContext, analyze_cursor
 from cljassist.clojure_text.forms import meta_doc, meta_entry, meta_private, pr_form, string_value, unmeta
@@ -330,9 +331,9 @@ def _resolve(pkg: PackageIndex, here: NsIndex, sym: str) -> VarInfo | None:
 
 
 # What context_v1.clj's `matches`, `refers` and `publics` return at most, in the REPL's order.
-REPL_MAX_MATCHES = 16
+REPL_MAX_MATCHES = REPL_MATCHES.value
 REPL_MAX_REFERS = 64
-REPL_MAX_PUBLICS = 400
+REPL_MAX_PUBLICS = REPL_PUBLICS.value
 
 
 def _offline_matches(pkg: PackageIndex, here: NsIndex, core: NsIndex | None, bare: str) -> tuple[VarInfo, ...]:
