@@ -70,6 +70,8 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
     p.add_argument("--no-repo-prompt", dest="repo_prompt", action="store_false", default=None,
                    help="leave the project's name and other files' definitions out of the prompt "
                         "(models with a repository layout, e.g. Qwen2.5-Coder)")
+    p.add_argument("--no-steer", dest="steer", action="store_false", default=None,
+                   help="no names of the cursor's scope or the REPL as candidates for the symbol being typed")
     p.add_argument("--backend", metavar="URL",
                    help="complete on an inference server: llama.cpp's .../infill or an OpenAI-compatible "
                         ".../v1/completions (default: the local model)")

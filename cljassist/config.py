@@ -56,6 +56,10 @@ class Settings:
     # the project and carries the definitions the code at the cursor uses from other files
     # (cljassist/crossfile.py). Off: the template alone, as before the layout was used.
     repo_prompt: bool = True
+    # Where a symbol is being typed, the names that complete it (locals, the file's, the REPL's) are
+    # scored by the model as candidates, and a candidate naming nothing known is withheld where all
+    # names are known (cljassist/steer.py, verify/resolves.py).
+    steer: bool = True
     # Remote engine: a llama.cpp-compatible /infill or an OpenAI-compatible /v1/completions URL.
     backend: str | None = None
     backend_timeout_ms: int = BACKEND_TIMEOUT.value
@@ -102,6 +106,7 @@ _EDN_KEYS = {
     "context-matches": ("context_matches", (bool,)),
     "token-healing": ("token_healing", (bool,)),
     "repo-prompt": ("repo_prompt", (bool,)),
+    "steer": ("steer", (bool,)),
     "backend": ("backend", (str,)),
     "backend-timeout-ms": ("backend_timeout_ms", (int,)),
     "backend-fallback": ("backend_fallback", (bool,)),

@@ -512,7 +512,8 @@ def typed_names(facts: ContextFacts) -> tuple[tuple[str, ...], bool]:
     prefix = query.name_prefix if query.qualifier is not None else query.bare or ""
     # a referred var renamed (`:rename`) is mapped under another name than its own: not offered
     names = tuple(lead + v.name for v in typed if v.name.startswith(prefix))
-    return names[: REPL_MATCHES.value], complete and len(names) == len(typed)
+    complete = complete and len(names) == len(typed) <= REPL_MATCHES.value
+    return names[: REPL_MATCHES.value], complete
 
 
 def render_context_lines(facts: ContextFacts, settings: ContextSettings) -> list[str]:

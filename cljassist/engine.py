@@ -3,7 +3,7 @@
     request -> prefilter (type-through, recent results) -> text analysis
             -> live REPL context (gathered while the model reads the prompt's stable start)
             -> other files' definitions (for a model with a repository layout)
-            -> prompt -> model candidates -> verification -> ranking -> suggestions
+            -> prompt -> model candidates (+ names steered in) -> verification -> ranking -> suggestions
 
 Every front-end (CLI, benchmark, nREPL bridge, terminal prompt, file watcher) calls
 `Engine.complete` and nothing below it.
@@ -28,8 +28,10 @@ from cljassist.crossfile import Definition, DefinitionFinder, Project, project_o
 from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
 from cljassist.prompt import PromptInput, PromptLimits, assemble_prompt
 from cljassist.rank import rank, withhold_below
+from cljassist.steer import known_names, steered_generations
 from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, ContextProvider, ReplStatus
 from cljassist.verify import repl_checks, structural_check
+from cljassist.verify.resolves import resolves_check
 
 if TYPE_CHECKING:
     from cljassist.context import LiveContext
@@ -201,8 +203,18 @@ class Engine:
         lap("model")
         timings["model"] = round(timings["model"] + model_ms, 2)
 
-        # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval.
+        # 4b. Steering: where a symbol is being typed, the names that complete it (locals, the
+        #     file's, the REPL's) scored by the model join its candidates.
+        known = known_names(analysis, live) if self.settings.steer else None
+        if known is not None:
+            generations = generations + steered_generations(self.model, prompt, known, cancelled)
+            lap("steer")
+
+        # 5. Verification: structure, the typed symbol resolves, then (with a REPL) read, compile and
+        #    opt-in eval.
         candidates = [structural_check(g, analysis) for g in generations]
+        if known is not None:
+            resolves_check(candidates, known)
         if self.verifier is not None and self.settings.verify:
             try:
                 repl_checks(candidates, self.verifier, analysis)

@@ -102,6 +102,8 @@ class Generation:
     token_ids: tuple[int, ...] = ()  # the generated ids (a stop token never included; the backed-off text's included)
 
 
+# The checks every candidate records (None: did not run); where a symbol is being typed, also
+# "resolves" (cljassist/verify/resolves.py).
 CHECK_NAMES = ("balanced", "reads", "compiles", "arity", "evaluated")
 
 

@@ -40,7 +40,7 @@ def settings_from_args(args, near: Path | None, keystrokes: bool = False) -> Set
         backend=getattr(args, "backend", None), backend_fallback=getattr(args, "backend_fallback", None),
         backend_timeout_ms=getattr(args, "backend_timeout_ms", None),
         token_healing=getattr(args, "token_healing", None), min_score=getattr(args, "min_score", None),
-        repo_prompt=getattr(args, "repo_prompt", None),
+        repo_prompt=getattr(args, "repo_prompt", None), steer=getattr(args, "steer", None),
     )
     return for_keystrokes(settings) if keystrokes else settings
 

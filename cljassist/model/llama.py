@@ -375,17 +375,24 @@ class LocalModel:
             common = int(diff[0]) if diff.size else limit
         if not need_logits and common == len(ids):
             return None, common  # all cached already: keep what follows too (the next prompt may share it)
-        kept = self._prompt_end
-        if kept is not None and common == len(ids) - 1 and len(kept[0]) == len(ids) and cached[len(ids) - 1] == ids[-1]:
-            # the same prompt again (scoring after generating): its logits as they were computed, not
-            # recomputed from a batch of another shape
-            self._rewind(len(ids))
-            return kept[1], len(ids)
         self._rewind(common)
         reused = int(llm.n_tokens)
         logits = self._eval(ids[reused:], cancelled)
         self._prompt_end = (ids, logits)
         return logits, reused
+
+    def _prompt_logits(self, ids: list[int], cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+        """The next-token logits after ``ids`` made the evaluated context: as they were computed when
+        that prompt was last evaluated, where its KV cache is still held (scoring right after
+        generating starts from the distribution generation started from: evaluated again, in a
+        batch of another shape, llama.cpp's logits differ a little); else evaluated now."""
+        llm, kept = self._llm, self._prompt_end
+        if (kept is not None and len(kept[0]) == len(ids) <= llm.n_tokens
+                and np.array_equal(llm.input_ids[: len(ids)], np.asarray(ids, dtype=llm.input_ids.dtype))):
+            self._rewind(len(ids))
+            return kept[1]
+        logits, _ = self._load_prompt(ids, cancelled)
+        return logits
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         """Evaluate the start of a coming prompt ahead of time (what is already cached stays), so
@@ -517,8 +524,7 @@ class LocalModel:
         healed = (prompt.healed or "").encode("utf-8")
         paths = [self.tokenize(prompt.healed + text, special=False) if text else [] for text in texts]
         ids, _, _ = self._prompt_ids(prompt, max((len(p) for p in paths), default=0) + 1)
-        logits, _ = self._load_prompt(ids, cancelled)
-        lp0 = log_softmax(logits)
+        lp0 = log_softmax(self._prompt_logits(ids, cancelled))
         first_allowed = self._allowed(healed, b"")
         firsts = {i: _logprob_of(p[0], lp0, first_allowed) for i, p in enumerate(paths) if p}
         ranked = sorted((i for i, lp in firsts.items() if lp is not None), key=lambda i: -firsts[i])

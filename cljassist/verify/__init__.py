@@ -1,6 +1,7 @@
 """Verification stage: every candidate's checks, recorded by name in `checks`.
 
-1. structure (`verify.structure`): the balance invariant;
+1. structure (`verify.structure`): the balance invariant; where a symbol is being typed, the name
+   it is completed to resolves (`verify.resolves`, from the names steering knows, no REPL call);
 2. in the REPL, when one is connected (`verify.repl_compile`): reads safely, compiles in the
    cursor's namespace with the cursor's locals bound, passes the arguments the called functions'
    ``:arglists`` take (`verify.arity` chooses the calls), and, only when the user opted in,
