@@ -210,17 +210,17 @@ class Engine:
             generations = generations + steered_generations(self.model, prompt, known, cancelled)
             lap("steer")
 
-        # 5. Verification: structure, the typed symbol resolves, then (with a REPL) read, compile and
-        #    opt-in eval.
+        # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval, then whether
+        #    the typed symbol resolves (after the REPL's checks, which it would otherwise skip).
         candidates = [structural_check(g, analysis) for g in generations]
-        if known is not None:
-            resolves_check(candidates, known)
         if self.verifier is not None and self.settings.verify:
             try:
                 repl_checks(candidates, self.verifier, analysis)
             except (ReplUnavailable, ReplTimeout) as exc:
                 # the structural verdicts stand; REPL checks stay None
                 repl_state, repl_error = ReplStatus.FAILED, str(exc)
+        if known is not None:
+            resolves_check(candidates, known)
         lap("verify")
 
         # 6. Ranking, then the score threshold.

@@ -1,11 +1,12 @@
 """Verification stage: every candidate's checks, recorded by name in `checks`.
 
-1. structure (`verify.structure`): the balance invariant; where a symbol is being typed, the name
-   it is completed to resolves (`verify.resolves`, from the names steering knows, no REPL call);
+1. structure (`verify.structure`): the balance invariant;
 2. in the REPL, when one is connected (`verify.repl_compile`): reads safely, compiles in the
    cursor's namespace with the cursor's locals bound, passes the arguments the called functions'
    ``:arglists`` take (`verify.arity` chooses the calls), and, only when the user opted in,
-   evaluates (`verify.evaluate`).
+   evaluates (`verify.evaluate`);
+3. where a symbol is being typed, the name a candidate completes it to resolves
+   (`verify.resolves`: from the names steering knows, no REPL call, verification on or off).
 A check that did not run is recorded as None; a candidate with a failed check is withheld unless
 the user asked to see failures with their errors.
 
