@@ -58,3 +58,8 @@ def test_bad_case_file(capsys, tmp_path):
     path.write_text("not json\n")
     code, err = run(capsys, "bench", str(path), "--no-repl")
     assert code == EXIT_ERROR and "line 1" in err
+
+
+def test_nrepl_in_a_missing_directory_says_so(capsys, tmp_path):
+    code, err = run(capsys, "nrepl", str(tmp_path / "nowhere"))
+    assert code == 2 and "nowhere: no such directory" in err and "java" not in err

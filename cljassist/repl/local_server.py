@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from cljassist.budgets import NREPL_START_TIMEOUT, NREPL_STOP
-from cljassist.errors import ReplUnavailable
+from cljassist.errors import InputError, ReplUnavailable
 from cljassist.repl.discovery import PORT_FILE
 
 __all__ = ["LocalNrepl", "start_local_nrepl", "main_serve", "base_classpath", "DEFAULT_JVM_OPTS"]
@@ -163,6 +163,9 @@ def start_local_nrepl(
 def main_serve(project_dir: Path | str | None = None, extra_classpath: Sequence[str] = ()) -> int:
     """``cljassist nrepl [DIR]``: serve nREPL for DIR in the foreground until Ctrl-C."""
     project_dir = Path(project_dir or ".").absolute()
+    if not project_dir.is_dir():
+        # the JVM runs in DIR: without this, a missing DIR reads as a missing java
+        raise InputError(f"{project_dir}: no such directory")
     server = start_local_nrepl(project_dir, extra_classpath=extra_classpath)
     print(f"nREPL on {server.endpoint} (.nrepl-port written in {project_dir})", flush=True)
     # Ctrl-C, `kill` and a closed terminal all stop the JVM and remove .nrepl-port. SIGINT too:
