@@ -422,7 +422,7 @@ def choose_variants(names: str | None) -> tuple[list[Variant], list[str]]:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    out = Path(args.resume or args.out)
+    out = Path(args.resume or args.out).absolute()  # each bench runs in DIR: its paths must not be relative to here
     selection = selection_of(Path(args.cases), args.limit, args.sample)
     models = args.models.split(",") if args.models else list(known_names())
     unknown = [m for m in models if m not in known_names()]

@@ -63,3 +63,10 @@ def test_bad_case_file(capsys, tmp_path):
 def test_nrepl_in_a_missing_directory_says_so(capsys, tmp_path):
     code, err = run(capsys, "nrepl", str(tmp_path / "nowhere"))
     assert code == 2 and "nowhere: no such directory" in err and "java" not in err
+
+
+def test_bench_json_into_a_missing_directory_is_said_before_the_run(capsys, tmp_path):
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text('{"id": "a", "prefix": "(inc ", "suffix": ")", "middle": "1", "category": "arg"}\n')
+    code, err = run(capsys, "bench", str(cases), "--no-repl", "--json", str(tmp_path / "no" / "out.json"))
+    assert code == 2 and err.endswith("out.json: no such directory")

@@ -301,7 +301,7 @@ def test_decide_writes_a_section_that_the_readme_check_accepts(cases_file, tmp_p
 
 
 @pytest.mark.integration
-def test_a_small_run_end_to_end_and_resumed(tmp_path, capsys):
+def test_a_small_run_end_to_end_and_resumed(tmp_path, capsys, monkeypatch):
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed")
     from cljassist.errors import ModelNotFound
@@ -315,7 +315,8 @@ def test_a_small_run_end_to_end_and_resumed(tmp_path, capsys):
                         and evidence.known_bench_flags(v.flags))  # the peer too: SmolLM2 has no FIM tokens
     cases = ROOT / "fixtures" / "bench" / "public.jsonl"
     argv = ["run", str(cases), "--models", "smollm2-135m", "--variants", variants, "--sample", "2"]
-    assert evidence.main(argv + ["--out", str(tmp_path)]) == 0
+    monkeypatch.chdir(tmp_path.parent)  # DIR given relative to here, as a user types it
+    assert evidence.main(argv + ["--out", tmp_path.name]) == 0
     merged = json.loads((tmp_path / "evidence.json").read_text())
     assert [r["variant"] for r in merged["runs"]] == ["no-repl"]
     if "peer" in variants:

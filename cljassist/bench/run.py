@@ -239,6 +239,9 @@ def run_bench_command(args) -> int:
     from cljassist.frontends.bootstrap import open_frontend, settings_from_args
 
     cases = select_cases(Path(args.cases), args.limit, args.sample)
+    if args.json and not Path(args.json).absolute().parent.is_dir():
+        # said before the run, not after it has taken an hour
+        raise InputError(f"{args.json}: no such directory")
     settings = settings_from_args(args, Path.cwd())
     if args.peer and (args.compare or args.nrepl is not None):
         raise InputError("--peer runs without a REPL: leave out --compare and --nrepl")
