@@ -46,8 +46,8 @@ from typing import Iterable, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cljassist.bench.metrics import CaseResult, percentile, summarize  # noqa: E402
-from cljassist.bench.run import CATEGORY_ORDER, select_cases  # noqa: E402
+from cljassist.bench.metrics import CaseResult, percentile, starts_with_reference, summarize  # noqa: E402
+from cljassist.bench.run import CATEGORY_ORDER, load_cases, select_cases  # noqa: E402
 from cljassist.budgets import (  # noqa: E402
     ONE_SHOT_P50_TARGET, TYPING_WARM_P50_TARGET, TYPING_WARM_P95_TARGET,
 )
@@ -93,8 +93,10 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 OVERALL_COLUMNS = (("n", "n"), ("offered", "offered"), ("EM", "EM"), ("precision", "precision"), ("ES", "ES"),
-                   ("balanced", "balanced"), ("compiles", "compiles"), ("p50_ms", "p50"), ("p95_ms", "p95"))
-PERCENT_KEYS = {"offered", "EM", "precision", "balanced", "compiles", "matched_share", "offered_share"}
+                   ("balanced", "balanced"), ("compiles", "compiles"), ("p50_ms", "p50"), ("p95_ms", "p95"),
+                   ("starts_right", "starts right"))
+PERCENT_KEYS = {"offered", "EM", "precision", "balanced", "compiles", "matched_share", "offered_share",
+                "starts_right"}
 RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(CaseResult))
 RUN_SUFFIX = ".json"
 
@@ -207,7 +209,7 @@ def _variant_order(runs: list[dict]) -> list[str]:
 
 
 def overall_table(runs: list[dict]) -> str:
-    rows = [[r["model"], r["variant"]] + [_cell(r["report"]["overall"].get(k), k) for k, _ in OVERALL_COLUMNS]
+    rows = [[r["model"], r["variant"]] + [_cell(r["report"]["overall"].get(k, r.get(k)), k) for k, _ in OVERALL_COLUMNS]
             for r in _ordered(runs, _variant_order(runs))]
     return _md_table(["model", "variant"] + [label for _, label in OVERALL_COLUMNS], rows, 2)
 
@@ -253,11 +255,25 @@ def xref_table(runs: list[dict]) -> str:
                       "other precision"], rows, 2)
 
 
+def _middles(cases_file: Path) -> dict[str, str]:
+    """Each case's reference by id, where the cases file is still there (else the column stays empty)."""
+    try:
+        return {c["id"]: c["middle"] for c in load_cases(cases_file)}
+    except (InputError, OSError):
+        return {}
+
+
 def merged_evidence(runs: list[dict]) -> dict:
     check_same_cases(runs)
     if not runs:
         raise InputError("no saved runs")
     first = runs[0]
+    middles = _middles(Path(first["cases_file"]))
+    for run in runs:
+        results = run["report"]["results"]
+        if middles and all(r["id"] in middles for r in results):
+            run["starts_right"] = sum(starts_with_reference(r["suggestion"], middles[r["id"]])
+                                      for r in results) / max(1, len(results))
     legend = {v.name: {"flags": list(v.flags), "repl": v.repl, "what": v.what} for v in VARIANTS}
     return {"cases_file": first["cases_file"], "cases": first["cases"], "sample": first.get("sample"),
             "limit": first.get("limit"), "fingerprint": first["fingerprint"], "variants": legend,
@@ -272,7 +288,9 @@ def evidence_markdown(evidence: dict) -> str:
     used = list(dict.fromkeys(r["variant"] for r in runs))
     parts = [f"# Evidence on `{evidence['cases_file']}`", "",
              f"{evidence['cases']} cases{limit}{sample}; {', '.join(threads)} thread(s) a run; "
-             "one `cljassist bench` process per row; latency is one-shot, request to final suggestion.", ""]
+             "one `cljassist bench` process per row; latency is one-shot, request to final suggestion; "
+             "`starts right`: the reference is all at the start of what was shown (an editor's accept-word "
+             "or accept-line could take it), which credits a suggestion that runs on past the gap.", ""]
     for name in used:
         v = evidence["variants"].get(name)
         parts.append(f"- `{name}`: {v['what']} (bench flags: `{' '.join(v['flags']) or 'none'}`"

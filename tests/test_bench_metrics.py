@@ -67,3 +67,14 @@ def test_evenly_spaced_sample_spreads_over_the_file():
     cases = [{"id": str(i)} for i in range(10)]
     assert [c["id"] for c in evenly_spaced(cases, 3)] == ["0", "3", "6"]
     assert evenly_spaced(cases, 20) == cases
+
+
+def test_starts_with_reference_needs_the_whole_reference_up_to_a_token_end():
+    from cljassist.bench.metrics import starts_with_reference
+
+    assert starts_with_reference("(inc x)", "(inc x)")
+    assert starts_with_reference("(inc x))\n  (dec y)", "(inc x)")
+    assert starts_with_reference("count xs)", "count")
+    assert not starts_with_reference("counter xs", "count")  # a word further: accept-word takes "counter"
+    assert not starts_with_reference("(inc", "(inc x)")
+    assert not starts_with_reference(None, "x") and not starts_with_reference("x", "")

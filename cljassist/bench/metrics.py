@@ -13,6 +13,23 @@ def exact_match(suggestion: str | None, middle: str) -> bool:
     return suggestion is not None and collapse_whitespace(suggestion) == collapse_whitespace(middle)
 
 
+def starts_with_reference(suggestion: str | None, middle: str) -> bool:
+    """The reference is all at the start of the suggestion (whitespace collapsed), ending where a
+    token ends: an editor's accept-word or accept-line could take exactly it, though the whole
+    suggestion is more than it."""
+    if suggestion is None:
+        return False
+    shown, wanted = collapse_whitespace(suggestion), collapse_whitespace(middle)
+    if not wanted or not shown.startswith(wanted):
+        return False
+    rest = shown[len(wanted):]
+    return not rest or not (_in_token(wanted[-1]) and _in_token(rest[0]))
+
+
+def _in_token(ch: str) -> bool:
+    return ch.isalnum() or ch in "*+!-_'?<>=/.:#$%&|"
+
+
 def levenshtein(a: str, b: str) -> int:
     if len(a) < len(b):
         a, b = b, a
