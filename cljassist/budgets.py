@@ -14,6 +14,8 @@ This module imports nothing of cljassist: every stage can read it.
 from __future__ import annotations
 
 import argparse
+import threading
+import time
 from dataclasses import dataclass
 
 _BYTE_UNITS = ((1024 * 1024, "MiB"), (1024, "KiB"))
@@ -86,8 +88,16 @@ CANCEL_CHUNK = Budget(
     "model", "prompt chunk between cancel checks", 64, "tokens", "",
     "a newer keystroke cancels the request between chunks; smaller stops sooner, larger evaluates faster")
 REPL_TIMEOUT = Budget(
-    "REPL", "REPL context and checks", 2000, "ms", "`:repl-timeout-ms`",
-    "a busy or hung REPL must not hold up a suggestion: past this, completion goes on without it")
+    "REPL", "REPL context and checks, per request", 2000, "ms", "`:repl-timeout-ms`",
+    "what one request may wait on the REPL in all, its context and every candidate's checks together: "
+    "a busy or hung REPL must not hold up a suggestion; past this, completion goes on without it")
+REPL_INTERRUPT_WAIT = Budget(
+    "REPL", "interrupt after a timed-out call", 500, "ms", "",
+    "kept out of the request's REPL time for the interrupt: a live REPL answers it at once, one that "
+    "does not is left out of later requests until a probe answers")
+REPL_PROBE_INTERVAL = Budget(
+    "REPL", "probe of a REPL that stopped answering", 2, "s", "",
+    "a `describe` in the background at most this often; requests meanwhile go on without the REPL")
 CROSSFILE_TIME = Budget(
     "context", "finding other files' definitions", 200, "ms", "",
     "sources read once per file and modification time, then only looked up; a slow disk must not hold "
@@ -100,7 +110,8 @@ NREPL_REQUEST_TIMEOUT = Budget(
     "ops on the completion path pass the REPL timeout instead; the others answer at once when the REPL is alive")
 TOOLING_SETUP = Budget(
     "REPL", "our tooling session: clone and load its helper", 10, "s", "",
-    "once per connection, not per request; a cold JVM compiles the helper in seconds")
+    "once per connection, not per request (the request that sets up may wait this long on the REPL "
+    "instead of its REPL time); a cold JVM compiles the helper in seconds")
 NREPL_LOAD_TIMEOUT = Budget(
     "REPL", "nREPL load-file", 30, "s", "",
     "loading a file compiles it and what it requires; a cold JVM takes seconds")
@@ -206,6 +217,49 @@ TYPING_WARM_P95_TARGET = Budget(
     "default model", "as-you-type warm p95 over all keystrokes (`bench --typing`)", 800, "ms", "",
     "the slow tail is what is felt as lag")
 TABLE: tuple[Budget, ...] = tuple(v for v in globals().copy().values() if isinstance(v, Budget))
+
+
+class TimeBudget:
+    """The seconds one request may still wait on something (the REPL), however many calls it makes:
+    each call is given what is left, and what it waited is charged. Only waiting counts (the model
+    generating between the context and the checks does not). Thread-safe: the context is gathered
+    on another thread than the checks run on."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.total = float(seconds)
+        self._spent = 0.0
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.ended: str | None = None  # why no more calls are made, once one failed
+
+    @property
+    def spent(self) -> float:
+        return self._spent
+
+    def left(self) -> float:
+        """Seconds still to wait; 0 once spent or ended."""
+        with self._lock:
+            return 0.0 if self.ended is not None else max(0.0, self.total - self._spent)
+
+    def at_least(self, seconds: float) -> None:
+        """Raise the total to `seconds` (a setup step that is allowed longer than a request)."""
+        with self._lock:
+            self.total = max(self.total, float(seconds))
+
+    def end(self, reason: str) -> None:
+        """No more waiting in this request (a call failed: the rest would only wait for it too)."""
+        with self._lock:
+            self.ended = self.ended or reason
+
+    def charge_since(self, started: float) -> float:
+        """Charge the time since `started` (a `now()` reading); returns the seconds charged."""
+        waited = max(0.0, self._clock() - started)
+        with self._lock:
+            self._spent += waited
+        return waited
+
+    def now(self) -> float:
+        return self._clock()
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")

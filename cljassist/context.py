@@ -46,7 +46,7 @@ from typing import Any, Iterable
 import edn_format
 
 from cljassist.budgets import (
-    CONTEXT_CACHE_ENTRIES, NREPL_LOAD_TIMEOUT, REPL_MATCHES, REPL_PUBLICS, REPL_TIMEOUT, TOOLING_SETUP,
+    CONTEXT_CACHE_ENTRIES, NREPL_LOAD_TIMEOUT, REPL_MATCHES, REPL_PUBLICS, REPL_TIMEOUT, TimeBudget,
 )
 from cljassist.clojure_text.analysis import Analysis
 from cljassist.clojure_text.cursor import CursorContext
@@ -55,6 +55,7 @@ from cljassist.clojure_text.references import QUALIFIER, SYMBOL, References, qua
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
+from cljassist.repl.health import ReplHealth
 from cljassist.repl.tooling import ToolingSession
 
 __all__ = ["LiveContext", "ReplContextProvider", "ContextSettings", "load_context_settings", "HELPER_NS",
@@ -201,10 +202,14 @@ _MAX_CACHED = CONTEXT_CACHE_ENTRIES.value
 
 
 class ReplContextProvider:
-    def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds):
+    """`health`: whether the REPL answers, shared with the verifier on the same client (a new one
+    when not given)."""
+
+    def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds, health: ReplHealth | None = None):
         self.client = client
         self.timeout_s = timeout_s
-        self._tooling = ToolingSession(client, self._setup_session)
+        self.health = health if health is not None else ReplHealth(lambda timeout: client.describe(timeout=timeout))
+        self._tooling = ToolingSession(client, self._setup_session, self.health)
         self._lock = threading.RLock()
         self._ns: dict[str, _NsInfo] = {}
         self._vars: dict[tuple[str, str], VarInfo] = {}
@@ -214,9 +219,10 @@ class ReplContextProvider:
 
     @property
     def connection_stamp(self) -> int | None:
-        """None while the connection is down, else the client's connection generation: answers
-        checked on one connection may not hold on the next (the REPL may have restarted)."""
-        return self.client.connection_generation if self.client.connected else None
+        """None while the connection is down or the REPL is not answering, else the client's
+        connection generation: answers checked on one connection may not hold on the next (the REPL
+        may have restarted)."""
+        return self.client.connection_generation if self.client.connected and self.health.answering else None
 
     @property
     def endpoint(self) -> str:
@@ -228,26 +234,27 @@ class ReplContextProvider:
     def session(self) -> str:
         """Our tooling session; cloned (and the helper loaded) again after a reconnect."""
         with self._lock:
-            return self._tooling.get()
+            return self._tooling.get(TimeBudget(self.timeout_s))
 
-    def _setup_session(self, session: str) -> None:
+    def _setup_session(self, session: str, budget: TimeBudget) -> None:
         self._clear()  # what was cached came from the previous connection's server
-        self._install(session)
+        self._install(session, budget)
 
-    def _install(self, session: str) -> None:
+    def _install(self, session: str, budget: TimeBudget) -> None:
         code = _INSTALL.format(src=clj_string(_HELPER_SOURCE))
-        result = self._eval(code, session, max(self.timeout_s, TOOLING_SETUP.seconds))
+        result = self._eval(code, budget, session)
         if not result.ok or result.values[-1:] != [clj_string(HELPER_NS)]:
             raise ReplUnavailable(f"could not load the context helper: {_first_line(result.err) or result.ex}")
 
     def close(self) -> None:
-        """Close our tooling session (the provider clones a new one if used again)."""
+        """Close our tooling session (the provider clones a new one if used again) and stop probing."""
         with self._lock:
             self._tooling.close(self.timeout_s)
+        self.health.close()
 
-    def _eval(self, code: str, session: str, timeout: float):
+    def _eval(self, code: str, budget: TimeBudget, session: str | None = None):
         self._evals += 1
-        return self.client.eval(code, session=session, timeout=timeout)
+        return self._tooling.eval(code, budget, session=session)
 
     # -- cache -----------------------------------------------------------------------------------
 
@@ -272,21 +279,26 @@ class ReplContextProvider:
 
     # -- gather ----------------------------------------------------------------------------------
 
-    def gather(self, namespace: str | None, symbol_prefix: str = "", analysis: Analysis | None = None) -> LiveContext:
+    def gather(self, namespace: str | None, symbol_prefix: str = "", analysis: Analysis | None = None,
+               budget: TimeBudget | None = None) -> LiveContext:
         """Context for a cursor in `namespace`. With the request's `analysis` of the text around
-        the cursor, the vars the code around the cursor uses are included too.
+        the cursor, the vars the code around the cursor uses are included too. `budget`: the
+        request's REPL time (its own `timeout_s` when not given).
 
-        Raises only ReplUnavailable / ReplTimeout on REPL trouble."""
+        Raises only ReplUnavailable / ReplTimeout on REPL trouble (ReplNotAnswering, at once,
+        while the REPL is marked as not answering)."""
         started = time.perf_counter()
         if namespace is None or not _NS_NAME.match(namespace):
             return LiveContext(namespace, False, (), _ms(started))
+        self.health.check()
+        budget = budget if budget is not None else TimeBudget(self.timeout_s)
         settings = load_context_settings()
         query = ContextQuery.at(symbol_prefix, analysis, settings)
 
         with self._lock:
             evals_before = self._evals
             try:
-                reply = self._query(namespace, settings, query.bare, query.qualifiers, query.symbols)
+                reply = self._query(namespace, settings, query, budget)
                 if reply is None:
                     self.invalidate(namespace)
                     return LiveContext(namespace, False, (), _ms(started), evals=self._evals - evals_before)
@@ -304,12 +316,12 @@ class ReplContextProvider:
                                evals=self._evals - evals_before, sites=tuple(s for s in sites if s is not None),
                                names=names, all_names=all_names)
 
-    def _query(self, namespace: str, settings: ContextSettings, bare: str | None, quals: list[str], syms: list[str]):
+    def _query(self, namespace: str, settings: ContextSettings, query: "ContextQuery", budget: TimeBudget):
         for attempt in range(2):
-            session = self.session
-            code = self._request(namespace, settings, bare, quals, syms)
             try:
-                result = self._eval(code, session, self.timeout_s)
+                self._tooling.get(budget)  # first: a new session clears the caches the call is built from
+                result = self._eval(self._request(namespace, settings, query.bare, query.qualifiers, query.symbols),
+                                    budget)
             except ReplUnavailable:
                 # the connection dropped and came back under us (a restarted REPL): our session is
                 # gone with it; clone a new one and ask again, once
@@ -318,7 +330,7 @@ class ReplContextProvider:
                 continue
             if not result.ok and HELPER_NS in (result.err or "") and not attempt:
                 # the helper namespace went away (remove-ns?): load it again, once
-                self._install(session)
+                self._tooling.reinstall(budget)
                 continue
             if not result.ok or not result.values:
                 raise ReplUnavailable(f"context query in {namespace} failed: {_first_line(result.err) or result.ex}")
@@ -420,7 +432,7 @@ class ReplContextProvider:
                     f" (some? (find-ns (symbol {clj_string(namespace)}))) (catch Throwable _ false)))")
         try:
             with self._lock:
-                result = self._eval(code, self.session, max(self.timeout_s, NREPL_LOAD_TIMEOUT.seconds))
+                result = self._eval(code, TimeBudget(max(self.timeout_s, NREPL_LOAD_TIMEOUT.seconds)))
         except (ReplTimeout, ReplUnavailable):
             return False
         self.invalidate(namespace)

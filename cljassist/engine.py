@@ -18,14 +18,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Callable
 
-from cljassist.budgets import CROSSFILE_TIME
+from cljassist.budgets import CROSSFILE_TIME, TimeBudget
 from cljassist.cache import RecentResults, TypeThroughCache
 from cljassist.candidates import make_stop_rule
 from cljassist.clojure_text.analysis import Analysis, analyze
 from cljassist.clojure_text.cursor import CursorContext
 from cljassist.config import Settings
 from cljassist.crossfile import Definition, DefinitionFinder, Project, project_of
-from cljassist.errors import Cancelled, ReplTimeout, ReplUnavailable
+from cljassist.errors import Cancelled, ReplNotAnswering, ReplTimeout, ReplUnavailable
 from cljassist.prompt import PromptInput, PromptLimits, assemble_prompt
 from cljassist.rank import rank, withhold_below
 from cljassist.steer import known_names, steered_generations
@@ -87,7 +87,7 @@ class Engine:
         result = self._run_pipeline(request, n, cancelled, started)
         stamp = self._repl_stamp()
         # an answer the REPL could not check is not kept: once it is back, the checks must run
-        if self.settings.cache and stamp is not None and result.repl is not ReplStatus.FAILED:
+        if self.settings.cache and stamp is not None and result.repl not in (ReplStatus.FAILED, ReplStatus.SKIPPED):
             with self._cache_lock:
                 if stamp != self._cache_stamp:
                     self._clear_cached()
@@ -148,7 +148,9 @@ class Engine:
 
         # 2. Live REPL context (optional: completion works without a REPL), asked for in the
         #    background while the model evaluates the part of the prompt that does not depend on it.
-        pending = self._start_gather(analysis)
+        #    The context and the checks share one REPL budget, however many candidates there are.
+        repl_budget = TimeBudget(self.settings.repl_timeout_ms / 1000)
+        pending = self._start_gather(analysis, repl_budget)
         project = project_of(request.file, cursor.namespace) if self._repo_layout else None
         shown_key = (request.file, cursor.namespace)
         prompt_input = PromptInput(
@@ -174,7 +176,7 @@ class Engine:
             finally:
                 model_ms += (time.perf_counter() - t0) * 1000
                 lap.skip()
-        live, repl_state, repl_error, gather_ms = self._finish_gather(pending, cursor, request.file)
+        live, repl_state, repl_error, gather_ms = self._finish_gather(pending, cursor, request.file, repl_budget)
         lap("context")
         if gather_ms is not None:
             timings["context_gather"] = round(gather_ms, 2)
@@ -213,12 +215,14 @@ class Engine:
         # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval, then whether
         #    the typed symbol resolves (after the REPL's checks, which it would otherwise skip).
         candidates = [structural_check(g, analysis) for g in generations]
-        if self.verifier is not None and self.settings.verify:
+        if self.verifier is not None and self.settings.verify and repl_state is not ReplStatus.SKIPPED:
             try:
-                repl_checks(candidates, self.verifier, analysis)
+                repl_checks(candidates, self.verifier, analysis, repl_budget)
             except (ReplUnavailable, ReplTimeout) as exc:
-                # the structural verdicts stand; REPL checks stay None
-                repl_state, repl_error = ReplStatus.FAILED, str(exc)
+                # the structural verdicts stand; REPL checks stay None; the first trouble is the news
+                if repl_error is None:
+                    repl_state = ReplStatus.SKIPPED if isinstance(exc, ReplNotAnswering) else ReplStatus.FAILED
+                    repl_error = _waited(exc, repl_budget)
         if known is not None:
             resolves_check(candidates, known)
         lap("verify")
@@ -241,7 +245,7 @@ class Engine:
             repl_error=repl_error,
         )
 
-    def _start_gather(self, analysis: Analysis) -> "Future | None":
+    def _start_gather(self, analysis: Analysis, budget: TimeBudget) -> "Future | None":
         if self.repl is None:
             return None
         if self._gatherer is None:
@@ -251,21 +255,23 @@ class Engine:
 
         def gather() -> tuple["LiveContext", float]:
             t0 = time.perf_counter()
-            live = repl.gather(analysis.namespace, typed, analysis=analysis)
+            live = repl.gather(analysis.namespace, typed, analysis=analysis, budget=budget)
             return live, (time.perf_counter() - t0) * 1000
 
         return self._gatherer.submit(gather)
 
     def _finish_gather(
-        self, pending: "Future | None", cursor: CursorContext, file: str | None
+        self, pending: "Future | None", cursor: CursorContext, file: str | None, budget: TimeBudget
     ) -> tuple["LiveContext | None", ReplStatus, str | None, float | None]:
-        """(context, REPL status, why the REPL failed, milliseconds the gather took)."""
+        """(context, REPL status, why the REPL failed or is left out, milliseconds the gather took)."""
         if pending is None:
             return None, ReplStatus.OFF, None, None
         try:
             live, gather_ms = pending.result()
+        except ReplNotAnswering as exc:
+            return None, ReplStatus.SKIPPED, str(exc), None
         except (ReplUnavailable, ReplTimeout) as exc:
-            return None, ReplStatus.FAILED, str(exc), None
+            return None, ReplStatus.FAILED, _waited(exc, budget), None
         if self.settings.reuse_prompt:
             live = self._steady_context(live, file)
         return live, ReplStatus.USED if live.ns_loaded else ReplStatus.NS_NOT_LOADED, None, gather_ms
@@ -317,6 +323,13 @@ class Engine:
             if pool is not None:
                 pool.shutdown(wait=True)
         self._gatherer = self._finder = None
+
+
+def _waited(exc: Exception, budget: TimeBudget) -> str:
+    """The REPL error as the result says it, with what the request waited on the REPL in all."""
+    if isinstance(exc, ReplNotAnswering) or not budget.spent:
+        return str(exc)
+    return f"{exc} ({budget.spent:.1f}s waited on the REPL in this request, of {budget.total:g}s)"
 
 
 class _Lap:

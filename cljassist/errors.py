@@ -21,6 +21,10 @@ class ReplTimeout(CljassistError):
     pass
 
 
+class ReplNotAnswering(ReplUnavailable):
+    """The REPL stopped answering earlier and no probe has had an answer since: it is left out."""
+
+
 class InputError(CljassistError):
     """Unreadable file, cursor out of range, malformed case file, bad config."""
 

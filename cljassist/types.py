@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, ru
 from cljassist.errors import InputError
 
 if TYPE_CHECKING:
+    from cljassist.budgets import TimeBudget
     from cljassist.calibration import Calibration
     from cljassist.clojure_text.analysis import Analysis
     from cljassist.config import Settings
@@ -170,6 +171,8 @@ class ReplStatus(enum.StrEnum):
     USED = "used"  # context gathered (and checks run, when verification is on)
     NS_NOT_LOADED = "ns-not-loaded"  # the REPL answered, but the cursor's namespace is not loaded in it
     FAILED = "failed"  # the REPL did not answer; the reason is CompletionResult.repl_error
+    # left out: it stopped answering earlier and has not answered a probe since (repl_error says since when)
+    SKIPPED = "skipped"
 
 
 @dataclass
@@ -187,7 +190,7 @@ class CompletionResult:
     # Where the suggestions came from: "model" (the pipeline ran), "type-through" (the user typed the
     # start of the previous suggestion), "recent" (the same text around the cursor was answered lately).
     source: str = "model"
-    repl_error: str | None = None  # why the REPL failed, when repl is FAILED
+    repl_error: str | None = None  # why the REPL failed or was left out, when repl is FAILED or SKIPPED
 
     def __post_init__(self) -> None:
         self.repl = ReplStatus(self.repl)
@@ -203,10 +206,10 @@ class CompletionResult:
 
     @property
     def repl_label(self) -> str:
-        """The REPL status as every front-end shows it: "off", "used", "ns-not-loaded" or
-        "failed: <reason>"."""
-        if self.repl is ReplStatus.FAILED:
-            return f"failed: {self.repl_error}"
+        """The REPL status as every front-end shows it: "off", "used", "ns-not-loaded",
+        "failed: <reason>" or "skipped: <reason>"."""
+        if self.repl in (ReplStatus.FAILED, ReplStatus.SKIPPED):
+            return f"{self.repl.value}: {self.repl_error}"
         return self.repl.value
 
 
@@ -270,7 +273,10 @@ class ContextProvider(Protocol):
     """The live REPL side of the pipeline, as the engine uses it."""
 
     def gather(self, namespace: str | None, symbol_prefix: str = "",
-               analysis: "Analysis | None" = None) -> "LiveContext": ...
+               analysis: "Analysis | None" = None, budget: "TimeBudget | None" = None) -> "LiveContext":
+        """`budget`: the request's REPL time, which the checks share; the provider's own limit when
+        None. Raises ReplNotAnswering at once while the REPL is left out (it stopped answering)."""
+        ...
 
     @property
     def connection_stamp(self) -> object:

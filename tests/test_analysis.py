@@ -90,7 +90,7 @@ class _CountingRepl:
     def __init__(self):
         self.analyses = []
 
-    def gather(self, namespace, symbol_prefix="", analysis=None):
+    def gather(self, namespace, symbol_prefix="", analysis=None, budget=None):
         self.analyses.append(analysis)
         return LiveContext(namespace, True, (), 1.0)
 
@@ -99,7 +99,7 @@ class _RecordingVerifier:
     def __init__(self):
         self.analyses = []
 
-    def verify(self, prefix, suggestion, suffix, namespace=None, analysis=None):
+    def verify(self, prefix, suggestion, suffix, namespace=None, analysis=None, budget=None):
         self.analyses.append(analysis)
         return ReplVerdict(True, True, None, None, None, 1.0)
 

@@ -102,7 +102,7 @@ def test_symbol_at_line_end_may_grow_into_a_form():
 class FailingCompileVerifier:
     """Fake REPL checks: everything reads; a text containing 'bad' does not compile."""
 
-    def verify(self, prefix, suggestion, suffix, namespace=None, analysis=None):
+    def verify(self, prefix, suggestion, suffix, namespace=None, analysis=None, budget=None):
         from cljassist.verify.repl_compile import ReplVerdict
 
         ok = "bad" not in suggestion

@@ -142,7 +142,7 @@ class _FakeRepl:
             return "fake"
         return self.client.connection_generation if self.client.connected else None
 
-    def gather(self, namespace, symbol_prefix="", analysis=None):
+    def gather(self, namespace, symbol_prefix="", analysis=None, budget=None):
         self.gathers += 1
         self.symbol_prefix = symbol_prefix
         assert self.release.wait(10)

@@ -82,7 +82,7 @@ class PackageRepl:
     def __init__(self, pkg):
         self.pkg = pkg
 
-    def gather(self, namespace, symbol_prefix="", analysis=None):
+    def gather(self, namespace, symbol_prefix="", analysis=None, budget=None):
         lines = fim_data.context_lines_for(analysis.text, analysis.cursor, self.pkg)
         return LiveContext(namespace, True, tuple(lines), 0.0)
 

@@ -30,7 +30,7 @@ class ScriptedRepl:
     def __init__(self, names: tuple[str, ...], all_names: bool, ns_loaded: bool = True):
         self.names, self.all_names, self.ns_loaded = names, all_names, ns_loaded
 
-    def gather(self, namespace, symbol_prefix="", analysis=None):
+    def gather(self, namespace, symbol_prefix="", analysis=None, budget=None):
         return LiveContext(namespace, self.ns_loaded, (), 1.0, names=self.names, all_names=self.all_names)
 
 

@@ -52,10 +52,12 @@ def runtime_from_versions(versions) -> ReplRuntime:
 
 def connect_repl(settings: Settings, near: Path | None, no_repl: bool, explicit: bool):
     """(context provider or None, label). An explicitly named REPL that is unreachable is an error;
-    a discovered one (perhaps a stale .nrepl-port) only earns a warning."""
+    a discovered one (perhaps a stale .nrepl-port) only earns a warning. A REPL named by --nrepl or
+    :nrepl stays where it is named; one found through .nrepl-port is looked for there again at each
+    reconnect, so a REPL restarted on another port is followed."""
     from cljassist.context import ReplContextProvider
     from cljassist.repl.client import NreplClient
-    from cljassist.repl.discovery import resolve_endpoint
+    from cljassist.repl.discovery import port_file_locator, resolve_endpoint
 
     if no_repl:
         return None, "off (--no-repl)"
@@ -65,8 +67,9 @@ def connect_repl(settings: Settings, near: Path | None, no_repl: bool, explicit:
         raise InputError(str(exc)) from None
     if endpoint is None:
         return None, "off (no .nrepl-port found; start one with 'cljassist nrepl DIR' or pass --nrepl HOST:PORT)"
+    locate = port_file_locator(near) if not settings.nrepl and near is not None else None
     try:
-        client = NreplClient.connect(*endpoint, timeout=settings.repl_timeout_ms / 1000)
+        client = NreplClient.connect(*endpoint, timeout=settings.repl_timeout_ms / 1000, locate=locate)
     except ReplUnavailable as exc:
         if explicit:
             raise ReplUnavailable(f"{exc}; completing without it needs --no-repl") from None
@@ -90,7 +93,8 @@ def make_verifier(provider, settings: Settings):
         return None
     from cljassist.verify.repl_compile import ReplVerifier
 
-    return ReplVerifier(provider.client, timeout_s=settings.repl_timeout_ms / 1000, eval_mode=settings.eval_mode)
+    return ReplVerifier(provider.client, timeout_s=settings.repl_timeout_ms / 1000, eval_mode=settings.eval_mode,
+                        health=provider.health)
 
 
 def load_namespace(provider, text: str) -> None:

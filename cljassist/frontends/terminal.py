@@ -428,6 +428,7 @@ class ReplTarget:
     endpoint: str
     source: str
     local: object | None = None  # LocalNrepl
+    from_port_file: bool = False  # found through .nrepl-port: each reconnect looks there again
 
     def close(self) -> None:
         self.client.close()
@@ -439,15 +440,16 @@ def connect_or_start_nrepl(settings, cwd: Path, explicit: bool, printer: Printer
     """--nrepl (or the config's :nrepl), else the nearest .nrepl-port, else a local nREPL started
     here. An explicitly named REPL that is unreachable is an error; a stale port file is not."""
     from cljassist.repl.client import NreplClient
-    from cljassist.repl.discovery import find_port_file, resolve_endpoint
+    from cljassist.repl.discovery import find_port_file, port_file_locator, resolve_endpoint
     from cljassist.repl.local_server import start_local_nrepl
 
     endpoint = resolve_endpoint(settings.nrepl, cwd)
     if endpoint is not None:
         source = "--nrepl" if explicit else (":nrepl in the config" if settings.nrepl else str(find_port_file(cwd)))
+        locate = None if settings.nrepl else port_file_locator(cwd)
         try:
-            client = NreplClient.connect(*endpoint, timeout=settings.repl_timeout_ms / 1000)
-            return ReplTarget(client, f"{endpoint[0]}:{endpoint[1]}", source)
+            client = NreplClient.connect(*endpoint, timeout=settings.repl_timeout_ms / 1000, locate=locate)
+            return ReplTarget(client, f"{endpoint[0]}:{endpoint[1]}", source, from_port_file=locate is not None)
         except ReplUnavailable as exc:
             if explicit:
                 raise
@@ -479,8 +481,11 @@ def main_repl(args) -> int:
             target = connect_or_start_nrepl(settings, cwd, getattr(args, "nrepl", None) is not None, printer)
             evaluator = Evaluator(target.client)
         printer.info("loading the model…")
-        engine_settings = settings.with_overrides(nrepl=target.endpoint) if target else settings
-        with open_frontend(engine_settings, near=cwd, no_repl=target is None, explicit=True, service=True) as front:
+        # the engine uses the REPL the prompt evaluates on, and follows its .nrepl-port as the prompt does
+        follow = target is not None and target.from_port_file
+        engine_settings = settings.with_overrides(nrepl=target.endpoint) if target and not follow else settings
+        with open_frontend(engine_settings, near=cwd, no_repl=target is None, explicit=not follow,
+                           service=True) as front:
             suggester = EngineAutoSuggest(front.service, namespace=lambda: evaluator.ns if evaluator else None)
             history = open_history(history_path(), printer)
             where = f"nREPL {target.endpoint} ({target.source})" if target else "no REPL (--no-repl): suggestions only"

@@ -10,10 +10,13 @@ Why it looks like this:
   ``recv`` because Linux clears it again).
 * The user's REPL is restarted often.  When the connection drops, every
   in-flight request fails at once with :class:`ReplUnavailable` (rather than
-  waiting out its timeout) and the next request reconnects to the same
-  host:port.  Sessions do not survive that: :attr:`connection_generation` goes
-  up, sessions this client cloned are forgotten, and using one of them raises
-  :class:`ReplUnavailable` telling the caller to clone again.
+  waiting out its timeout) and the next request reconnects: to the same
+  host:port, or, for a client given ``locate`` (the REPL was found through its
+  ``.nrepl-port``), to wherever ``locate`` says the REPL is now, since a
+  restarted REPL often listens on another port.  Sessions do not survive that:
+  :attr:`connection_generation` goes up, sessions this client cloned are
+  forgotten, and using one of them raises :class:`ReplUnavailable` telling the
+  caller to clone again.
 
 Field names passed as keyword arguments use ``_`` where nREPL uses ``-``
 (``interrupt_id=`` is sent as ``interrupt-id``); ``None`` values are left out.
@@ -25,7 +28,7 @@ import itertools
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from cljassist.budgets import NREPL_CONNECT_TIMEOUT, NREPL_LOAD_TIMEOUT, NREPL_REQUEST_TIMEOUT, THREAD_JOIN
 from cljassist.errors import ReplTimeout, ReplUnavailable
@@ -202,11 +205,14 @@ class _Connection:
 class NreplClient:
     """Client for one nREPL server (see the module docstring for the design)."""
 
-    def __init__(self, host: str, port: int, timeout: float = NREPL_CONNECT_TIMEOUT.seconds) -> None:
-        """Prefer :meth:`connect`, which also opens the connection."""
+    def __init__(self, host: str, port: int, timeout: float = NREPL_CONNECT_TIMEOUT.seconds,
+                 locate: Callable[[], tuple[str, int] | None] | None = None) -> None:
+        """Prefer :meth:`connect`, which also opens the connection. `locate`: where the REPL is
+        now, asked before every reconnect (None from it: where it was)."""
         self.host = host
         self.port = port
         self.connect_timeout = timeout
+        self._locate = locate
         self.connection_generation = 0  # bumped on every (re)connect
         self._conn: _Connection | None = None
         self._conn_lock = threading.Lock()
@@ -216,8 +222,9 @@ class NreplClient:
         self._stale_sessions: set[str] = set()  # cloned on an earlier one
 
     @classmethod
-    def connect(cls, host: str, port: int, timeout: float = NREPL_CONNECT_TIMEOUT.seconds) -> NreplClient:
-        client = cls(host, port, timeout)
+    def connect(cls, host: str, port: int, timeout: float = NREPL_CONNECT_TIMEOUT.seconds,
+                locate: Callable[[], tuple[str, int] | None] | None = None) -> NreplClient:
+        client = cls(host, port, timeout, locate)
         client._connection()
         return client
 
@@ -245,6 +252,8 @@ class NreplClient:
             conn = self._conn
             if conn is not None and conn.alive:
                 return conn
+            if conn is not None and self._locate is not None:
+                self.host, self.port = self._locate() or (self.host, self.port)
             try:
                 sock = socket.create_connection((self.host, self.port), self.connect_timeout)
             except OSError as e:

@@ -4,10 +4,11 @@ that Leiningen, the Clojure CLI and ``nrepl.cmdline`` write in the project root.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from cljassist.errors import InputError
 
-__all__ = ["PORT_FILE", "DEFAULT_HOST", "find_port_file", "parse_endpoint", "resolve_endpoint"]
+__all__ = ["PORT_FILE", "DEFAULT_HOST", "find_port_file", "parse_endpoint", "resolve_endpoint", "port_file_locator"]
 
 PORT_FILE = ".nrepl-port"
 # nREPL binds 127.0.0.1 by default; "localhost" may resolve to ::1 first and stall.
@@ -72,3 +73,16 @@ def resolve_endpoint(nrepl: str | None, near: Path | None) -> tuple[str, int] | 
         raise InputError(f"cannot read {port_file}: {e.strerror or e}") from None
     except ValueError as e:
         raise InputError(f"{port_file}: {e}") from None
+
+
+def port_file_locator(near: Path) -> Callable[[], tuple[str, int] | None]:
+    """Where the ``.nrepl-port`` nearest `near` points now, read afresh at each call (a restarted
+    REPL writes its new port there); None when there is none, or it cannot be read or parsed."""
+
+    def locate() -> tuple[str, int] | None:
+        try:
+            return resolve_endpoint(None, near)
+        except InputError:
+            return None
+
+    return locate

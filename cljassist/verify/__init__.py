@@ -23,6 +23,7 @@ from cljassist.types import Candidate, Generation
 from cljassist.verify.structure import shape_candidate
 
 if TYPE_CHECKING:
+    from cljassist.budgets import TimeBudget
     from cljassist.verify.repl_compile import ReplVerdict, ReplVerifier
 
 __all__ = ["structural_check", "repl_checks"]
@@ -39,16 +40,23 @@ def structural_check(generation: Generation, analysis: Analysis) -> Candidate:
     return candidate
 
 
-def repl_checks(candidates: list[Candidate], verifier: "ReplVerifier", analysis: Analysis) -> None:
-    """Run the REPL checks on each structurally sound candidate; identical texts are checked once."""
+def repl_checks(candidates: list[Candidate], verifier: "ReplVerifier", analysis: Analysis,
+                budget: "TimeBudget | None" = None) -> None:
+    """Run the REPL checks on each structurally sound candidate; identical texts are checked once.
+    `budget`: the request's REPL time, shared by every candidate. At the first REPL trouble (the
+    REPL not answering, the budget spent, the connection gone) the candidate at hand records it and
+    the REPL error is raised: the others keep their REPL checks None, unasked."""
     verdicts: dict[str, "ReplVerdict"] = {}
     for c in candidates:
         if not c.passed_all:
             continue
         if c.text not in verdicts:
-            verdicts[c.text] = verifier.verify(analysis.prefix, c.text, analysis.suffix, analysis=analysis)
+            verdicts[c.text] = verifier.verify(analysis.prefix, c.text, analysis.suffix, analysis=analysis,
+                                               budget=budget)
         verdict = verdicts[c.text]
         verdict.record(c.checks)
         c.notes.extend(verdict.notes)
         c.error = c.error or verdict.error
         c.value = verdict.value
+        if verdict.repl_failure is not None:
+            raise verdict.repl_failure

@@ -31,10 +31,12 @@ How one verification goes:
    (no locals, no special forms beyond if/let/do/quote/fn), a second eval evaluates it with
    ``*print-length*``/``*print-level*`` bounds and returns the printed value.
 
-Every eval has a time limit: past it our session is interrupted and the step is reported as
-not finished (compiles None, "verification timed out"; evaluated False, "timed out").
+Every eval is made within a `TimeBudget`: the request's REPL time, shared with the context and
+the other candidates (`check`), or `timeout_s` of its own (`verify`). Past it our session is
+interrupted and the step is reported as not finished (compiles None, "verification timed out";
+evaluated False, "timed out"), and the request makes no more REPL calls (`repl.tooling`).
 `verify` never raises for REPL trouble: an unreachable REPL gives a verdict of Nones with the
-reason in ``error``.
+reason in ``error`` and the REPL's error in ``repl_failure``, so a caller stops asking.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from pathlib import Path
 
 import edn_format
 
-from cljassist.budgets import REPL_TIMEOUT, TOOLING_SETUP
+from cljassist.budgets import REPL_TIMEOUT, TimeBudget
 from cljassist.clojure_text.analysis import Analysis, analyze, defn_params
 from cljassist.clojure_text.cursor import DEFN_LIKE, FN_LIKE, FOR_LIKE, LET_LIKE, METHOD_HOSTS
 from cljassist.clojure_text.forms import clj_string, clj_strings, is_quote, list_head
@@ -57,6 +59,7 @@ from cljassist.clojure_text.reader import Node, _parse
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
+from cljassist.repl.health import ReplHealth
 from cljassist.repl.tooling import ToolingSession
 from cljassist.verify.arity import JudgedCall, calls_edn, judged_calls
 from cljassist.verify.evaluate import check_eval_mode, evaluate
@@ -75,6 +78,9 @@ class ReplVerdict:
     skipped: str | None = None  # one line: why a step was not attempted (not a failure)
     arity: bool | None = None  # the calls the candidate answers for take that many arguments (verify.arity)
     notes: tuple[str, ...] = ()  # what was seen but not judged (a call whose arity is uncertain)
+    # the REPL trouble that stopped the check (not answering, the budget spent, the connection
+    # gone): the request's other candidates would only meet it too
+    repl_failure: ReplTimeout | ReplUnavailable | None = None
 
     def record(self, checks: dict) -> None:
         """Write reads/compiles/arity/evaluated into a Candidate's ``checks`` (None = did not run)."""
@@ -311,14 +317,17 @@ _MISSING = "cljassist.repl-verify/missing"
 
 
 class ReplVerifier:
-    """Reads and compiles candidates in the user's REPL, in a session of our own."""
+    """Reads and compiles candidates in the user's REPL, in a session of our own. `health`: whether
+    the REPL answers, shared with the context provider on the same client (a new one when not given)."""
 
-    def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds, eval_mode: str = "off"):
+    def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds, eval_mode: str = "off",
+                 health: ReplHealth | None = None):
         self.client = client
         self.timeout_s = timeout_s
         self.eval_mode = check_eval_mode(eval_mode)
         self.rules = load_rules()
-        self._tooling = ToolingSession(client, self._install)
+        self.health = health if health is not None else ReplHealth(lambda timeout: client.describe(timeout=timeout))
+        self._tooling = ToolingSession(client, self._install, self.health)
         self._lock = threading.Lock()  # one verification at a time: our session runs evals in order
 
     # -- session -----------------------------------------------------------------------------
@@ -326,11 +335,11 @@ class ReplVerifier:
     @property
     def session(self) -> str:
         """Our tooling session; cloned again after the client reconnected to a restarted server."""
-        return self._tooling.get()
+        return self._tooling.get(TimeBudget(self.timeout_s))
 
-    def _install(self, session: str) -> None:
+    def _install(self, session: str, budget: TimeBudget) -> None:
         # its value is nil; a helper that did not get installed shows when a check's value is no map
-        self._raw_eval(self._install_code(), session, max(self.timeout_s, TOOLING_SETUP.seconds))
+        self._raw_eval(self._install_code(), budget, session)
 
     def _install_code(self) -> str:
         r = self.rules
@@ -341,21 +350,17 @@ class ReplVerifier:
         ])
         return f"(do (set! *command-line-args* {{{_HELPER_KEY} ({_CHECK_FN} {args})}}) nil)"
 
-    def _eval(self, code: str) -> dict | None:
-        """Our expression's EDN map, or None if it did not finish in time (then interrupted)."""
+    def _eval(self, code: str, budget: TimeBudget) -> dict:
+        """Our expression's EDN map; ReplTimeout when it did not finish in time (then interrupted)."""
         for _ in range(2):
-            value = self._raw_eval(code, self.session, self.timeout_s)
-            if value is None or isinstance(value, dict):
+            value = self._raw_eval(code, budget)
+            if isinstance(value, dict):
                 return value
-            self._tooling.reinstall()  # the session lost its helper (it should not): install again
+            self._tooling.reinstall(budget)  # the session lost its helper (it should not): install again
         raise _VerifyError("verifier helper could not be installed")
 
-    def _raw_eval(self, code: str, session: str, timeout: float):
-        try:
-            result = self.client.eval(code, session=session, ns=_EVAL_NS, timeout=timeout)
-        except ReplTimeout:
-            self._interrupt(session)
-            return None
+    def _raw_eval(self, code: str, budget: TimeBudget, session: str | None = None):
+        result = self._tooling.eval(code, budget, ns=_EVAL_NS, session=session)
         if not result.values:
             msg = (result.err.strip().splitlines() or [result.ex or "no value"])[-1]
             raise _VerifyError(f"verifier expression failed: {msg}")
@@ -364,28 +369,26 @@ class ReplVerifier:
             return {str(getattr(k, "name", k)): v for k, v in value.items()}
         return value
 
-    def _interrupt(self, session: str) -> None:
+    def _eval_or_none(self, code: str, budget: TimeBudget) -> dict | None:
+        """The evaluation step's answer; None when it did not finish in time."""
         try:
-            status = self.client.interrupt(session, timeout=max(self.timeout_s, 5.0))
-        except (ReplTimeout, ReplUnavailable):
-            status = {"error"}
-        if "error" in status:  # could not stop it: leave that session behind, clone afresh next time
-            self._tooling.drop()
-            try:
-                self.client.send("close", session=session)
-            except ReplUnavailable:
-                pass
+            return self._eval(code, budget)
+        except ReplTimeout:
+            return None
 
     # -- verification --------------------------------------------------------------------------
 
     def verify(self, prefix: str, suggestion: str, suffix: str, namespace: str | None = None,
-               analysis: Analysis | None = None) -> ReplVerdict:
+               analysis: Analysis | None = None, budget: TimeBudget | None = None) -> ReplVerdict:
+        """The candidate's verdict within what is left of `budget`, the request's REPL time (its
+        own `timeout_s` when not given). Never raises for REPL trouble (see `repl_failure`)."""
         started = time.perf_counter()
+        budget = budget if budget is not None else TimeBudget(self.timeout_s)
 
         def verdict(reads=None, compiles=None, evaluated=None, error=None, value=None, skipped=None, arity=None,
-                    notes=()):
+                    notes=(), failure=None):
             return ReplVerdict(reads, compiles, evaluated, error, value, (time.perf_counter() - started) * 1000, skipped,
-                               arity, tuple(notes))
+                               arity, tuple(notes), failure)
 
         if not suggestion.strip():
             return verdict(skipped="empty candidate")
@@ -395,9 +398,7 @@ class ReplVerifier:
         want_eval = self.eval_mode == "safe"
         with self._lock:
             try:
-                res = self._eval(self._call_code("check", target, want_eval))
-                if res is None:
-                    return verdict(error="verification timed out")
+                res = self._eval(self._call_code("check", target, want_eval), budget)
                 reads, compiles, error = res.get("reads"), res.get("compiles"), res.get("error")
                 skipped, arity, notes = res.get("skip"), res.get("arity"), res.get("notes") or ()
                 if target.skip_compile == UNKNOWN_NAMESPACE:
@@ -406,10 +407,12 @@ class ReplVerifier:
                     compiles, arity, skipped = None, None, target.skip_compile
                 if not want_eval or compiles is not True or arity is False:
                     return verdict(reads, compiles, None, error, None, skipped, arity, notes)
-                ev = evaluate(res, lambda: self._eval(self._call_code("eval", target, True)))
+                ev = evaluate(res, lambda: self._eval_or_none(self._call_code("eval", target, True), budget))
                 return verdict(reads, compiles, ev.evaluated, ev.error, ev.value, ev.skipped, arity, notes)
-            except (ReplUnavailable, ReplTimeout) as exc:
-                return verdict(error=f"REPL unavailable: {exc}")
+            except ReplTimeout as exc:
+                return verdict(error=f"verification timed out: {exc}", failure=exc)
+            except ReplUnavailable as exc:
+                return verdict(error=f"REPL unavailable: {exc}", failure=exc)
             except _VerifyError as exc:
                 return verdict(error=str(exc))
 
