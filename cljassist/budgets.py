@@ -171,6 +171,9 @@ DAEMON_PROBE_TIMEOUT = Budget(
 PROXY_REFUSE_WAIT = Budget(
     "front-ends", "proxy client's first request, upstream down", 10, "s", "",
     "the client gets the error as the reply to its request, not as a dropped connection")
+PROXY_FOLLOW_POLL = Budget(
+    "front-ends", "`proxy` reading .nrepl-port for a restarted upstream", 0.5, "s", "",
+    "without `--upstream`, an upstream restarted on another port is followed within this; the file is tiny")
 WORKER_STOP = Budget(
     "front-ends", "request under way at exit", 10, "s", "",
     "the completion worker and `watch` end the request they run (cancelled between prompt chunks) within this")

@@ -6,7 +6,7 @@
     cljassist bench make SRC_DIR OUT.jsonl
     cljassist bench --typing FILE... [--forms K] [--no-pause] [--naive-every K] [--json OUT]   keystroke latency
     cljassist serve [--nrepl HOST:PORT] [--no-inject]       daemon for editors (.cljassist-port)
-    cljassist proxy --upstream HOST:PORT [--port P]          nREPL proxy answering cljassist/complete
+    cljassist proxy [--upstream HOST:PORT] [--port P]        nREPL proxy answering cljassist/complete
     cljassist repl [--nrepl HOST:PORT]                       terminal prompt with ghost text
     cljassist watch DIR [--dry-run]                          fill <CURSOR> markers in saved files
     cljassist train corpus OUT_DIR                           training corpus from the Debian train packages
@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common_model_options(serve)
 
     proxy = sub.add_parser("proxy", help="nREPL proxy to your server that answers cljassist/complete (writes .nrepl-port)")
-    proxy.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the real nREPL server")
+    proxy.add_argument("--upstream", metavar="HOST:PORT",
+                       help="the real nREPL server (default: the one .nrepl-port names, followed there when it "
+                            "restarts on another port)")
     proxy.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     _common_model_options(proxy, repl_flags=False)
 

@@ -208,7 +208,7 @@ class ReplContextProvider:
     def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds, health: ReplHealth | None = None):
         self.client = client
         self.timeout_s = timeout_s
-        self.health = health if health is not None else ReplHealth(lambda timeout: client.describe(timeout=timeout))
+        self.health = health if health is not None else ReplHealth.probing(client)
         self._tooling = ToolingSession(client, self._setup_session, self.health)
         self._lock = threading.RLock()
         self._ns: dict[str, _NsInfo] = {}

@@ -7,6 +7,7 @@ real `cljassist proxy` command."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import queue
 import re
@@ -25,17 +26,19 @@ import pytest
 
 from cljassist.config import Settings
 from cljassist.engine import Engine
-from cljassist.errors import Cancelled, ReplUnavailable
+from cljassist.errors import Cancelled, InputError, ReplUnavailable
 from cljassist.frontends.proxy import (
     COMPLETE_OP,
     NreplProxy,
     claim_port_file,
+    follow_upstream,
     open_proxy_engine,
     probe_upstream,
 )
 from cljassist.frontends.service import CompletionService
 from cljassist.repl.bencode import MessageStream, encode
 from cljassist.repl.client import NreplClient
+from cljassist.repl.discovery import PORT_FILE
 from cljassist.repl.local_server import base_classpath
 from tests.fakes import ScriptedModel
 
@@ -691,3 +694,37 @@ def test_every_front_end_completes_without_repl_checks_on_a_non_jvm_nrepl(nbb_se
     assert provider is None
     assert label.startswith("off (not JVM Clojure") and "node" in label
     assert "not JVM Clojure" in capsys.readouterr().err
+
+
+@pytest.mark.security
+def test_without_upstream_the_proxy_follows_a_repl_restarted_on_another_port(tmp_path):
+    old, new = FakeUpstream(hang_on_eval), FakeUpstream(hang_on_eval)
+    port_file = tmp_path / PORT_FILE
+    port_file.write_text(str(old.port))
+    try:
+        with running_proxy(old.endpoint) as proxy:
+            claim = claim_port_file(tmp_path, proxy.port)
+            assert not follow_upstream(proxy, port_file, claim)  # our own port: nothing to follow
+            port_file.write_text(f"{new.port}\n")  # the REPL restarted there on another port
+            assert follow_upstream(proxy, port_file, claim)
+            assert proxy.upstream == new.endpoint and port_file.read_text() == str(proxy.port)
+            assert not follow_upstream(proxy, port_file, claim)
+            raw = RawClient(proxy.port)
+            raw.send({"op": "eval", "id": "e1", "code": "(+ 1 2)"})
+            wait_until(lambda: any(b"(+ 1 2)" in frame for frame in new.received), "the new upstream to get the eval")
+            assert not any(b"(+ 1 2)" in frame for frame in old.received)
+            raw.close()
+            claim.release()
+            assert port_file.read_text() == f"{new.port}\n"  # on exit the file names the REPL again
+    finally:
+        old.stop()
+        new.stop()
+
+
+def test_proxy_without_upstream_or_port_file_is_a_one_line_error(tmp_path, monkeypatch):
+    from cljassist.frontends.proxy import main_proxy
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(upstream=None, port=0)
+    with pytest.raises(InputError, match=r"no --upstream given and no \.nrepl-port in .*: start your nREPL first"):
+        main_proxy(args)

@@ -26,6 +26,11 @@ REPL context or verifier; completions still come, unverified by the REPL.
 When the upstream goes away, every request it still owed the client gets an `err` reply, and the
 client's connection is closed; the proxy keeps accepting, and a new connection that cannot reach
 the upstream gets an `err` reply to its first request and is closed.
+
+Without `--upstream` the upstream is the REPL the nearest `.nrepl-port` names. A REPL restarted
+there on another port writes its new port over ours: the proxy takes it as its upstream (for new
+connections and for the engine's REPL context and checks) and writes its own port back.
+`--upstream HOST:PORT` names the upstream for good.
 """
 
 from __future__ import annotations
@@ -42,18 +47,18 @@ from typing import Any, Callable
 
 import fastbencode
 
-from cljassist.budgets import NREPL_CONNECT_TIMEOUT, PROXY_REFUSE_WAIT, THREAD_JOIN
+from cljassist.budgets import NREPL_CONNECT_TIMEOUT, PROXY_FOLLOW_POLL, PROXY_REFUSE_WAIT, THREAD_JOIN
 from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout, ReplUnavailable
 from cljassist.fileio import write_atomic
-from cljassist.frontends.bootstrap import wait_until_set
 from cljassist.frontends.common import ReplRuntime, runtime_from_versions
 from cljassist.frontends.complete_op import COMPLETE_OP, op_descriptor
 from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
 from cljassist.repl.bencode import BencodeError, MessageStream, decode, encode
-from cljassist.repl.discovery import PORT_FILE, parse_endpoint
+from cljassist.repl.discovery import PORT_FILE, find_port_file, parse_endpoint
 
 __all__ = ["COMPLETE_OP", "OP_DESCRIPTOR", "NreplProxy", "UpstreamInfo", "UpstreamPlan", "ProxyEngine",
-           "PortFileClaim", "probe_upstream", "plan_for_upstream", "open_proxy_engine", "claim_port_file", "main_proxy"]
+           "PortFileClaim", "probe_upstream", "plan_for_upstream", "open_proxy_engine", "claim_port_file",
+           "follow_upstream", "main_proxy"]
 
 OP_DESCRIPTOR: dict[str, Any] = op_descriptor(
     "Completions at a cursor from cljassist's local model, checked in this REPL where it can "
@@ -558,43 +563,84 @@ def claim_port_file(directory: Path, port: int) -> PortFileClaim:
     return PortFileClaim(path, port, previous)
 
 
+def follow_upstream(proxy: "NreplProxy", source: Path, claim: PortFileClaim) -> bool:
+    """Whether `source`, the port file the upstream was found through, now names another REPL
+    than the proxy's upstream (a REPL restarted there on another port): the proxy then takes it as
+    its upstream and, where that file is the one it claimed, writes its own port back (the
+    upstream's is restored on exit)."""
+    try:
+        text = source.read_text(encoding="utf-8", errors="replace")
+        found = parse_endpoint(text)
+    except (OSError, ValueError):
+        return False
+    if source == claim.path and text.strip() == str(claim.port):
+        return False
+    if found == proxy.upstream:
+        return False
+    _log(f"{source} names {found[0]}:{found[1]} now; the upstream was {proxy.upstream_label}: following it")
+    proxy.upstream = found
+    if source == claim.path:
+        claim.previous = text
+        write_atomic(claim.path, str(claim.port))
+    return True
+
+
 # ------------------------------------------------------------------------ command
 
 def main_proxy(args) -> int:
     """`cljassist proxy --upstream HOST:PORT [--port P]`: serve until SIGINT/SIGTERM."""
     from cljassist.frontends.bootstrap import open_frontend, settings_from_args
 
-    try:
-        upstream = parse_endpoint(args.upstream)
-    except ValueError as exc:
-        raise InputError(f"--upstream: {exc}") from None
+    upstream, source = _upstream_of(args, Path.cwd())
     plan = plan_for_upstream(settings_from_args(args, Path.cwd(), keystrokes=True), upstream)
     with open_frontend(plan.settings, no_repl=plan.no_repl, explicit=not plan.no_repl,
                        repl_label=plan.repl_label, service=True) as front:
         if plan.notice:
             _log(plan.notice)
         proxy = NreplProxy(upstream, front.service, port=getattr(args, "port", 0) or 0)
+        if source is not None and front.provider is not None:
+            # the engine's REPL is the upstream: it reconnects to wherever the proxy follows it
+            front.provider.client.locate = lambda: proxy.upstream
         try:
             proxy.start()
         except OSError as exc:
             raise InputError(f"cannot listen on 127.0.0.1:{args.port}: {_reason(exc)}") from None
         try:
             with front.stop_signals() as stop:
-                _serve_until(stop, proxy, upstream, front.repl_label)
+                _serve_until(stop, proxy, source, front.repl_label)
         finally:
             proxy.stop()
     return 0
 
 
-def _serve_until(stop: threading.Event, proxy: NreplProxy, upstream: tuple[str, int], repl_label: str) -> None:
+def _upstream_of(args, directory: Path) -> tuple[tuple[str, int], Path | None]:
+    """(the upstream, the port file it was found through: None when --upstream named it)."""
+    if getattr(args, "upstream", None):
+        try:
+            return parse_endpoint(args.upstream), None
+        except ValueError as exc:
+            raise InputError(f"--upstream: {exc}") from None
+    source = find_port_file(directory)
+    if source is None:
+        raise InputError(f"no --upstream given and no {PORT_FILE} in {directory} or above: "
+                         "start your nREPL first, or pass --upstream HOST:PORT")
+    try:
+        return parse_endpoint(source.read_text(encoding="utf-8", errors="replace")), source
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{source}: {exc}") from None
+
+
+def _serve_until(stop: threading.Event, proxy: NreplProxy, source: Path | None, repl_label: str) -> None:
     claim = claim_port_file(Path.cwd(), proxy.port)
     try:
         if claim.previous is not None:
             _log(f"{claim.path} held {claim.previous.strip()!r}; it points to the proxy now and is "
                  "restored on exit")
-        _log(f"listening on 127.0.0.1:{proxy.port} for {upstream[0]}:{upstream[1]} "
+        _log(f"listening on 127.0.0.1:{proxy.port} for {proxy.upstream_label} "
              f"(completion REPL: {repl_label}); wrote {claim.path}")
-        wait_until_set(stop)
+        while not stop.wait(PROXY_FOLLOW_POLL.seconds):
+            if source is not None:
+                follow_upstream(proxy, source, claim)
         _log("stopping")
     finally:
         claim.release()

@@ -212,7 +212,7 @@ class NreplClient:
         self.host = host
         self.port = port
         self.connect_timeout = timeout
-        self._locate = locate
+        self.locate = locate  # public: a front-end that learns where the REPL went can point it there
         self.connection_generation = 0  # bumped on every (re)connect
         self._conn: _Connection | None = None
         self._conn_lock = threading.Lock()
@@ -252,8 +252,8 @@ class NreplClient:
             conn = self._conn
             if conn is not None and conn.alive:
                 return conn
-            if conn is not None and self._locate is not None:
-                self.host, self.port = self._locate() or (self.host, self.port)
+            if conn is not None and self.locate is not None:
+                self.host, self.port = self.locate() or (self.host, self.port)
             try:
                 sock = socket.create_connection((self.host, self.port), self.connect_timeout)
             except OSError as e:

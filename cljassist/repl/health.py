@@ -32,6 +32,11 @@ class ReplHealth:
         self._closed = threading.Event()
         self.probes = 0  # probes sent since the REPL was last marked (what the background did)
 
+    @classmethod
+    def probing(cls, client) -> "ReplHealth":
+        """The health of the REPL behind `client` (a NreplClient), probed with its `describe`."""
+        return cls(lambda timeout: client.describe(timeout=timeout))
+
     @property
     def answering(self) -> bool:
         return self._since is None

@@ -326,7 +326,7 @@ class ReplVerifier:
         self.timeout_s = timeout_s
         self.eval_mode = check_eval_mode(eval_mode)
         self.rules = load_rules()
-        self.health = health if health is not None else ReplHealth(lambda timeout: client.describe(timeout=timeout))
+        self.health = health if health is not None else ReplHealth.probing(client)
         self._tooling = ToolingSession(client, self._install, self.health)
         self._lock = threading.Lock()  # one verification at a time: our session runs evals in order
 
