@@ -78,6 +78,22 @@ CANDIDATES = Budget(
 CONTEXT_WINDOW = Budget(
     "model", "model context window", 4096, "tokens", "`:n-ctx`",
     "holds the prompt and the generated tokens with room to spare; larger costs memory, not speed")
+PROMPT_TOKENS_MIN = Budget(
+    "prompt", "smallest prompt allowed", 64, "tokens", "",
+    "`:max-prompt-tokens` below this, or an `:n-ctx` leaving less after `:max-new-tokens`, is refused: the FIM "
+    "tokens and a line or two of code are the least a model can complete from")
+NEW_TOKENS_MAX = Budget(
+    "model", "longest suggestion length allowed", 512, "tokens", "",
+    "`:max-new-tokens` above this is refused: a suggestion is a form or a few lines, and each token "
+    "is one more decode")
+CONTEXT_WINDOW_MAX = Budget(
+    "model", "largest context window allowed", 32768, "tokens", "",
+    "`:n-ctx` above this is refused: the named models train on at most this (Qwen2.5-Coder), and the "
+    "KV cache's memory grows with it")
+SETTING_TIMEOUT_MAX = Budget(
+    "model", "longest time setting allowed", 600000, "ms", "",
+    "`:deadline-ms`, `:repl-timeout-ms`, `:backend-timeout-ms` above this are refused: more is a unit slip "
+    "(seconds given as ms), and every request could wait that long")
 DEADLINE = Budget(
     "model", "generation deadline", None, "ms", "`:deadline-ms`, `--deadline-ms`",
     "explicit requests (`complete`, `watch`, bench cases) wait for every candidate")
@@ -160,11 +176,22 @@ SERVER_MESSAGE = Budget(
     "remote", "server message quoted in an error", 300, "chars", "",
     "enough for the server's reason, not a whole HTML error page")
 REQUEST_SUGGESTIONS = Budget(
-    "front-ends", "suggestions an editor may ask for", 10, "per request", "request field `n`",
-    "each costs a generation; a request asking for more is answered with an error")
+    "front-ends", "suggestions one request may ask for", 10, "per request", "",
+    "each costs a generation (`-n 1000` ran 80 s here); `-n`, `:candidates` or a request's `n` above this is refused")
 DAEMON_LINE = Budget(
     "front-ends", "daemon request line", 8 * 1024 * 1024, "bytes", "",
     "a whole buffer fits; a runaway client does not eat the memory")
+DAEMON_CONNECTIONS = Budget(
+    "front-ends", "daemon connections at once", 64, "connections", "",
+    "each is two threads; editors and the nREPL middleware hold one or connect per request, a client "
+    "past this is told so and closed")
+DAEMON_IDLE = Budget(
+    "front-ends", "daemon connection idle", 300, "s", "",
+    "a client that sends nothing and waits for no reply this long is disconnected (the middleware "
+    "connects per request, an editor reconnects)")
+DAEMON_QUEUED = Budget(
+    "front-ends", "daemon replies queued for one client", 4 * 1024 * 1024, "bytes", "",
+    "a client that stops reading is dropped past this (a reply is a few KiB), so it cannot fill the memory")
 DAEMON_PROBE_TIMEOUT = Budget(
     "front-ends", "probe of a running daemon", 2, "s", "",
     "a live daemon answers ping at once (it never waits for the engine)")
@@ -201,9 +228,10 @@ TERMINAL_INTERRUPT_GRACE = Budget(
 WATCH_DEBOUNCE = Budget(
     "front-ends", "`watch` quiet time after a save", 0.3, "s", "",
     "a burst of saves, or an editor's rename dance, is one fill")
-WATCH_FILE = Budget(
-    "front-ends", "`watch` file size", 1024 * 1024, "bytes", "",
-    "bigger files are skipped: not hand-edited source, and slow to scan")
+SOURCE_FILE = Budget(
+    "front-ends", "source file read (`complete`, `watch`)", 1024 * 1024, "bytes", "",
+    "bigger files are refused: not hand-edited source, and slow to scan; only regular files are read "
+    "(a FIFO would block, a device never ends)")
 WATCH_SHOWN = Budget(
     "front-ends", "`watch` alternative in a comment", 60, "chars", "",
     "a longer alternative is cut, keeping the comment line short")

@@ -10,14 +10,17 @@ Example `.cljassist.edn`:
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cljassist.budgets import (
-    BACKEND_TIMEOUT, CANDIDATES, CONTEXT_WINDOW, DEADLINE, KEYSTROKE_DEADLINE, KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS,
-    REPL_TIMEOUT,
+    BACKEND_TIMEOUT, CANDIDATES, CONTEXT_WINDOW, CONTEXT_WINDOW_MAX, DEADLINE, KEYSTROKE_DEADLINE,
+    KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS, NEW_TOKENS_MAX, PROMPT_TOKENS_MIN, REPL_TIMEOUT, REQUEST_SUGGESTIONS,
+    SETTING_TIMEOUT_MAX,
 )
 from cljassist.errors import InputError
+from cljassist.fileio import read_source_file
 from cljassist.model.registry import RegistryError, default_model, named_model, names_a_file
 
 CONFIG_FILE_NAME = ".cljassist.edn"
@@ -68,6 +71,8 @@ class Settings:
     # model's calibration chose (resources/models.toml), 0 for a model without one.
     min_score: float | None = None
     config_file: str | None = field(default=None, compare=False)
+    # Where `model` was named, for its errors: "--model", ":model in PATH"; None: the registry's default.
+    model_origin: str | None = field(default=None, compare=False)
 
     def with_overrides(self, **overrides) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -87,32 +92,84 @@ def for_keystrokes(settings: Settings) -> Settings:
     return dataclasses.replace(settings, **{k: v for k, v in KEYSTROKE_DEFAULTS.items() if getattr(settings, k) is None})
 
 
-# EDN keyword -> (Settings field, accepted Python types)
+@dataclass(frozen=True)
+class Key:
+    """One setting as the config file and the flags give it: its Settings field, the Python types
+    accepted, and for a number the range accepted (`high` None: no upper limit)."""
+
+    field: str
+    types: tuple[type, ...]
+    low: int | float | None = None
+    high: int | float | None = None
+    short_flag: str = ""  # e.g. "-n", when the command line also takes one
+
+    @property
+    def flag(self) -> str:
+        long = "--" + self.field.replace("_", "-")
+        return f"{self.short_flag}/{long}" if self.short_flag else long
+
+    def range_text(self) -> str:
+        if float in self.types:  # a fraction
+            return f"between {self.low:g} and {self.high:g}"
+        return f"at least {self.low}" + (f" and at most {self.high}" if self.high is not None else "")
+
+    def checked(self, value, origin: str):
+        """`value` when it is in range; InputError naming `origin` (":key" in a file, "--flag") otherwise.
+        None (unset) always passes."""
+        if value is None or self.low is None:
+            return value
+        if not (self.low <= value and (self.high is None or value <= self.high)):
+            raise InputError(f"{origin} must be {self.range_text()}, got {value}")
+        return float(value) if float in self.types else value
+
+
+_CORES = os.cpu_count() or 1
+_MAX_MS = SETTING_TIMEOUT_MAX.value
+
+# EDN keyword -> Key: the one table of what each setting accepts, for the config file and the flags alike.
 _EDN_KEYS = {
-    "model": ("model", (str,)),
-    "candidates": ("candidates", (int,)),
-    "max-new-tokens": ("max_new_tokens", (int,)),
-    "n-ctx": ("n_ctx", (int,)),
-    "max-prompt-tokens": ("max_prompt_tokens", (int,)),
-    "threads": ("threads", (int,)),
-    "nrepl": ("nrepl", (str,)),
-    "repl-timeout-ms": ("repl_timeout_ms", (int,)),
-    "deadline-ms": ("deadline_ms", (int,)),
-    "verify": ("verify", (bool,)),
-    "show-failing": ("show_failing", (bool,)),
-    "eval": ("eval_mode", (str,)),
-    "cache": ("cache", (bool,)),
-    "prefetch": ("prefetch", (bool,)),
-    "context-matches": ("context_matches", (bool,)),
-    "token-healing": ("token_healing", (bool,)),
-    "repo-prompt": ("repo_prompt", (bool,)),
-    "steer": ("steer", (bool,)),
-    "backend": ("backend", (str,)),
-    "backend-timeout-ms": ("backend_timeout_ms", (int,)),
-    "backend-fallback": ("backend_fallback", (bool,)),
-    "min-score": ("min_score", (float, int)),
+    "model": Key("model", (str,)),
+    "candidates": Key("candidates", (int,), 1, REQUEST_SUGGESTIONS.value, "-n"),
+    "max-new-tokens": Key("max_new_tokens", (int,), 1, NEW_TOKENS_MAX.value),
+    "n-ctx": Key("n_ctx", (int,), PROMPT_TOKENS_MIN.value + 1, CONTEXT_WINDOW_MAX.value),
+    "max-prompt-tokens": Key("max_prompt_tokens", (int,), PROMPT_TOKENS_MIN.value, CONTEXT_WINDOW_MAX.value),
+    "threads": Key("threads", (int,), 1, _CORES),  # more threads than cores only spin on llama.cpp's barriers
+    "nrepl": Key("nrepl", (str,)),
+    "repl-timeout-ms": Key("repl_timeout_ms", (int,), 1, _MAX_MS),
+    "deadline-ms": Key("deadline_ms", (int,), 0, _MAX_MS),  # 0: no limit, also as you type
+    "verify": Key("verify", (bool,)),
+    "show-failing": Key("show_failing", (bool,)),
+    "eval": Key("eval_mode", (str,)),
+    "cache": Key("cache", (bool,)),
+    "prefetch": Key("prefetch", (bool,)),
+    "context-matches": Key("context_matches", (bool,)),
+    "token-healing": Key("token_healing", (bool,)),
+    "repo-prompt": Key("repo_prompt", (bool,)),
+    "steer": Key("steer", (bool,)),
+    "backend": Key("backend", (str,)),
+    "backend-timeout-ms": Key("backend_timeout_ms", (int,), 1, _MAX_MS),
+    "backend-fallback": Key("backend_fallback", (bool,)),
+    "min-score": Key("min_score", (float, int), 0.0, 1.0),
 }
+_KEY_OF_FIELD = {key.field: key for key in _EDN_KEYS.values()}
 EVAL_MODES = ("off", "safe")
+
+
+def checked_flags(values: dict) -> dict:
+    """Command-line values (Settings fields; None: not given), each range-checked as its flag."""
+    for name, value in values.items():
+        key = _KEY_OF_FIELD.get(name)
+        if key is not None:
+            key.checked(value, key.flag)
+    return values
+
+
+def check_window(settings: "Settings") -> None:
+    """The context window must leave a prompt room beside the suggestion (the prompt is cut to what is
+    left, see prompt.PromptLimits): InputError otherwise."""
+    if settings.n_ctx - settings.max_new_tokens < PROMPT_TOKENS_MIN.value:
+        raise InputError(f"the context window (n-ctx {settings.n_ctx}) must leave at least {PROMPT_TOKENS_MIN.value} "
+                         f"tokens of prompt beside the suggestion (max-new-tokens {settings.max_new_tokens})")
 
 
 def find_project_root(start: Path) -> Path | None:
@@ -149,27 +206,23 @@ def parse_config_text(text: str, source: str = CONFIG_FILE_NAME) -> dict:
         name = getattr(key, "name", None) if not isinstance(key, str) else key
         if name not in _EDN_KEYS:
             known = ", ".join(":" + k for k in _EDN_KEYS)
-            raise InputError(f"{source}: unknown key {key!s} (known: {known})")
-        field_name, types = _EDN_KEYS[name]
+            shown = str(key) if isinstance(key, edn_format.Keyword) else repr(key)
+            raise InputError(f"{source}: unknown key {shown} (known: {known})")
+        key_spec = _EDN_KEYS[name]
+        types = key_spec.types
         if isinstance(value, edn_format.Keyword):
             value = value.name  # :eval :safe and :eval "safe" mean the same
         if value is not None and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
             raise InputError(f"{source}: :{name} must be a {types[0].__name__}, got {value!r}")
-        values[field_name] = value
+        values[key_spec.field] = key_spec.checked(value, f"{source}: :{name}")
     if values.get("eval_mode") is not None and values["eval_mode"] not in EVAL_MODES:
         raise InputError(f"{source}: :eval must be one of {', '.join(EVAL_MODES)}")
-    if values.get("candidates") is not None and values["candidates"] < 1:
-        raise InputError(f"{source}: :candidates must be at least 1")
-    if values.get("min_score") is not None:
-        values["min_score"] = checked_min_score(values["min_score"], f"{source}: :min-score")
     return values
 
 
 def checked_min_score(value: float, origin: str) -> float:
     """A score threshold: a number from 0 (show everything) to 1."""
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"{origin} must be between 0 and 1, got {value}")
-    return float(value)
+    return _KEY_OF_FIELD["min_score"].checked(value, origin)
 
 
 def registry_defaults(use: str) -> dict:
@@ -177,7 +230,7 @@ def registry_defaults(use: str) -> dict:
     (models.toml `default_settings`), as Settings fields."""
     model = default_model(use)
     settings = model.default_settings.get(use, {})
-    fields = {f.name for f in dataclasses.fields(Settings)} - {"model", "config_file"}
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"model", "config_file", "model_origin"}
     unknown = sorted(k for k in settings if k not in fields)
     if unknown:
         raise RegistryError(f"models.toml: {model.name} default_settings.{use}: unknown settings {', '.join(unknown)}")
@@ -191,16 +244,14 @@ def load_settings(near: Path | None, home: Path | None = None, use: str | None =
     path = find_config_file(near, home)
     if path is None:
         return Settings(**(registry_defaults(use) if use else {}))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read config ({exc.strerror})") from None
-    values = parse_config_text(text, str(path))
+    values = parse_config_text(read_source_file(path), str(path))
     model = values.get("model")
     if model and named_model(model) is None and not Path(model).is_absolute():
         beside = path.parent / model  # a path is relative to the config file; a name stays a name
         if names_a_file(model) or beside.exists():
             values["model"] = str(beside.resolve())
+    if values.get("model"):
+        values["model_origin"] = f":model in {path}"
     if use and not values.get("model"):
         values = {**registry_defaults(use), **{k: v for k, v in values.items() if v is not None}}
     return Settings(config_file=str(path), **values)

@@ -4,6 +4,11 @@
 class CljassistError(Exception):
     """Base for every error that should reach the user as a clear one-line message."""
 
+    def __str__(self) -> str:
+        # Messages quote what they were given (a key, a path, a parser's complaint): a line break in
+        # it must not break the one line.
+        return " ".join(super().__str__().splitlines())
+
 
 class ModelNotFound(CljassistError):
     pass

@@ -4,7 +4,9 @@ Every file cljassist writes that someone else may read at any moment (port files
 manifests, built models, the user's own source) is written next to its target under a temporary
 name and then renamed over it, so a reader sees the old content or the new, never half.
 
-* `read_source_file`: a Clojure source as text, with the reason in an InputError when it cannot be.
+* `read_source_file`: a Clojure source (or a config) as text, with the reason in an InputError when
+  it cannot be: only a regular file is read, at most SOURCE_FILE's bytes, UTF-8 without NUL bytes.
+  `read_source_bytes` and `source_text` are its two halves, for the watcher, which looks between them.
 * `write_temp_beside`: the one primitive: content in a fresh temporary file in the target's
   directory (permissions and owner as asked, fsynced). The writers below build on it.
 * `write_atomic`: replace (or, `exclusive`, create only if absent) a file with new content.
@@ -27,26 +29,90 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator
 
+from cljassist.budgets import SOURCE_FILE
 from cljassist.errors import InputError
 
-__all__ = ["TEMP_SUFFIX", "read_source_file", "write_temp_beside", "write_atomic", "replacing",
-           "WriteResult", "write_if_unchanged"]
+__all__ = ["TEMP_SUFFIX", "MAX_SOURCE_BYTES", "NotSource", "read_source_bytes", "source_text", "read_source_file", "write_temp_beside", "write_atomic", "replacing",
+           "WriteResult", "write_if_unchanged", "resolved_outside"]
 
+MAX_SOURCE_BYTES = SOURCE_FILE.value
 # Temporary files are hidden and end like this, so watchers (ours included) and editors skip them.
 TEMP_SUFFIX = ".cljassist-tmp"
 
 
-def read_source_file(path: Path) -> str:
+class NotSource(InputError):
+    """A file that is not read as source text; `reason` says why, without the path."""
+
+    def __init__(self, path, reason: str, version: tuple = ()) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+        self.version = version  # what identifies this state of the file (to say the reason once per state)
+        self.regular = True  # False: a directory, FIFO, socket or device
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a Clojure file"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO, not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file"
+    return "not a regular file"
+
+
+def read_source_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file of at most SOURCE_FILE's size. Opened without blocking (a FIFO
+    would wait for a writer forever) and checked on the open file, so what is read is what was
+    checked; read bounded, so a file growing meanwhile is still refused. NotSource says why not;
+    FileNotFoundError and other OSErrors pass through."""
+    limit = SOURCE_FILE.shown()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        return path.read_text(encoding="utf-8")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            refused = NotSource(path, _kind(info.st_mode))
+            refused.regular = False
+            raise refused
+        if info.st_size > MAX_SOURCE_BYTES:
+            raise NotSource(path, f"larger than {limit} ({info.st_size} bytes)", (info.st_size, info.st_mtime_ns))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_SOURCE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise NotSource(path, f"larger than {limit}", (len(data), info.st_mtime_ns))
+    return data
+
+
+def source_text(data: bytes, path: str | os.PathLike[str]) -> str:
+    """`data` as text: UTF-8 without NUL bytes (a NUL is never in source, always in binary files).
+    NotSource says why not."""
+    if b"\0" in data:
+        raise NotSource(path, "binary (holds NUL bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotSource(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_source_file(path: str | os.PathLike[str]) -> str:
+    """A source file (Clojure, or a config) as text: a regular file, bounded, UTF-8, no NUL bytes;
+    an InputError with the reason otherwise."""
+    try:
+        return source_text(read_source_bytes(path), path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a Clojure file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except NotADirectoryError:
+        raise InputError(f"{path}: no such file (a parent is not a directory)") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def resolved_outside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> str | None:
+    """Where `path` really leads (symlinks resolved) when that is outside `root`; None when inside."""
+    target = os.path.realpath(path)
+    resolved_root = os.path.realpath(root)
+    return None if os.path.commonpath([resolved_root, target]) == resolved_root else target
 
 
 def _temp_name(target: str) -> str:
@@ -125,6 +191,7 @@ def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
 class WriteResult(Enum):
     WRITTEN = "written"
     CHANGED = "changed"  # the file no longer held the bytes we read: nothing written
+    OUTSIDE = "outside"  # the path resolves outside the directory it must stay in: nothing written
 
 
 _AT_FDCWD = -100
@@ -178,8 +245,8 @@ def _fsync_dir(directory: str) -> None:
             os.close(fd)
 
 
-def write_if_unchanged(path: Path, expected: bytes, content: bytes, warn: Callable[[str], None] = lambda m: None
-                       ) -> WriteResult:
+def write_if_unchanged(path: Path, expected: bytes, content: bytes, warn: Callable[[str], None] = lambda m: None,
+                       within: Path | None = None) -> WriteResult:
     """Replace `path`'s bytes `expected` by `content`, atomically, or write nothing.
 
     The new content goes to a temporary file in the same directory (the file's permissions and,
@@ -194,8 +261,11 @@ def write_if_unchanged(path: Path, expected: bytes, content: bytes, warn: Callab
     swap-back; with `os.replace`, a save landing between the final read and the rename
     (microseconds). A swap-back that finds something unexpected keeps that file under the temporary
     name and says so (`warn`), rather than delete anything. Hard links to the file are not kept
-    (it is a new inode); a symlink is followed and its target written.
+    (it is a new inode); a symlink is followed and its target written, but only where it stays
+    inside `within` (when given): one leading out of it writes nothing (OUTSIDE).
     """
+    if within is not None and resolved_outside(path, within) is not None:
+        return WriteResult.OUTSIDE
     target = os.path.realpath(path)
     try:
         original = os.stat(target)

@@ -67,11 +67,11 @@ def test_seconds_converts_time_units_and_refuses_sizes():
     assert budgets.RECENT_RESULTS_TTL.seconds == 120.0
     assert budgets.DEADLINE.seconds is None
     with pytest.raises(TypeError):
-        budgets.WATCH_FILE.seconds
+        budgets.SOURCE_FILE.seconds
 
 
 def test_shown_values():
-    assert budgets.WATCH_FILE.shown() == "1 MiB"
+    assert budgets.SOURCE_FILE.shown() == "1 MiB"
     assert budgets.DAEMON_LINE.shown() == "8 MiB"
     assert budgets.DEADLINE.shown() == "none"
     assert budgets.KEYSTROKE_DEADLINE.shown() == "200 ms"

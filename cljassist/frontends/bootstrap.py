@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cljassist.config import Settings, for_keystrokes, load_settings
+from cljassist.config import Settings, check_window, checked_flags, for_keystrokes, load_settings
 from cljassist.frontends import common
 from cljassist.model.registry import AS_YOU_TYPE, ONE_SHOT
 
@@ -32,8 +32,8 @@ def settings_from_args(args, near: Path | None, keystrokes: bool = False) -> Set
     given. `keystrokes`: a front-end asked on every keystroke (see config.for_keystrokes), whose
     default model is the as-you-type one; the others take the one-shot default (registry.USES)."""
     use = None if args.model else (AS_YOU_TYPE if keystrokes else ONE_SHOT)
-    settings = load_settings(near, use=use).with_overrides(
-        model=args.model, candidates=args.candidates, max_new_tokens=args.max_new_tokens,
+    flags = checked_flags(dict(
+        candidates=args.candidates, max_new_tokens=args.max_new_tokens,
         threads=args.threads, max_prompt_tokens=getattr(args, "max_prompt_tokens", None),
         deadline_ms=getattr(args, "deadline_ms", None), nrepl=getattr(args, "nrepl", None),
         eval_mode=args.eval_mode, show_failing=args.show_failing, verify=args.verify,
@@ -41,7 +41,10 @@ def settings_from_args(args, near: Path | None, keystrokes: bool = False) -> Set
         backend_timeout_ms=getattr(args, "backend_timeout_ms", None),
         token_healing=getattr(args, "token_healing", None), min_score=getattr(args, "min_score", None),
         repo_prompt=getattr(args, "repo_prompt", None), steer=getattr(args, "steer", None),
-    )
+    ))
+    settings = load_settings(near, use=use).with_overrides(
+        model=args.model, model_origin="--model" if args.model else None, **flags)
+    check_window(settings)
     return for_keystrokes(settings) if keystrokes else settings
 
 

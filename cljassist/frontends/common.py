@@ -20,8 +20,9 @@ def load_model(settings: Settings):
         from cljassist.model.llama import LocalModel
         from cljassist.model.locate import chosen_named_model, model_path_to_load
 
-        named = chosen_named_model(settings.model)  # a named model brings its score table; a path none
-        return LocalModel(model_path_to_load(settings.model), n_ctx=settings.n_ctx, n_threads=settings.threads,
+        origin = settings.model_origin or "--model"
+        named = chosen_named_model(settings.model, origin)  # a named model brings its score table; a path none
+        return LocalModel(model_path_to_load(settings.model, origin=origin), n_ctx=settings.n_ctx, n_threads=settings.threads,
                           token_healing=settings.token_healing, calibration=named.calibration if named else None)
 
     if not settings.backend:

@@ -43,14 +43,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, TextIO
 
-from cljassist.budgets import WATCH_DEBOUNCE, WATCH_FILE, WATCH_SHOWN, WORKER_STOP
+from cljassist.budgets import WATCH_DEBOUNCE, WATCH_SHOWN, WORKER_STOP
 from cljassist.errors import Cancelled, CljassistError, InputError
-from cljassist.fileio import TEMP_SUFFIX, WriteResult, write_if_unchanged
+from cljassist.fileio import (
+    MAX_SOURCE_BYTES, TEMP_SUFFIX, NotSource, WriteResult, read_source_bytes, resolved_outside, source_text,
+    write_if_unchanged,
+)
 from cljassist.rank import normalize
 from cljassist.types import CURSOR_MARKER, CompletionRequest, ReplStatus, Suggestion
 
 SOURCE_SUFFIXES = (".clj", ".cljc", ".cljs")
-MAX_FILE_BYTES = WATCH_FILE.value
+MAX_FILE_BYTES = MAX_SOURCE_BYTES
 IGNORED_DIR_NAMES = frozenset({"target", "node_modules"})  # build output; hidden dirs are ignored too
 DEFAULT_DEBOUNCE_S = WATCH_DEBOUNCE.seconds
 COMMENT_PREFIX = ";; cljassist:"
@@ -89,7 +92,7 @@ class Status(str, Enum):
     NOT_FILLED = "not-filled"  # no marker got a passing suggestion: file untouched
     NO_MARKER = "no-marker"
     CHANGED = "changed"  # changed while completing: not written, the next save tries again
-    SKIPPED = "skipped"  # huge, binary, not UTF-8, not a regular file
+    SKIPPED = "skipped"  # huge, binary, not UTF-8, not a regular file, a link leaving the watched directory
     MISSING = "missing"  # gone before it could be read
     OWN_WRITE = "own-write"  # the content we wrote ourselves
     CANCELLED = "cancelled"  # the watcher is stopping
@@ -226,16 +229,17 @@ class MarkerFiller:
         return self._write(path, data, new_text, fills)
 
     def _read(self, path: str) -> tuple[bytes, str] | Outcome:
+        outside = self._outside_root(path)
+        if outside:
+            return self._skip(path, outside, ())
         try:
-            info = os.stat(path)
-            if not stat.S_ISREG(info.st_mode):
-                return Outcome(path, Status.SKIPPED, "not a regular file")
-            if info.st_size > MAX_FILE_BYTES:
-                return self._skip(path, f"larger than 1 MiB ({info.st_size} bytes)", (info.st_size, info.st_mtime_ns))
-            with open(path, "rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
+            data = read_source_bytes(path)
         except FileNotFoundError:
             return Outcome(path, Status.MISSING, "deleted before it could be read")
+        except NotSource as exc:
+            if not exc.regular:
+                return Outcome(path, Status.SKIPPED, exc.reason)
+            return self._skip(path, exc.reason, exc.version)
         except OSError as exc:
             return self._skip(path, f"cannot read ({exc.strerror})", (exc.errno,))
         digest = _file_hash(data)
@@ -244,16 +248,18 @@ class MarkerFiller:
             del self._own_writes[path]
             return Outcome(path, Status.OWN_WRITE)
         self._own_writes.pop(path, None)
-        if len(data) > MAX_FILE_BYTES:
-            return self._skip(path, "larger than 1 MiB", (digest,))
-        if b"\0" in data:
-            return self._skip(path, "binary (holds NUL bytes)", (digest,))
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return self._skip(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", (digest,))
+            text = source_text(data, path)
+        except NotSource as exc:
+            return self._skip(path, exc.reason, (digest,))
         self._skip_reported.pop(path, None)
         return data, text
+
+    def _outside_root(self, path: str) -> str | None:
+        """Why `path` must not be read or written: it resolves (through a symlink) outside the watched
+        directory, whose files only are ours to fill. None when it stays inside (or no root was given)."""
+        target = resolved_outside(path, self.root) if self.root is not None else None
+        return f"leads to {target}, outside {self.root}: not followed" if target else None
 
     def _skip(self, path: str, reason: str, version: tuple) -> Outcome:
         """Say why once per version of the file, not on every event."""
@@ -298,15 +304,25 @@ class MarkerFiller:
         return fills, _insert_comments(output, comments)
 
     def _write(self, path: str, data: bytes, new_text: str, fills: list[Fill]) -> Outcome:
+        outside = self._outside_root(path)  # again: the link may have been re-pointed while completing
+        if outside:
+            self._say(f"{self._display(path)}: {outside}; file untouched", to_err=True)
+            return Outcome(path, Status.SKIPPED, outside, tuple(fills))
         content = new_text.encode("utf-8")
         self._own_writes[path] = _file_hash(content)  # before the rename: its events must find it
         try:
-            written = write_if_unchanged(Path(path), data, content, warn=lambda m: self._say(m, to_err=True))
+            written = write_if_unchanged(Path(path), data, content, warn=lambda m: self._say(m, to_err=True),
+                                         within=self.root)
         except OSError as exc:
             self._own_writes.pop(path, None)
             message = f"cannot write ({exc.strerror or exc}); file untouched"
             self._say(f"{self._display(path)}: {message}", to_err=True)
             return Outcome(path, Status.NOT_FILLED, message, tuple(fills))
+        if written is WriteResult.OUTSIDE:
+            self._own_writes.pop(path, None)
+            message = f"re-pointed outside {self.root} while completing; file untouched"
+            self._say(f"{self._display(path)}: {message}", to_err=True)
+            return Outcome(path, Status.SKIPPED, message, tuple(fills))
         if written is WriteResult.CHANGED:
             self._own_writes.pop(path, None)
             message = "changed while completing; not written, the next save tries again"

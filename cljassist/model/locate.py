@@ -65,17 +65,19 @@ def _named_or_path(value: str, origin: str) -> NamedModel | Path:
     return p
 
 
-def _chosen(explicit: str | None, configured: str | None) -> NamedModel | Path:
+def _chosen(explicit: str | None, configured: str | None, origin: str = "--model") -> NamedModel | Path:
+    """`origin`: where `explicit` was named, said in its errors."""
     if explicit:
-        return _named_or_path(explicit, "--model")
+        return _named_or_path(explicit, origin)
     if configured:
         return _named_or_path(configured, "config")
     return default_model()
 
 
-def chosen_named_model(value: str | None) -> NamedModel | None:
-    """The named model that a --model / :model value (None: the default) loads; None for a path."""
-    chosen = _chosen(value, None)
+def chosen_named_model(value: str | None, origin: str = "--model") -> NamedModel | None:
+    """The named model that a --model / :model value (None: the default) loads; None for a path.
+    `origin`: where the value was named, said in its errors."""
+    chosen = _chosen(value, None, origin)
     return chosen if isinstance(chosen, NamedModel) else None
 
 
@@ -89,10 +91,11 @@ def resolve_model_path(explicit: str | None, configured: str | None) -> Path:
     return chosen if isinstance(chosen, Path) else installed_model_path(chosen)
 
 
-def model_path_to_load(explicit: str | None, configured: str | None = None) -> Path:
+def model_path_to_load(explicit: str | None, configured: str | None = None, origin: str = "--model") -> Path:
     """What the engine loads: :func:`resolve_model_path`, re-encoded once where the registry says
-    the model runs faster that way (cljassist/model/prepare.py)."""
-    chosen = _chosen(explicit, configured)
+    the model runs faster that way (cljassist/model/prepare.py). `origin`: where `explicit` was
+    named, said in its errors."""
+    chosen = _chosen(explicit, configured, origin)
     if isinstance(chosen, Path):
         return chosen
     path = installed_model_path(chosen)
