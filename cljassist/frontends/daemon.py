@@ -42,9 +42,11 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from cljassist.budgets import DAEMON_LINE, DAEMON_PROBE_TIMEOUT, THREAD_JOIN
+from cljassist.budgets import (
+    DAEMON_CONNECTIONS, DAEMON_IDLE, DAEMON_LINE, DAEMON_PROBE_TIMEOUT, DAEMON_QUEUED, THREAD_JOIN,
+)
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.fileio import write_atomic
 from cljassist.prefetch import likely_next_requests
@@ -55,6 +57,9 @@ __all__ = ["PORT_FILE_NAME", "MAX_LINE_BYTES", "Daemon", "DaemonAlreadyRunning",
 
 PORT_FILE_NAME = ".cljassist-port"
 MAX_LINE_BYTES = DAEMON_LINE.value
+MAX_CONNECTIONS = DAEMON_CONNECTIONS.value
+MAX_QUEUED_BYTES = DAEMON_QUEUED.value
+IDLE_TIMEOUT_S = DAEMON_IDLE.seconds
 LOOPBACK_HOST = "127.0.0.1"  # the port file names no host: clients always connect here
 PROBE_TIMEOUT_S = DAEMON_PROBE_TIMEOUT.seconds
 
@@ -135,16 +140,24 @@ def refuse_if_served(directory: Path) -> None:
 # ------------------------------------------------------------------------------- connections
 
 _CLOSE = object()  # queued after the last reply of a connection that must end
+_RECV_BYTES = 1 << 16
+
+
+def _log(message: str) -> None:
+    print(f"cljassist serve: {message}", file=sys.stderr, flush=True)
 
 
 class _Connection:
-    """One client: a reader thread parsing lines, a writer thread sending queued replies."""
+    """One client: a reader thread splitting what it sends into lines, a writer thread sending
+    queued replies. Each is bounded: a line by MAX_LINE_BYTES, the replies waiting for a client that
+    does not read by MAX_QUEUED_BYTES (past it the client is dropped), silence by IDLE_TIMEOUT_S."""
 
     def __init__(self, daemon: "Daemon", sock: socket.socket, peer: str) -> None:
         self.daemon = daemon
         self.sock = sock
         self.peer = peer
         self.outbox: queue.Queue = queue.Queue()
+        self.queued_bytes = 0  # encoded replies in the outbox
         self.pending: set = set()  # Tickets not answered yet
         self.lock = threading.Lock()
         self.closed = threading.Event()
@@ -152,55 +165,109 @@ class _Connection:
         self.writer = threading.Thread(target=self._write_loop, name=f"cljassist-send-{peer}", daemon=True)
 
     def start(self) -> None:
+        # Both directions: a client silent this long is idle, one not reading this long is stuck.
+        self.sock.settimeout(IDLE_TIMEOUT_S)
         self.writer.start()
         self.reader.start()
 
     # -- reading -------------------------------------------------------------
 
-    def _read_loop(self) -> None:
-        stream = self.sock.makefile("rb")
-        try:
-            while not self.closed.is_set():
-                line = stream.readline(MAX_LINE_BYTES + 1)
-                if not line:
+    def _lines(self) -> Iterator[tuple[bytes | None, str]]:
+        """(line, "") for each line the client sends, or (None, the format to answer in) for one
+        longer than MAX_LINE_BYTES, which is skipped without being held; until the client closes or
+        goes idle, or the connection closes."""
+        buffer = bytearray()
+        searched = 0  # the buffer before this holds no newline
+        overlong = ""  # inside a line already too long, its reply's format: its bytes are dropped as they come
+        while not self.closed.is_set():
+            try:
+                chunk = self.sock.recv(_RECV_BYTES)
+            except TimeoutError:
+                with self.lock:
+                    waiting = bool(self.pending)
+                if waiting:
+                    continue  # waiting for a reply is not idle
+                _log(f"{self.peer}: idle for {IDLE_TIMEOUT_S:g} s, disconnected")
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            while True:
+                end = buffer.find(b"\n", searched)
+                if end < 0:
+                    searched = len(buffer)
+                    if len(buffer) > MAX_LINE_BYTES:
+                        overlong = overlong or _guess_format(bytes(buffer[:64]))
+                        del buffer[:]
+                        searched = 0
                     break
-                if len(line) > MAX_LINE_BYTES:
-                    fmt = _guess_format(line)
-                    if not _skip_rest_of_line(stream, line):
-                        break
-                    self.send({"error": f"message longer than {MAX_LINE_BYTES} bytes, ignored"}, fmt)
+                line = bytes(buffer[:end + 1])
+                del buffer[:end + 1]
+                searched = 0
+                if overlong or len(line) > MAX_LINE_BYTES:
+                    yield None, overlong or _guess_format(line)
+                    overlong = ""
+                else:
+                    yield line, ""
+
+    def _read_loop(self) -> None:
+        try:
+            for line, overlong_format in self._lines():
+                if line is None:
+                    self.send({"error": f"message longer than {MAX_LINE_BYTES} bytes, ignored"}, overlong_format)
                     continue
                 if not line.strip():
                     continue
-                if not self.daemon.handle_line(self, line):
+                if not self._answer(line):
                     self.outbox.put(_CLOSE)
                     break
         except (OSError, ValueError):  # reset by the peer, or closed under us by stop()
             pass
         finally:
-            stream.close()
             self._cancel_pending("the client disconnected")
             if not self.closed.is_set():
                 self.outbox.put(_CLOSE)
 
+    def _answer(self, line: bytes) -> bool:
+        """handle_line, except that whatever goes wrong on one line is that line's error reply, never
+        the end of the reader."""
+        try:
+            return self.daemon.handle_line(self, line)
+        except Exception as exc:  # a bug, not the client's fault: it gets one line, our stderr the trace
+            traceback.print_exception(exc, file=sys.stderr)
+            self.send({"error": f"internal error: {type(exc).__name__}: {exc}"}, _guess_format(line))
+            return True
+
     # -- writing -------------------------------------------------------------
 
     def send(self, message: dict[str, Any], fmt: str) -> None:
-        """Queue a reply (never blocks: the engine's thread calls this)."""
-        self.outbox.put((message, fmt))
+        """Queue a reply (never blocks: the engine's thread calls this). A client whose unread
+        replies pass MAX_QUEUED_BYTES is dropped."""
+        data = _encoded(message, fmt)
+        with self.lock:
+            if self.closed.is_set():
+                return
+            self.queued_bytes += len(data)
+            over = self.queued_bytes > MAX_QUEUED_BYTES
+        if over:
+            _log(f"{self.peer}: dropped: more than {MAX_QUEUED_BYTES} bytes of replies unread")
+            self.close()
+            return
+        self.outbox.put(data)
 
     def _write_loop(self) -> None:
         try:
             while True:
-                item = self.outbox.get()
-                if item is _CLOSE:
+                data = self.outbox.get()
+                if data is _CLOSE:
                     break
-                message, fmt = item
                 try:
-                    data = encode_line(message, fmt)
-                except Exception as exc:  # a value the format cannot hold: still answer
-                    data = encode_line({"id": message.get("id"), "error": f"reply not encodable: {exc}"}, "json")
-                self.sock.sendall(data)
+                    self.sock.sendall(data)
+                except TimeoutError:
+                    _log(f"{self.peer}: not reading for {IDLE_TIMEOUT_S:g} s, disconnected")
+                    break
+                with self.lock:
+                    self.queued_bytes -= len(data)
         except OSError:
             pass
         finally:
@@ -239,14 +306,11 @@ class _Connection:
         self.daemon._forget(self)
 
 
-def _skip_rest_of_line(stream, head: bytes) -> bool:
-    """Discard the rest of an overlong line without holding it; False at end of stream."""
-    chunk = head
-    while not chunk.endswith(b"\n"):
-        chunk = stream.readline(1 << 16)
-        if not chunk:
-            return False
-    return True
+def _encoded(message: dict[str, Any], fmt: str) -> bytes:
+    try:
+        return encode_line(message, fmt)
+    except Exception as exc:  # a value the format cannot hold: still answer
+        return encode_line({"id": _echoable_id(message.get("id")), "error": f"reply not encodable: {exc}"}, "json")
 
 
 def _guess_format(line: bytes) -> str:
@@ -367,8 +431,18 @@ class Daemon:
                 if self._stopping.is_set():
                     sock.close()
                     break
-                self._connections.add(conn)
+                full = len(self._connections) >= MAX_CONNECTIONS
+                if not full:
+                    self._connections.add(conn)
+            if full:
+                _refuse(sock, conn.peer)
+                continue
             conn.start()
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._connections)
 
     def _forget(self, conn: _Connection) -> None:
         with self._lock:
@@ -379,15 +453,20 @@ class Daemon:
     def handle_line(self, conn: _Connection, line: bytes) -> bool:
         """Answer one line; False when the connection must be closed (a bad token)."""
         try:
-            message, fmt = decode_line(line)
-        except (InputError, UnicodeDecodeError) as exc:
+            # EDN only from a line that holds the token: its parser is slow on deep or dense text,
+            # and a client without the token must not get to spend the daemon's time on it.
+            message, fmt = decode_line(line, allow_edn=self.token.encode() in line)
+        except InputError as exc:
             conn.send({"error": f"malformed message: {exc}"}, _guess_format(line))
             return True
-        reply_id = {"id": message["id"]} if "id" in message else {}
+        reply_id = {"id": _echoable_id(message["id"])} if "id" in message else {}
         token = message.get("token")
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.token.encode()):
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode("utf-8", "replace"), self.token.encode()):
             conn.send({**reply_id, "error": f"missing or wrong token (read it from {self.port_file})"}, fmt)
             return False
+        if "id" in message and reply_id["id"] is not message["id"]:
+            conn.send({**reply_id, "error": "'id' must be a string, a number or null"}, fmt)
+            return True
         op = message.get("op")
         if op == "ping":
             conn.send({**reply_id, "pong": True, "model": self.model_name, "repl": self.repl_label}, fmt)
@@ -428,6 +507,25 @@ class Daemon:
         if self.service.engine.settings.prefetch:
             tickets = self.service.prefetch(likely_next_requests(request), buffer=buffer, n=n)
         conn.send(_finish_reply(reply_id, {"prefetching": len(tickets)}, safe), fmt)
+
+
+def _echoable_id(value: Any) -> Any:
+    """A request's "id" as its replies echo it: a string, number, boolean or null; anything else
+    (a structure, perhaps deep) is not echoed."""
+    return value if value is None or isinstance(value, (str, int, float)) else None
+
+
+def _refuse(sock: socket.socket, peer: str) -> None:
+    """Tell a client past the connection cap why, and close (a fresh socket's buffer takes the line)."""
+    _log(f"{peer}: refused: {MAX_CONNECTIONS} connections already open")
+    try:
+        sock.settimeout(PROBE_TIMEOUT_S)
+        sock.sendall(encode_line({"error": f"too many connections (at most {MAX_CONNECTIONS}); try again"}, "json"))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def _ticket_reply(ticket) -> dict[str, Any]:

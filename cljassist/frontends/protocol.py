@@ -84,18 +84,29 @@ def nrepl_safe(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------- line framing
 
-def decode_line(line: bytes) -> tuple[dict[str, Any], str]:
-    """A message and its format ("json" or "edn"); EDN keywords become plain string keys."""
-    text = line.decode("utf-8").strip()
+def decode_line(line: bytes, allow_edn: bool = True) -> tuple[dict[str, Any], str]:
+    """A message and its format ("json" or "edn"); EDN keywords become plain string keys.
+    InputError for anything else, however deep or odd. `allow_edn` False: JSON only (EDN's parser is
+    far slower on deep or token-dense text; the daemon reads EDN only from a line holding its token)."""
+    try:
+        text = line.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if not text:
         raise InputError("empty message")
     try:
         data, fmt = json.loads(text), "json"
-    except ValueError:
+    except RecursionError:
+        raise InputError("nested too deeply") from None
+    except ValueError as exc:
+        if not allow_edn:
+            raise InputError(f"not a JSON message: {exc}") from None
         try:
             import edn_format
 
             data, fmt = _from_edn(edn_format.loads(text)), "edn"
+        except RecursionError:
+            raise InputError("nested too deeply") from None
         except Exception as exc:  # edn_format raises several types
             raise InputError(f"not a JSON or EDN message: {exc}") from None
     if not isinstance(data, dict):
@@ -104,13 +115,20 @@ def decode_line(line: bytes) -> tuple[dict[str, Any], str]:
 
 
 def encode_line(message: Mapping[str, Any], fmt: str) -> bytes:
+    """One line of `message` in `fmt`. A string the client sent that is not valid Unicode (a lone
+    surrogate in JSON's \\uD800 form, say, echoed in "id") goes back escaped, never as an error."""
     if fmt == "edn":
         import edn_format
 
         text = edn_format.dumps(_to_edn(message))
     else:
-        text = json.dumps(message, ensure_ascii=False)
-    return (text.replace("\n", "\\n") if fmt == "json" else text).encode("utf-8") + b"\n"
+        text = json.dumps(message, ensure_ascii=False).replace("\n", "\\n")
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        if fmt == "json":
+            return json.dumps(message).encode("ascii") + b"\n"
+        return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
 def _from_edn(value: Any) -> Any:
@@ -142,6 +160,10 @@ def _optional_str(fields: Mapping[str, Any], key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise InputError(f"'{key}' must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's \uD800 escape decodes to a lone surrogate: not text
+        raise InputError(f"'{key}' is not valid Unicode text (a lone surrogate at character {exc.start})") from None
     return value
 
 
