@@ -102,6 +102,7 @@ class Key:
     low: int | float | None = None
     high: int | float | None = None
     short_flag: str = ""  # e.g. "-n", when the command line also takes one
+    high_is: str = ""  # what the upper limit is, when it is not a plain number of the budgets table
 
     @property
     def flag(self) -> str:
@@ -111,7 +112,8 @@ class Key:
     def range_text(self) -> str:
         if float in self.types:  # a fraction
             return f"between {self.low:g} and {self.high:g}"
-        return f"at least {self.low}" + (f" and at most {self.high}" if self.high is not None else "")
+        high = f" and at most {self.high}" + (f" ({self.high_is})" if self.high_is else "")
+        return f"at least {self.low}" + (high if self.high is not None else "")
 
     def checked(self, value, origin: str):
         """`value` when it is in range; InputError naming `origin` (":key" in a file, "--flag") otherwise.
@@ -133,7 +135,8 @@ _EDN_KEYS = {
     "max-new-tokens": Key("max_new_tokens", (int,), 1, NEW_TOKENS_MAX.value),
     "n-ctx": Key("n_ctx", (int,), PROMPT_TOKENS_MIN.value + 1, CONTEXT_WINDOW_MAX.value),
     "max-prompt-tokens": Key("max_prompt_tokens", (int,), PROMPT_TOKENS_MIN.value, CONTEXT_WINDOW_MAX.value),
-    "threads": Key("threads", (int,), 1, _CORES),  # more threads than cores only spin on llama.cpp's barriers
+    # more threads than cores only spin on llama.cpp's barriers (see threads.default_threads)
+    "threads": Key("threads", (int,), 1, _CORES, high_is="the cores here"),
     "nrepl": Key("nrepl", (str,)),
     "repl-timeout-ms": Key("repl_timeout_ms", (int,), 1, _MAX_MS),
     "deadline-ms": Key("deadline_ms", (int,), 0, _MAX_MS),  # 0: no limit, also as you type

@@ -13,10 +13,16 @@ Why it looks like this:
   for the same buffer cancels the older one, which still gets a reply saying so. A client that
   disconnects has its pending requests cancelled (end of input counts: keep the connection open
   until the replies arrive, e.g. `nc -q 5`, not `nc -N`).
-* A line that is not JSON or EDN, or longer than MAX_LINE_BYTES, gets an error reply and the
-  connection goes on; a wrong or missing token gets an error reply and the connection is closed.
+* A line that is not JSON or EDN, longer than MAX_LINE_BYTES, nested too deep or not valid
+  Unicode gets an error reply and the connection goes on (whatever goes wrong on one line is that
+  line's reply, never the end of the reader); a wrong or missing token gets an error reply and the
+  connection is closed. EDN, whose parser is slow on deep or dense text, is read only from a line
+  that holds the token: a client without it cannot spend the daemon's time.
 * Each connection has a reader thread and a writer thread; replies are queued to the writer, so the
-  engine's thread never blocks on a client that stopped reading.
+  engine's thread never blocks on a client that stopped reading. What a client may cost is bounded
+  (budgets.py): MAX_CONNECTIONS at once (one more is told so and closed), IDLE_TIMEOUT_S of silence
+  while no reply is awaited, MAX_QUEUED_BYTES of unread replies (past it the client is dropped, and
+  the daemon logs it on stderr).
 
 Ops:
   {"op": "complete", "token": T, "id": I, ...fields}  fields as in `protocol.request_from_fields`;
