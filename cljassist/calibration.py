@@ -22,9 +22,13 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 # The verification levels a table is fitted for, by what the top suggestion's checks say.
+RESOLVED = "resolved"  # the symbol being typed, completed to a name the REPL knows (cljassist/verify/resolves.py)
 REPL_CHECKED = "repl"  # it compiled in the REPL
 PLAIN = "plain"  # structure checks only (no REPL, or the REPL could not check it)
-LEVELS = (PLAIN, REPL_CHECKED)
+LEVELS = (PLAIN, REPL_CHECKED, RESOLVED)
+# A level without a table of its own reads the next one down: a check more can only make that
+# estimate cautious, not reckless.
+LEVEL_BELOW = {RESOLVED: REPL_CHECKED, REPL_CHECKED: PLAIN}
 
 BIN_WIDTH = 0.05  # raw confidence bins; a table has at most 1 / BIN_WIDTH steps
 PSEUDO_CASES = 2.0  # weight of the overall share of exact matches in each step's estimate
@@ -40,6 +44,8 @@ def raw_confidence(logprob: float, n_tokens: int) -> float:
 
 
 def level_of(checks: Mapping[str, bool | None]) -> str:
+    if checks.get("resolves") is True:
+        return RESOLVED
     return REPL_CHECKED if checks.get("compiles") is True else PLAIN
 
 
@@ -53,9 +59,16 @@ class Calibration:
     rule: str = ""
 
     def score(self, confidence: float, checks: Mapping[str, bool | None]) -> float:
-        """The calibrated score; a level with no table of its own (no REPL run was fitted) uses the
-        plain table: a check more can only make the plain estimate cautious, not reckless."""
-        steps = self.tables.get(level_of(checks)) or self.tables.get(PLAIN) or ()
+        """The calibrated score of a suggestion with these checks."""
+        return self.score_at(confidence, level_of(checks))
+
+    def score_at(self, confidence: float, level: str) -> float:
+        """The calibrated score at a verification level; a level with no table of its own (say, no
+        REPL run was fitted) reads the level below it (LEVEL_BELOW)."""
+        steps: Sequence[Step] = ()
+        while not steps and level:
+            steps = self.tables.get(level, ())
+            level = LEVEL_BELOW.get(level, "")
         return step_value(steps, confidence) if steps else round(confidence, RAW_DIGITS)
 
 
@@ -127,7 +140,7 @@ def fit_calibration(cases: Sequence[TopSuggestion], target_precision: float, min
 def scored(cases: Sequence[TopSuggestion], calibration: Calibration | None) -> list[tuple[float | None, bool]]:
     """(score or None when nothing was ranked, exactly right) per case."""
     return [(None if c.confidence is None else
-             calibration.score(c.confidence, {"compiles": c.level == REPL_CHECKED}) if calibration else c.confidence,
+             calibration.score_at(c.confidence, c.level) if calibration else c.confidence,
              c.right) for c in cases]
 
 
@@ -170,6 +183,6 @@ def choose_threshold(curve: Sequence[CurvePoint], target_precision: float, min_o
     return min(p.threshold for p in kept if p.precision == best)
 
 
-__all__ = ["Calibration", "CurvePoint", "TopSuggestion", "LEVELS", "PLAIN", "REPL_CHECKED", "raw_confidence",
+__all__ = ["Calibration", "CurvePoint", "TopSuggestion", "LEVELS", "PLAIN", "REPL_CHECKED", "RESOLVED", "raw_confidence",
            "level_of", "step_value", "fit_steps", "fit_calibration", "scored", "sweep",
            "threshold_rule", "choose_threshold"]

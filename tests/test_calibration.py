@@ -308,3 +308,17 @@ def test_smollm2_suggestions_are_withheld_below_min_score_and_admitted_at_0(defa
     assert all(s["score"] == 0.2 and 0 < s["confidence"] <= 1 for s in out["suggestions"])
     assert main(["complete", str(source), "--no-repl", "--max-new-tokens", "16"]) == 0
     assert "of them scoring below min-score" in capsys.readouterr().out
+
+
+def test_a_symbol_the_repl_resolves_has_its_own_level_and_a_missing_level_reads_the_one_below():
+    from cljassist.calibration import PLAIN, REPL_CHECKED, RESOLVED, Calibration, level_of
+
+    assert level_of({"compiles": True, "resolves": True}) == RESOLVED
+    assert level_of({"compiles": True}) == REPL_CHECKED and level_of({"balanced": True}) == PLAIN
+    only_plain = Calibration({PLAIN: ((0.0, 0.1), (0.5, 0.3))}, 0.2)
+    assert only_plain.score(0.6, {"compiles": True, "resolves": True}) == 0.3
+    with_repl = Calibration({PLAIN: ((0.0, 0.1),), REPL_CHECKED: ((0.0, 0.2), (0.4, 0.5))}, 0.2)
+    assert with_repl.score(0.45, {"compiles": True, "resolves": True}) == 0.5
+    resolved = Calibration({PLAIN: ((0.0, 0.1),), REPL_CHECKED: ((0.0, 0.2),), RESOLVED: ((0.0, 0.7),)}, 0.2)
+    assert resolved.score(0.3, {"compiles": True, "resolves": True}) == 0.7
+    assert resolved.score(0.3, {"compiles": True}) == 0.2
