@@ -107,10 +107,20 @@ class Generation:
 # "resolves" (cljassist/verify/resolves.py).
 CHECK_NAMES = ("balanced", "reads", "compiles", "arity", "evaluated")
 
+# One check's verdict: True passed, False failed, None did not run, and a str where the check was
+# deliberately not run and says why ("not checked (macro my.app/with-db)": compiling would have run
+# the user's macro). Only True counts as passed and only False as failed.
+CheckVerdict = bool | str | None
 
-def checks_passed(checks: Mapping[str, bool | None]) -> bool:
+
+def judged(verdict: CheckVerdict) -> bool | None:
+    """The verdict as passed (True) or failed (False); None where the check did not judge."""
+    return verdict if isinstance(verdict, bool) else None
+
+
+def checks_passed(checks: Mapping[str, CheckVerdict]) -> bool:
     """The one definition of "passed": balanced, and no check that ran has failed (a check that
-    did not run, None, counts neither way)."""
+    did not run, None, or was not checked on purpose, a str, counts neither way)."""
     return checks.get("balanced") is True and not any(v is False for v in checks.values())
 
 
@@ -122,7 +132,7 @@ class Candidate:
     logprob: float
     n_tokens: int
     finish: str
-    checks: dict[str, bool | None] = field(default_factory=lambda: dict.fromkeys(CHECK_NAMES))
+    checks: dict[str, CheckVerdict] = field(default_factory=lambda: dict.fromkeys(CHECK_NAMES))
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # why a check failed, one line
     value: str | None = None  # printed value, when evaluated

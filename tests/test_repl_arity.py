@@ -10,7 +10,7 @@ from cljassist.config import Settings
 from cljassist.engine import Engine
 from cljassist.types import CHECK_NAMES, CompletionRequest
 from cljassist.verify.arity import JudgedCall, calls_edn
-from cljassist.verify.repl_compile import ReplVerifier, choose_target
+from cljassist.verify.repl_compile import ReplVerifier, choose_target, load_rules
 from tests.fakes import ScriptedModel
 
 NS = "(ns verify.arity (:require [clojure.string :as str]))\n"
@@ -128,11 +128,17 @@ def test_calls_are_found_where_the_jvm_reader_places_them(verifier):
 
 
 @pytest.mark.integration
-def test_macro_calls_are_not_judged_but_what_they_expand_to_is(verifier):
-    for text in ["(when true 1 2 3)", "(one-arg-macro 1 2 3)", "(-> 1 (inc))", "(->> [1] (map inc))",
+def test_macro_calls_are_not_judged_but_what_they_expand_to_is(verifier, nrepl_client):
+    for text in ["(when true 1 2 3)", "(-> 1 (inc))", "(->> [1] (map inc))",
                  "(cond-> {} true (assoc :a 1))", "(doto (java.util.ArrayList.) (.add 1))"]:
         v = judge(verifier, "", text)
         assert (v.arity, v.error) == (True, None), text
+    # a user's macro is never run by the check; where its namespace is trusted, it is expanded too
+    v = verifier.verify(NS, "(one-arg-macro 1 2 3)", "")
+    assert (v.compiles, v.arity) == ("not checked (macro verify.arity/one-arg-macro)", None)
+    trusted = ReplVerifier(nrepl_client, timeout_s=5.0, rules=load_rules().trusting("verify.arity"))
+    v = judge(trusted, "", "(one-arg-macro 1 2 3)")
+    assert (v.arity, v.error) == (True, None)
     v = judge(verifier, "(defn f [m] (-> m ", "(assoc :a)", "))")  # threaded: (assoc m :a)
     assert v.arity is False and "clojure.core/assoc" in v.error
 

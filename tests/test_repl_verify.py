@@ -187,9 +187,15 @@ def test_top_level_definitions_are_compiled_without_defining(verifier, nrepl_cli
 def test_sneaky_macro_changing_mappings_is_detected(nrepl_client):
     ns = f"verify.sneaky{next(_ids)}{time.time_ns()}"
     _setup(nrepl_client, ns)
-    verifier = ReplVerifier(nrepl_client, timeout_s=5.0)
-    v = verifier.verify(f"(ns {ns})\n", "(sneaky)", "")
-    assert (v.reads, v.compiles, v.error) == (True, False, "changed namespace mappings")
+    interns = f"(count (ns-interns '{ns}))"
+    count = nrepl_client.eval(interns, timeout=WAIT).values
+    v = ReplVerifier(nrepl_client, timeout_s=5.0).verify(f"(ns {ns})\n", "(sneaky)", "")
+    assert (v.reads, v.compiles, v.error) == (True, f"not checked (macro {ns}/sneaky)", None)  # never run
+    assert nrepl_client.eval(interns, timeout=WAIT).values == count
+    v = ReplVerifier(nrepl_client, timeout_s=5.0, rules=load_rules().trusting(ns)).verify(f"(ns {ns})\n", "(sneaky)", "")
+    assert (v.reads, v.compiles) == (True, False)
+    assert v.error.startswith(f"changed the REPL's namespaces (undone): mapping {ns}/oops")
+    assert nrepl_client.eval(interns, timeout=WAIT).values == count  # the var it interned is gone again
 
 
 @pytest.mark.integration
@@ -218,7 +224,7 @@ def test_users_session_untouched_and_not_blocking(verifier, nrepl_client):
 @pytest.mark.integration
 def test_timeout_interrupts_our_session_which_stays_usable(nrepl_client):
     _setup(nrepl_client)
-    verifier = ReplVerifier(nrepl_client, timeout_s=1.0)
+    verifier = ReplVerifier(nrepl_client, timeout_s=1.0, rules=load_rules().trusting("verify.sample"))
     verifier.verify(NS, "(inc 1)", "")  # helper installed: the timeout below is the candidate's
     v = verifier.verify(NS, "(slow)", "")
     assert v.compiles is None and "timed out" in v.error

@@ -1,4 +1,4 @@
-(fn [refused top-compiled allow plen plevel maxc]
+(fn [refused top-compiled allow plen plevel maxc trusted expansion-allowed]
  (fn [mode text nsn locals extras top? want-eval? judged file-params]
  (let [n (find-ns (symbol nsn))
        root-cause (fn [^Throwable e] (loop [e e] (if-let [c (.getCause e)] (recur c) e)))
@@ -10,10 +10,19 @@
                 (subs m 0 (min 300 (count m)))))
        cns #{nil "clojure.core"}
        core? (fn [h] (and (symbol? h) (contains? cns (namespace h))))
-       refused? (fn [h] (and (symbol? h) (contains? refused (name h))
-                             (or (core? h)
-                                 (let [v (when n (try (ns-resolve n h) (catch Throwable _ nil)))]
-                                   (and (var? v) (= "clojure.core" (str (.ns ^clojure.lang.Var v))))))))
+       var-of (fn [h]
+                (when (and n (symbol? h))
+                  (let [o (if-let [q (namespace h)]
+                            (when-let [^clojure.lang.Namespace qn (or (get (ns-aliases n) (symbol q)) (find-ns (symbol q)))]
+                              (.findInternedVar qn (symbol (name h))))
+                            (.getMapping ^clojure.lang.Namespace n h))]
+                    (when (var? o) o))))
+       qname (fn [^clojure.lang.Var v] (str (.ns v) "/" (.sym v)))
+       refused? (fn [h] (and (symbol? h)
+                             (let [^clojure.lang.Var v (var-of h)]
+                               (or (and (contains? refused (name h))
+                                        (or (core? h) (and v (= "clojure.core" (str (.ns v))))))
+                                   (and v (contains? refused (qname v)))))))
        refused-in (fn walk [f]
                     (or (when-let [m (meta f)] (walk (dissoc m :line :column)))
                         (cond (seq? f) (or (when (refused? (first f)) (str (first f))) (some walk f))
@@ -31,7 +40,7 @@
                   (cond
                     (not top?) [[f nil]]
                     (and (core? h) (#{"comment" "do"} (name h))) (mapcat unwrap (rest f))
-                    (not (and (core? h) (contains? refused (name h)))) [[f nil]]
+                    (not (refused? h)) [[f nil]]
                     :else
                     [(let [h (name h)]
                       (cond
@@ -48,13 +57,119 @@
                                (= h "defmacro") (list 'fn* '[&form &env]))
                              nil "a definition"]
                             [nil "nothing to compile"]))))])))
-       snap (fn []
+       local? (fn [env h] (and (symbol? h) (nil? (namespace h)) (contains? env h)))
+       stop (fn [k why] (throw (ex-info "cljassist: not compiled" {:cljassist/stop {k why}})))
+       macro-step (fn [env f]
+                    (let [h (first f)
+                          ^clojure.lang.Var v (when-not (or (special-symbol? h) (local? env h)) (var-of h))]
+                      (if-not (and v (.isMacro v))
+                        f
+                        (do (when-not (contains? trusted (str (.ns v))) (stop :untrusted (str "macro " (qname v))))
+                            (when-not (or (.isPublic v) (= n (.ns v)))
+                              (throw (IllegalStateException. (str "var: " v " is not public"))))
+                            (try (apply @v f nil (rest f))
+                                 (catch clojure.lang.ArityException e
+                                   (throw (if (= (.-name e) (qname v)) (clojure.lang.ArityException. (- (.-actual e) 2) (.-name e)) e))))))))
+       expand (fn expand [env f]
+                (let [lst (fn [like xs] (with-meta (apply list xs) (meta like)))
+                      ex (fn [env xs] (map (fn [x] (expand env x)) xs))
+                      f (loop [f f]
+                          (if-not (and (seq? f) (seq f))
+                            f
+                            (let [h (first f)]
+                              (when (and (symbol? h) (or (special-symbol? h) (not (local? env h)))
+                                         (refused? h) (not (contains? expansion-allowed (name h))))
+                                (stop :refused (str h)))
+                              (let [x (macro-step env f)] (if (identical? x f) f (recur x))))))
+                      g (cond
+                          (and (seq? f) (seq f))
+                          (let [[h & args] f
+                                [a1 & more] args]
+                            (cond
+                              (contains? '#{quote var} h) f
+                              (and (contains? '#{let* loop* letfn*} h) (vector? a1) (even? (count a1)))
+                              (let [pairs (partition 2 a1)
+                                    [env bv] (if (= 'letfn* h)
+                                               (let [env (into env (filter symbol? (map first pairs)))]
+                                                 [env (vec (mapcat (fn [[s i]] [s (expand env i)]) pairs))])
+                                               (reduce (fn [[env acc] [s i]] [(if (symbol? s) (conj env s) env) (conj acc s (expand env i))])
+                                                       [env []] pairs))]
+                                (lst f (list* h (with-meta bv (meta a1)) (ex env more))))
+                              (= 'fn* h)
+                              (let [[env sigs] (if (symbol? a1) [(conj env a1) more] [env args])
+                                    arity (fn [a] (if (and (seq? a) (vector? (first a)))
+                                                    (lst a (cons (first a) (ex (into env (filter symbol? (first a))) (rest a))))
+                                                    (expand env a)))]
+                                (lst f (concat [h] (when (symbol? a1) [a1]) (if (vector? (first sigs)) (arity sigs) (map arity sigs)))))
+                              (= 'try h)
+                              (lst f (cons h (map (fn [x]
+                                                    (cond
+                                                      (and (seq? x) (= 'catch (first x)) (symbol? (nth x 2 nil)))
+                                                      (let [[c cls sym & body] x] (lst x (list* c cls sym (ex (conj env sym) body))))
+                                                      (and (seq? x) (= 'finally (first x))) (lst x (cons (first x) (ex env (rest x))))
+                                                      :else (expand env x)))
+                                                  args)))
+                              (and (= 'case* h) (map? (nth args 4 nil)))
+                              (let [[ge shift mask default imap & flags] args]
+                                (lst f (list* h ge shift mask (expand env default)
+                                              (into (empty imap)
+                                                    (map (fn [[k pair]] [k (if (and (vector? pair) (= 2 (count pair)))
+                                                                             (assoc pair 1 (expand env (nth pair 1)))
+                                                                             (expand env pair))]))
+                                                    imap)
+                                              flags)))
+                              (and (= '. h) (seq more))
+                              (let [[member & margs] more]
+                                (lst f (list* h (expand env a1)
+                                              (if (seq? member) (lst member (cons (first member) (ex env (rest member)))) member)
+                                              (ex env margs))))
+                              (and (= 'new h) (seq args)) (lst f (list* h a1 (ex env more)))
+                              (and (= 'reify* h) (seq args))
+                              (lst f (list* h a1 (map (fn [m]
+                                                        (if (and (seq? m) (symbol? (first m)) (vector? (second m)))
+                                                          (let [[mn ps & body] m] (lst m (list* mn ps (ex (into env (filter symbol? ps)) body))))
+                                                          (expand env m)))
+                                                      more)))
+                              :else
+                              (let [^clojure.lang.Var v (when-not (or (special-symbol? h) (local? env h)) (var-of h))]
+                                (when (and v (some? (:inline (meta v))) (not (contains? trusted (str (.ns v)))))
+                                  (stop :untrusted (str "inline " (qname v))))
+                                (lst f (ex env f)))))
+                          (vector? f) (with-meta (mapv (fn [x] (expand env x)) f) (meta f))
+                          (map? f) (with-meta (into {} (map (fn [[k v]] [(expand env k) (expand env v)])) f) (meta f))
+                          (set? f) (with-meta (into #{} (map (fn [x] (expand env x))) f) (meta f))
+                          :else f)
+                      m (when (coll? g) (not-empty (dissoc (meta g) :line :column)))]
+                  (if m (vary-meta g merge (expand env m)) g)))
+       snap (fn [vars]
               [(into {} (map (fn [^clojure.lang.Namespace x] [x [(.getMappings x) (.getAliases x)]])) (all-ns))
-               (into {} (map (fn [[k ^clojure.lang.Var v]] [k (.getRawRoot v)])) (ns-interns n))])
-       same? (fn [[a ra] [b rb]]
-               (and (= (count a) (count b)) (= (count ra) (count rb))
-                    (every? (fn [[k [m al]]] (let [[m2 al2] (get b k)] (and (identical? m m2) (identical? al al2)))) a)
-                    (every? (fn [[k v]] (and (contains? rb k) (identical? v (get rb k)))) ra)))
+               (into {} (map (fn [^clojure.lang.Var v] [v [(.getRawRoot v) (.meta v) (.isDynamic v)]])) vars)])
+       restore! (fn [[nss vars]]
+                  (let [undone (volatile! [])
+                        undo (fn [what f] (vswap! undone conj what) (try (f) (catch Throwable _ nil)))
+                        changed-keys (fn [a b] (filter (fn [k] (not (identical? (get a k) (get b k)))) (distinct (concat (keys a) (keys b)))))]
+                    (doseq [^clojure.lang.Namespace x (all-ns)]
+                      (if-let [[m al] (get nss x)]
+                        (do
+                          (when-not (identical? m (.getMappings x))
+                            (doseq [k (changed-keys m (.getMappings x))]
+                              (let [o (get m k)]
+                                (undo (str "mapping " x "/" k)
+                                      (fn [] (.unmap x k)
+                                        (cond (var? o) (.refer x k o)
+                                              (class? o) (.importClass x k o)))))))
+                          (when-not (identical? al (.getAliases x))
+                            (doseq [k (changed-keys al (.getAliases x))]
+                              (let [o (get al k)]
+                                (undo (str "alias " k " in " x) (fn [] (.removeAlias x k) (when o (.addAlias x k o))))))))
+                        (undo (str "namespace " x) (fn [] (remove-ns (.getName x))))))
+                    (doseq [[^clojure.lang.Var v [root m dyn]] vars]
+                      (when-not (and (identical? root (.getRawRoot v)) (identical? m (.meta v)) (= dyn (.isDynamic v)))
+                        (undo (str "var " (qname v))
+                              (fn [] (when-not (identical? root (.getRawRoot v)) (.bindRoot v root))
+                                (.resetMeta v m)
+                                (.setDynamic v dyn)))))
+                    @undone))
        local-syms (set (map symbol locals))
        params (vec (distinct (concat (map symbol locals)
                                      (when n (remove (fn [s] (try (ns-resolve n s) (catch Throwable _ true)))
@@ -189,11 +304,7 @@
                                                        (doseq [[_ [_ then]] imap] (walk env then)))
                                         (special-symbol? h) (walk-all walk env (rest f))
                                         :else
-                                        (let [x (try (macroexpand-1 f) (catch Throwable _ walk))]
-                                          (cond
-                                            (identical? x walk) nil
-                                            (identical? x f) (do (judge f) (walk-all walk env f))
-                                            :else (walk env x)))))
+                                        (do (judge f) (walk-all walk env f))))
                                     (map? f) (walk-all walk env (mapcat identity f))
                                     (coll? f) (walk-all walk env f)
                                     :else nil))]
@@ -217,20 +328,27 @@
          :else
          (if-let [h (some refused-in cforms)]
            {:reads true :compiles false :error (str "refused: " h)}
-           (let [before (snap)
-                 wrapped (wrap cforms)
-                 thrown (try (binding [*ns* n]
-                               (doseq [f wrapped] (eval f)))
-                             nil
-                             (catch Throwable e e))
+           (let [before (snap (concat (vals (ns-interns n)) (keep var-of (filter symbol? (tree-seq coll? seq cforms)))))
+                 expanded (try (binding [*ns* n] (mapv (fn [f] (expand #{} f)) (wrap cforms)))
+                               (catch Throwable e (or (:cljassist/stop (ex-data e)) e)))
+                 stopped (when (map? expanded) expanded)
+                 wrapped (when (vector? expanded) expanded)
+                 thrown (cond (instance? Throwable expanded) expanded
+                              wrapped (try (binding [*ns* n]
+                                             (doseq [f wrapped] (eval f)))
+                                           nil
+                                           (catch Throwable e e)))
+                 undone (restore! before)
                  err (when thrown (line thrown))
-                 [wrong notes failed] (when (and (seq judged)
+                 [wrong notes failed] (when (and (seq judged) wrapped
                                                  (or (nil? thrown) (instance? clojure.lang.ArityException (root-cause thrown))))
                                         (try (binding [*ns* n] (check-arity wrapped))
-                                             (catch Throwable e [nil [(str "arity not checked: " (line e))] true])))
-                 changed (not (same? before (snap)))]
+                                             (catch Throwable e [nil [(str "arity not checked: " (line e))] true])))]
              (cond
-               changed {:reads true :compiles false :error "changed namespace mappings"}
+               (seq undone) {:reads true :compiles false
+                             :error (str "changed the REPL's namespaces (undone): " (apply str (interpose ", " (take 3 undone))))}
+               (:refused stopped) {:reads true :compiles false :error (str "refused: " (:refused stopped))}
+               (:untrusted stopped) {:reads true :untrusted (:untrusted stopped)}
                err {:reads true :compiles false :arity (when wrong false) :error (or wrong err)}
                (empty? cforms) {:reads true :skip (or skip "nothing to compile")}
                :else {:reads true :compiles true :skip skip :arity (when-not failed (nil? wrong)) :error wrong :notes notes

@@ -61,6 +61,7 @@ from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
 from cljassist.repl.health import ReplHealth
 from cljassist.repl.tooling import ToolingSession
+from cljassist.types import CheckVerdict
 from cljassist.verify.arity import JudgedCall, calls_edn, judged_calls
 from cljassist.verify.evaluate import check_eval_mode, evaluate
 
@@ -70,7 +71,7 @@ __all__ = ["ReplVerdict", "ReplVerifier", "VerifyRules", "load_rules", "choose_t
 @dataclass(frozen=True)
 class ReplVerdict:
     reads: bool | None  # None = not attempted
-    compiles: bool | None
+    compiles: CheckVerdict  # a str: deliberately not compiled, "not checked (macro my.app/m)"
     evaluated: bool | None  # only with eval opted in
     error: str | None  # one line: why it failed
     value: str | None  # printed value (truncated) when evaluated
@@ -98,10 +99,16 @@ class ReplVerdict:
 class VerifyRules:
     refused_heads: frozenset[str]
     toplevel_compiled: frozenset[str]
+    trusted_macro_namespaces: frozenset[str]  # whose macros and :inline fns the check may run
+    expansion_allowed: frozenset[str]  # refused heads the trusted macros may write in expansions
     allowlist: frozenset[str]  # qualified var names, "clojure.core/inc"
     print_length: int
     print_level: int
     max_value_chars: int
+
+    def trusting(self, *namespaces: str) -> VerifyRules:
+        """These rules with the macros of `namespaces` trusted too: expanded by the check, run."""
+        return replace(self, trusted_macro_namespaces=self.trusted_macro_namespaces | frozenset(namespaces))
 
 
 @lru_cache(maxsize=4)
@@ -114,6 +121,8 @@ def load_rules(path: Path | None = None) -> VerifyRules:
     return VerifyRules(
         refused_heads=frozenset(data["refused_heads"]),
         toplevel_compiled=frozenset(data.get("toplevel_compiled", ())),
+        trusted_macro_namespaces=frozenset(data["trusted_macro_namespaces"]),
+        expansion_allowed=frozenset(data.get("expansion_allowed", ())),
         allowlist=allow,
         print_length=int(ev.get("print_length", 20)),
         print_level=int(ev.get("print_level", 5)),
@@ -321,11 +330,11 @@ class ReplVerifier:
     the REPL answers, shared with the context provider on the same client (a new one when not given)."""
 
     def __init__(self, client: NreplClient, timeout_s: float = REPL_TIMEOUT.seconds, eval_mode: str = "off",
-                 health: ReplHealth | None = None):
+                 health: ReplHealth | None = None, rules: VerifyRules | None = None):
         self.client = client
         self.timeout_s = timeout_s
         self.eval_mode = check_eval_mode(eval_mode)
-        self.rules = load_rules()
+        self.rules = rules or load_rules()
         self.health = health if health is not None else ReplHealth.probing(client)
         self._tooling = ToolingSession(client, self._install, self.health)
         self._lock = threading.Lock()  # one verification at a time: our session runs evals in order
@@ -347,6 +356,7 @@ class ReplVerifier:
             clj_strings(sorted(r.refused_heads), "#{"), clj_strings(sorted(r.toplevel_compiled), "#{"),
             clj_strings(sorted(r.allowlist), "#{"),
             str(r.print_length), str(r.print_level), str(r.max_value_chars),
+            clj_strings(sorted(r.trusted_macro_namespaces), "#{"), clj_strings(sorted(r.expansion_allowed), "#{"),
         ])
         return f"(do (set! *command-line-args* {{{_HELPER_KEY} ({_CHECK_FN} {args})}}) nil)"
 
@@ -400,6 +410,8 @@ class ReplVerifier:
             try:
                 res = self._eval(self._call_code("check", target, want_eval), budget)
                 reads, compiles, error = res.get("reads"), res.get("compiles"), res.get("error")
+                if res.get("untrusted"):  # compiling would have run code we do not trust: not compiled
+                    compiles = f"not checked ({res['untrusted']})"
                 skipped, arity, notes = res.get("skip"), res.get("arity"), res.get("notes") or ()
                 if target.skip_compile == UNKNOWN_NAMESPACE:
                     compiles, arity, error, skipped = None, None, None, UNKNOWN_NAMESPACE
