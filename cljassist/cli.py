@@ -19,12 +19,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cljassist.bench.typing import DEFAULT_FORMS, DEFAULT_MAX_FORM_CHARS, DEFAULT_NAIVE_EVERY, DEFAULT_PAUSE_MS
 from cljassist.budgets import (
     BACKEND_TIMEOUT, CANDIDATES, KEYSTROKE_DEADLINE, KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS, PROMPT_TOKENS,
 )
 from cljassist.errors import CljassistError, InputError, ReplUnavailable
+
+if TYPE_CHECKING:
+    from cljassist.types import Suggestion
 
 EXIT_ERROR = 2
 EXIT_REPL_UNREACHABLE = 3
@@ -84,6 +88,19 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
     repl = p.add_mutually_exclusive_group()
     repl.add_argument("--nrepl", metavar="HOST:PORT", help="nREPL to use (default: .nrepl-port near the file)")
     repl.add_argument("--no-repl", action="store_true", help="complete without a REPL")
+
+
+def suggestion_lines(rank_no: int, s: Suggestion) -> list[str]:
+    """One suggestion as `complete` prints it: rank, score, the checks it passed and its text, then
+    a check not run on purpose with why (??), its value (=>) and why it failed (!!)."""
+    passed = ",".join(k for k, v in s.checks.items() if v is True) or "-"
+    lines = [f"{rank_no}. [{s.score:.2f} {passed}] {s.text}"]
+    lines += [f"     ?? {name}: {verdict}" for name, verdict in s.checks.items() if isinstance(verdict, str)]
+    if s.value is not None:
+        lines.append(f"     => {s.value}")
+    if s.error:
+        lines.append(f"     !! {s.error}")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,11 +301,6 @@ def run_complete(args) -> int:
         print(f";; {result.nothing_offered}, {result.ms:.0f} ms)")
         return 0
     for rank_no, s in enumerate(result.suggestions, 1):
-        passed = ",".join(k for k, v in s.checks.items() if v) or "-"
-        print(f"{rank_no}. [{s.score:.2f} {passed}] {s.text}")
-        if s.value is not None:
-            print(f"     => {s.value}")
-        if s.error:
-            print(f"     !! {s.error}")
+        print("\n".join(suggestion_lines(rank_no, s)))
     print(f";; {result.ms:.0f} ms, namespace {result.namespace or '-'}")
     return 0

@@ -131,6 +131,14 @@ def test_ranking_scores_by_the_table_and_keeps_the_raw_confidence():
     assert [s.score for s in rank([candidate("a", -0.1)])] == [ranked[0].confidence]  # no table: raw
 
 
+def test_a_candidate_not_compiled_on_purpose_is_offered_below_the_compiled_ones():
+    not_checked = candidate("(m x)", -0.1, reads=True, compiles="not checked (macro my.app/m)")
+    ranked = rank([not_checked, candidate("(f x)", -0.5, reads=True, compiles=True),
+                   candidate("(g x)", -0.01, reads=True, compiles=False)])
+    assert [s.text for s in ranked] == ["(f x)", "(m x)"]  # the failing one withheld
+    assert ranked[1].checks["compiles"] == "not checked (macro my.app/m)" and ranked[1].error is None
+
+
 def test_withholding_keeps_the_order_and_the_limit_counts_offered_only():
     calibration = Calibration({PLAIN: ((0.0, 0.05), (0.5, 0.2), (0.7, 0.4))}, 0.3)
     ranked = rank([candidate("a", -0.1), candidate("b", -0.6), candidate("c", -0.2), candidate("d", -2.0)],

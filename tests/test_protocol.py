@@ -56,6 +56,8 @@ def test_reply_and_its_bencode_safe_form():
                                      "checks": {"balanced": True, "reads": True, "compiles": None}}]
     safe = nrepl_safe(reply)
     assert safe["suggestions"][0]["checks"] == {"balanced": "true", "reads": "true", "compiles": "unknown"}
+    not_checked = {"checks": {"balanced": True, "compiles": "not checked (macro my.app/m)"}}
+    assert nrepl_safe(not_checked)["checks"] == {"balanced": "true", "compiles": "not checked (macro my.app/m)"}
     assert safe["suggestions"][0]["score"] == "0.712"
     assert safe["namespace"] == "demo.core"
 

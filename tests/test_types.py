@@ -21,6 +21,7 @@ from cljassist.types import (
     ReplStatus,
     Suggestion,
     checks_passed,
+    judged,
     suggestion_dict,
 )
 from tests.fakes import FakeEngine, RecordingModel, ScriptedModel
@@ -100,6 +101,17 @@ def test_one_definition_of_passed():
     assert not checks_passed({"balanced": True, "compiles": False})
     assert not checks_passed({"balanced": None})  # not known to be balanced: not passed
     assert Suggestion("x", 0.5, {"balanced": True, "evaluated": True}).passed
+    # not checked on purpose (compiling would have run the user's macro): neither passed nor failed
+    assert checks_passed({"balanced": True, "compiles": "not checked (macro my.app/m)"})
+    assert [judged(v) for v in (True, False, None, "not checked (macro my.app/m)")] == [True, False, None, None]
+
+
+def test_complete_prints_a_check_not_run_on_purpose_with_its_reason():
+    from cljassist.cli import suggestion_lines
+
+    s = Suggestion("(with-db x)", 0.5, {"balanced": True, "reads": True, "compiles": "not checked (macro my.app/with-db)"})
+    assert suggestion_lines(1, s) == ["1. [0.50 balanced,reads] (with-db x)",
+                                      "     ?? compiles: not checked (macro my.app/with-db)"]
 
 
 def test_suggestion_dict_rounds_only_when_asked():

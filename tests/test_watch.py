@@ -141,6 +141,17 @@ def test_comment_shows_each_alternatives_checks_and_says_when_there_is_none(tmp_
     assert path.read_text().splitlines()[4] == "  ;; cljassist: 1) chosen 0.90 [balanced reads compiles] (no alternatives)"
 
 
+def test_comment_marks_a_check_not_run_on_purpose_and_says_why(tmp_path):
+    path = tmp_path / "core.clj"
+    path.write_text(SOURCE)
+    macro = Suggestion("(m x)", 0.9, {"balanced": True, "reads": True, "compiles": "not checked (macro my.app/m)"})
+    engine = FakeEngine(lambda request: [macro])
+    filler, _, _ = filler_for(engine, tmp_path)
+    filler.process(path)
+    assert path.read_text().splitlines()[4] == ("  ;; cljassist: 1) chosen 0.90 [balanced reads ?compiles] (macro my.app/m) "
+                                                "(no alternatives)")
+
+
 def test_dry_run_prints_path_line_suggestion_and_alternatives_and_writes_nothing(tmp_path):
     path = tmp_path / "core.clj"
     path.write_text(SOURCE)

@@ -16,7 +16,7 @@ from cljassist.bench.metrics import CaseResult, RankedTop, edit_similarity, exac
 from cljassist.clojure_text.reader import is_balanced
 from cljassist.engine import Engine
 from cljassist.rank import rank
-from cljassist.types import Candidate, CompletionRequest, CompletionResult
+from cljassist.types import Candidate, CompletionRequest, CompletionResult, judged
 from cljassist.errors import InputError
 
 # Asked once before the cases are timed: llama.cpp's first evaluation, and the REPL's first context
@@ -94,7 +94,7 @@ def _score(case: dict, text: str | None, checks: dict | None, ms: float, timings
     return CaseResult(
         id=case["id"], category=case["category"], offered=text is not None, suggestion=text,
         em=exact_match(text, case["middle"]), es=edit_similarity(text, case["middle"]),
-        balanced=balanced, compiles=(checks or {}).get("compiles"), ms=ms, model_ms=timings.get("model", 0.0),
+        balanced=balanced, compiles=judged((checks or {}).get("compiles")), ms=ms, model_ms=timings.get("model", 0.0),
     )
 
 

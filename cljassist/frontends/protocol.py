@@ -63,13 +63,15 @@ def result_reply(result: CompletionResult) -> dict[str, Any]:
 
 
 def nrepl_safe(value: Any) -> Any:
-    """Bencode has only strings, integers, lists and maps: checks become "true"/"false"/"unknown",
-    other floats strings with three decimals, and absent (None) map values are dropped."""
+    """Bencode has only strings, integers, lists and maps: checks become "true"/"false"/"unknown"
+    (a check not run on purpose keeps its reason, "not checked (macro my.app/m)"), other floats
+    strings with three decimals, and absent (None) map values are dropped."""
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
             if k == "checks" and isinstance(v, Mapping):
-                out[k] = {ck: ("unknown" if cv is None else "true" if cv else "false") for ck, cv in v.items()}
+                out[k] = {ck: ("unknown" if cv is None else cv if isinstance(cv, str) else "true" if cv else "false")
+                          for ck, cv in v.items()}
             elif v is not None:
                 out[k] = nrepl_safe(v)
         return out

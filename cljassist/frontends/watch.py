@@ -7,7 +7,9 @@ alternatives and what each passed:
     (map <CURSOR> top)     becomes     (map key top)
                                        ;; cljassist: 1) chosen [balanced reads compiles] 2) first [balanced reads]
 
-Checks in brackets: `name` passed, `!name` failed, a check that did not run is left out.
+Checks in brackets: `name` passed, `!name` failed, `?name` not checked on purpose (why, after the
+brackets: `?compiles (macro my.app/with-db)`, checking it would have run that macro), a check that
+did not run is left out.
 
 Three pieces, so the core is testable without watchdog's timing:
 
@@ -119,9 +121,13 @@ class Outcome:
 
 
 def checks_label(checks: dict) -> str:
-    """`[balanced reads !compiles]`: passed, failed (!); a check that did not run is left out."""
-    shown = [name if ok else f"!{name}" for name, ok in checks.items() if ok is not None]
-    return "[" + " ".join(shown) + "]"
+    """`[balanced reads !compiles]`: passed, failed (!), not checked on purpose (?, the reason
+    after the brackets: `[balanced reads ?compiles] (macro my.app/m)`); a check that did not run is
+    left out."""
+    shown = [name if ok is True else f"!{name}" if ok is False else f"?{name}"
+             for name, ok in checks.items() if ok is not None]
+    why = [ok.removeprefix("not checked ") for ok in checks.values() if isinstance(ok, str)]
+    return "[" + " ".join(shown) + "]" + "".join(f" {w}" for w in why)
 
 
 def _one_line(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
