@@ -69,7 +69,9 @@
                               (throw (IllegalStateException. (str "var: " v " is not public"))))
                             (try (apply @v f nil (rest f))
                                  (catch clojure.lang.ArityException e
-                                   (throw (if (= (.-name e) (qname v)) (clojure.lang.ArityException. (- (.-actual e) 2) (.-name e)) e))))))))
+                                   (throw (if (= (.-name e) (str (munge (str (.ns v))) "$" (munge (str (.sym v)))))
+                                            (clojure.lang.ArityException. (- (.-actual e) 2) (.-name e))
+                                            e))))))))
        expand (fn expand [env f]
                 (let [lst (fn [like xs] (with-meta (apply list xs) (meta like)))
                       ex (fn [env xs] (map (fn [x] (expand env x)) xs))

@@ -7,8 +7,9 @@
    evaluates (`verify.evaluate`);
 3. where a symbol is being typed, the name a candidate completes it to resolves
    (`verify.resolves`: from the names steering knows, no REPL call, verification on or off).
-A check that did not run is recorded as None; a candidate with a failed check is withheld unless
-the user asked to see failures with their errors.
+A check that did not run is recorded as None, one not run on purpose as why ("not checked (macro
+my.app/m)": compiling would have run that macro); a candidate with a failed check is withheld
+unless the user asked to see failures with their errors.
 
 This module is the stage's entry: `structural_check` and `repl_checks`. It imports nothing that
 talks to a REPL: the REPL side is handed in, already connected, as a `ReplVerifier`.

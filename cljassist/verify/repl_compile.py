@@ -20,13 +20,18 @@ How one verification goes:
    data reader fn (``#=`` and unknown tags are read errors; ``#inst``/``#uuid`` stay), with
    ``:read-cond :allow``; refuses forms with a list head from ``refused_heads``
    (prompts/verify.toml) at any depth; snapshots every namespace's mappings and aliases, the
-   namespace set and the cursor namespace's var roots; compiles ``(fn* [locals...] FORM)`` with
-   ``*ns*`` bound to the cursor namespace -- creating the fn object compiles the body and never
-   runs it; after a form compiled, walks it macroexpanded and counts the arguments of the calls
+   namespace set and the root, meta and ``:dynamic`` flag of the cursor namespace's vars and of
+   the vars the form names; expands ``(fn* [locals...] FORM)`` itself, one macroexpand-1 step at
+   a time over every sub-form the compiler would analyze (locals shadow macros, quotes are data,
+   the metadata of collections and fns is code), running only the macros and ``:inline`` fns of
+   ``trusted_macro_namespaces`` (any other stops the check: compiles "not checked (macro
+   NAME)") and refusing a refused head met at any step; compiles the expanded form, which holds
+   no macro, with ``*ns*`` bound to the cursor namespace -- creating the fn object compiles the
+   body and never runs it; puts back whatever the snapshot finds changed (the check then fails);
+   after a form compiled, walks the expanded form and counts the arguments of the calls
    `verify.arity` chose against each called var's ``:arglists`` and the function's own
    arities (``arity``: False with "wrong number of args (3) passed to clojure.core/inc (takes
-   1)" where both say the count is wrong; a doubt is a note, never a failure); snapshots again
-   and reports any change; answers an EDN map.
+   1)" where both say the count is wrong; a doubt is a note, never a failure); answers an EDN map.
 3. ``eval_mode="safe"`` (`verify.evaluate`): when the form compiled and uses nothing but allowlisted pure vars
    (no locals, no special forms beyond if/let/do/quote/fn), a second eval evaluates it with
    ``*print-length*``/``*print-level*`` bounds and returns the printed value.
