@@ -13,7 +13,7 @@
        var-of (fn [h]
                 (when (and n (symbol? h))
                   (let [o (if-let [q (namespace h)]
-                            (when-let [^clojure.lang.Namespace qn (or (get (ns-aliases n) (symbol q)) (find-ns (symbol q)))]
+                            (when-let [^clojure.lang.Namespace qn (or (.lookupAlias ^clojure.lang.Namespace n (symbol q)) (find-ns (symbol q)))]
                               (.findInternedVar qn (symbol (name h))))
                             (.getMapping ^clojure.lang.Namespace n h))]
                     (when (var? o) o))))
