@@ -124,6 +124,10 @@ NREPL_CONNECT_TIMEOUT = Budget(
 NREPL_REQUEST_TIMEOUT = Budget(
     "REPL", "one nREPL op, by default", 10, "s", "",
     "ops on the completion path pass the REPL timeout instead; the others answer at once when the REPL is alive")
+SAFE_EVAL_TIME = Budget(
+    "REPL", "`--eval safe`: computing a suggestion's value", 1000, "ms", "",
+    "computed on a thread of its own that is stopped past this (at most a third of the request's REPL time "
+    "left, so the answer still comes within it); a pure form that runs longer is an endless loop or too big to show")
 TOOLING_SETUP = Budget(
     "REPL", "our tooling session: clone and load its helper", 10, "s", "",
     "once per connection, not per request (the request that sets up may wait this long on the REPL "

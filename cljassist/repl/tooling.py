@@ -17,12 +17,22 @@ one at the next request, never within the request that timed out.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Callable
 
 from cljassist.budgets import REPL_INTERRUPT_WAIT, TOOLING_SETUP, TimeBudget
 from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.repl.client import EvalResult, NreplClient, PendingRequest
 from cljassist.repl.health import ReplHealth
+
+_RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+
+
+def helper_source(resource: str) -> str:
+    """The Clojure helper in ``cljassist/resources/<resource>`` as one line, so nREPL reports no
+    misleading positions and each install sends less. Joining lines would let a `;` comment swallow
+    the rest, so helper files hold none."""
+    return " ".join((_RESOURCES / resource).read_text(encoding="utf-8").split())
 
 
 class ToolingSession:

@@ -1,5 +1,5 @@
-(fn [refused top-compiled allow plen plevel maxc trusted expansion-allowed]
- (fn [mode text nsn locals extras top? want-eval? judged file-params]
+(fn [refused top-compiled safe-eval trusted expansion-allowed]
+ (fn [mode text nsn locals extras top? want-eval? judged file-params eval-ms]
  (let [n (find-ns (symbol nsn))
        root-cause (fn [^Throwable e] (loop [e e] (if-let [c (.getCause e)] (recur c) e)))
        line (fn [^Throwable e]
@@ -184,37 +184,6 @@
                                (list 'fn* ps f)
                                (list 'fn* [] (list 'let* (vec (mapcat (fn [p] [p nil]) ps)) f))))
                      cforms)))
-       unsafe (fn unsafe [env f]
-                (cond
-                  (symbol? f) (cond (contains? env f) nil
-                                    (contains? local-syms f) (str "uses local " f)
-                                    :else (let [v (try (ns-resolve n f) (catch Throwable _ nil))]
-                                            (if (and (var? v) (contains? allow (str (.ns ^clojure.lang.Var v) "/" (.sym ^clojure.lang.Var v))))
-                                              nil
-                                              (str "not on allowlist: " f))))
-                  (seq? f) (let [h (first f)
-                                 hn (when (core? h) (name h))]
-                             (cond
-                               (= 'quote h) nil
-                               (= 'if h) (if (<= 3 (count f) 4) (some (fn [x] (unsafe env x)) (rest f)) "malformed if")
-                               (= 'do h) (some (fn [x] (unsafe env x)) (rest f))
-                               (= "let" hn) (let [[_ bv & body] f]
-                                              (if (and (vector? bv) (even? (count bv)) (every? simple-symbol? (take-nth 2 bv)))
-                                                (loop [env env [s i & more] (seq bv)]
-                                                  (if (nil? s)
-                                                    (some (fn [x] (unsafe env x)) body)
-                                                    (or (unsafe env i) (recur (conj env s) more))))
-                                                "let with destructuring"))
-                               (or (= 'fn* h) (= "fn" hn))
-                               (let [[params & body] (if (symbol? (second f)) (nnext f) (next f))]
-                                 (if (and (vector? params) (every? simple-symbol? params))
-                                   (some (fn [x] (unsafe (into env params) x)) body)
-                                   "fn form with destructuring or several arities"))
-                               (keyword? h) (some (fn [x] (unsafe env x)) (rest f))
-                               :else (some (fn [x] (unsafe env x)) f)))
-                  (map? f) (some (fn [x] (unsafe env x)) (mapcat identity f))
-                  (coll? f) (some (fn [x] (unsafe env x)) f)
-                  :else nil))
        documented-arities (fn [lists]
                             (when (and (sequential? lists) (seq lists) (every? vector? lists))
                               (let [one (fn [v]
@@ -317,16 +286,15 @@
      {:reads false :error (line forms)}
      (let [un (vec (mapcat unwrap forms))
            skip (some second un)
-           cforms (vec (keep first un))]
+           cforms (vec (keep first un))
+           held (or (some (fn [u] (nth u 2 nil)) un) skip)]
        (cond
          (nil? n) {:reads true :skip (str "namespace " nsn " is not loaded in the REPL")}
          (= mode "eval")
-         (binding [*ns* n]
-           (try
-             (let [v (reduce (fn [_ f] (eval f)) nil cforms)
-                   s (binding [*print-length* plen *print-level* plevel] (pr-str v))]
-               {:evaluated true :value (if (> (count s) maxc) (str (subs s 0 maxc) "...") s)})
-             (catch Throwable e {:evaluated false :error (line e)})))
+         (if-let [why (or held (when (empty? cforms) "nothing to evaluate"))]
+           {:evaluated nil :skipped (str "not evaluated: " why)}
+           (let [r ((:run safe-eval) n cforms local-syms eval-ms)]
+             (if-let [e (:thrown r)] {:evaluated false :error (line e)} r)))
          :else
          (if-let [h (some refused-in cforms)]
            {:reads true :compiles false :error (str "refused: " h)}
@@ -354,5 +322,4 @@
                err {:reads true :compiles false :arity (when wrong false) :error (or wrong err)}
                (empty? cforms) {:reads true :skip (or skip "nothing to compile")}
                :else {:reads true :compiles true :skip skip :arity (when-not failed (nil? wrong)) :error wrong :notes notes
-                      :unsafe (when want-eval? (or (some (fn [u] (nth u 2 nil)) un)
-                                                  (some (fn [f] (unsafe #{} f)) cforms) skip))})))))))))
+                      :unsafe (when want-eval? (or held ((:refusal safe-eval) n cforms local-syms)))})))))))))

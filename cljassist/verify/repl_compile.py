@@ -32,14 +32,17 @@ How one verification goes:
    `verify.arity` chose against each called var's ``:arglists`` and the function's own
    arities (``arity``: False with "wrong number of args (3) passed to clojure.core/inc (takes
    1)" where both say the count is wrong; a doubt is a note, never a failure); answers an EDN map.
-3. ``eval_mode="safe"`` (`verify.evaluate`): when the form compiled and uses nothing but allowlisted pure vars
-   (no locals, no special forms beyond if/let/do/quote/fn), a second eval evaluates it with
-   ``*print-length*``/``*print-level*`` bounds and returns the printed value.
+3. ``eval_mode="safe"`` (`verify.evaluate`): when the form compiled and is made of nothing but
+   literals, locals it binds itself and calls of allowlisted pure vars (metadata included; no
+   try, new, interop, set!, var), a second eval evaluates it on a thread that is stopped at the
+   time limit and returns the printed value.
 
 Every eval is made within a `TimeBudget`: the request's REPL time, shared with the context and
 the other candidates (`check`), or `timeout_s` of its own (`verify`). Past it our session is
 interrupted and the step is reported as not finished (compiles None, "verification timed out";
 evaluated False, "timed out"), and the request makes no more REPL calls (`repl.tooling`).
+The value of a safe eval is computed on a thread the REPL stops itself sooner, at
+`evaluate.safe_eval_limit` of what the request has left (evaluated False, "timed out").
 `verify` never raises for REPL trouble: an unreachable REPL gives a verdict of Nones with the
 reason in ``error`` and the REPL's error in ``repl_failure``, so a caller stops asking.
 """
@@ -65,10 +68,10 @@ from cljassist.errors import ReplTimeout, ReplUnavailable
 from cljassist.model.fim import prompts_dir
 from cljassist.repl.client import NreplClient
 from cljassist.repl.health import ReplHealth
-from cljassist.repl.tooling import ToolingSession
+from cljassist.repl.tooling import ToolingSession, helper_source
 from cljassist.types import CheckVerdict
 from cljassist.verify.arity import JudgedCall, calls_edn, judged_calls
-from cljassist.verify.evaluate import check_eval_mode, evaluate
+from cljassist.verify.evaluate import check_eval_mode, evaluate, limit_ms, safe_eval_helper, safe_eval_limit
 
 __all__ = ["ReplVerdict", "ReplVerifier", "VerifyRules", "load_rules", "choose_target", "Target"]
 
@@ -317,10 +320,7 @@ def _shift(node: Node, by: int) -> Node:
 # every name below resolves whatever the user did to their `user` namespace. It defines nothing.
 
 # The check function (Clojure, one `fn` form), compiled once per tooling session; see the resource.
-_CHECK_FN = (Path(__file__).resolve().parents[1] / "resources" / "repl_verify_check.clj").read_text(encoding="utf-8")
-# One line, so nREPL reports no misleading positions and the string stays small (the file holds
-# no `;` comment: joined, it would swallow the rest).
-_CHECK_FN = " ".join(_CHECK_FN.split())
+_CHECK_FN = helper_source("repl_verify_check.clj")
 
 # The helper is compiled once per tooling session and kept in *our session's* thread binding of
 # *command-line-args* (set! on a binding, which nREPL keeps per session): no var, no namespace
@@ -359,8 +359,7 @@ class ReplVerifier:
         r = self.rules
         args = " ".join([
             clj_strings(sorted(r.refused_heads), "#{"), clj_strings(sorted(r.toplevel_compiled), "#{"),
-            clj_strings(sorted(r.allowlist), "#{"),
-            str(r.print_length), str(r.print_level), str(r.max_value_chars),
+            safe_eval_helper(r.allowlist, r.print_length, r.print_level, r.max_value_chars),
             clj_strings(sorted(r.trusted_macro_namespaces), "#{"), clj_strings(sorted(r.expansion_allowed), "#{"),
         ])
         return f"(do (set! *command-line-args* {{{_HELPER_KEY} ({_CHECK_FN} {args})}}) nil)"
@@ -424,7 +423,8 @@ class ReplVerifier:
                     compiles, arity, skipped = None, None, target.skip_compile
                 if not want_eval or compiles is not True or arity is False:
                     return verdict(reads, compiles, None, error, None, skipped, arity, notes)
-                ev = evaluate(res, lambda: self._eval_or_none(self._call_code("eval", target, True), budget))
+                ev = evaluate(res, lambda: self._eval_or_none(
+                    self._call_code("eval", target, True, safe_eval_limit(budget.left())), budget))
                 return verdict(reads, compiles, ev.evaluated, ev.error, ev.value, ev.skipped, arity, notes)
             except ReplTimeout as exc:
                 return verdict(error=f"verification timed out: {exc}", failure=exc)
@@ -433,12 +433,13 @@ class ReplVerifier:
             except _VerifyError as exc:
                 return verdict(error=str(exc))
 
-    def _call_code(self, mode: str, t: Target, want_eval: bool) -> str:
+    def _call_code(self, mode: str, t: Target, want_eval: bool, eval_limit_s: float | None = None) -> str:
         args = " ".join([
             clj_string(mode), clj_string(t.text), clj_string(t.namespace),
             clj_strings(t.locals), clj_strings(t.extras), "true" if t.top_level else "false",
             "true" if want_eval else "false", calls_edn(t.calls),
             "{" + " ".join(f"{clj_string(name)} {clj_string(params)}" for name, params in t.file_params) + "}",
+            "nil" if eval_limit_s is None else limit_ms(eval_limit_s),
         ])
         return (
             f"(if-let [f (get (when (map? *command-line-args*) *command-line-args*) {_HELPER_KEY})]"
