@@ -269,6 +269,18 @@ def test_the_eval_thread_is_stopped_not_interrupted(jvm, verifier):
     jvm.assert_idle(window_s=1.0)
 
 
+@pytest.mark.security
+@pytest.mark.integration
+def test_an_interrupted_wait_stops_the_eval_thread_too(jvm, verifier):
+    """Past the request's REPL time our call is interrupted: the REPL-side wait then stops the
+    thread it waits for, whatever limit that thread was given."""
+    target = choose_target(NS, "(count (range))", "")
+    answer = verifier._eval_or_none(verifier._call_code("eval", target, True, 60.0), TimeBudget(1.5))
+    assert answer is None  # not answered within the request's time: interrupted
+    jvm.assert_idle(window_s=1.0)
+    assert verifier.verify(NS, "(+ 1 2)", "").value == "3"
+
+
 # ------------------------------------------------------------------------------------------------
 # what safe eval is for: pure suggestions still show their value
 
