@@ -450,3 +450,32 @@ def test_a_keystroke_cancels_the_request_in_flight(drive):
     d.send("p")
     d.wait_for_suggestion(" inc [1 2 3])")
     assert engine.cancelled_prefixes == ["(ma"]
+
+
+def test_an_interrupt_sent_before_the_eval_started_is_sent_again(evaluator):
+    """On a busy machine Ctrl-C can reach the REPL before the eval it is meant for has started:
+    nREPL answers that the session is idle, and the interrupt is asked again until it lands."""
+    answers = iter([{"done", "session-idle"}, {"done", "session-idle"}, {"done", "interrupted"}])
+    sent = []
+    real_interrupt = evaluator.client.interrupt
+
+    def interrupt(session, interrupt_id=None, timeout=None):
+        sent.append(interrupt_id)
+        status = next(answers, None)
+        if status is None or "interrupted" in status:
+            return real_interrupt(session, interrupt_id=interrupt_id, timeout=timeout)
+        return status
+
+    evaluator.client.interrupt = interrupt
+    try:
+        worker_results = []
+        worker = threading.Thread(target=lambda: worker_results.append(evaluator.eval("(Thread/sleep 60000)")))
+        worker.start()
+        wait_until(lambda: evaluator._running is not None, "the eval to be sent")
+        time.sleep(0.3)
+        assert evaluator.interrupt()
+        worker.join(WAIT_S)
+        assert not worker.is_alive() and worker_results[0].interrupted
+        assert len(sent) == 3
+    finally:
+        del evaluator.client.interrupt

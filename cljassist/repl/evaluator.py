@@ -20,6 +20,9 @@ __all__ = ["DEFAULT_NAMESPACE", "EvalOutcome", "Evaluator"]
 DEFAULT_NAMESPACE = "user"  # where a freshly cloned nREPL session starts
 
 
+_INTERRUPT_RETRY_S = 0.05  # between interrupts of an eval that has not started yet
+
+
 @dataclass
 class EvalOutcome:
     """One evaluation, folded: values in order, the namespace after it, the exception class (or
@@ -95,11 +98,18 @@ class Evaluator:
         if pending is None or pending.done:
             return False
         self._interrupted_at = time.monotonic()
-        try:
-            self.client.interrupt(self.session, interrupt_id=pending.id, timeout=REPL_SESSION_OP.seconds)
-        except (ReplUnavailable, ReplTimeout):
-            return False
-        return True
+        # An eval sent a moment ago may not have started in the REPL yet (a busy machine): nREPL then
+        # answers that the session is idle and forgets the interrupt, so it is asked again until the
+        # eval is running or done, for as long as an interrupted eval is given to stop.
+        while True:
+            try:
+                status = self.client.interrupt(self.session, interrupt_id=pending.id, timeout=REPL_SESSION_OP.seconds)
+            except (ReplUnavailable, ReplTimeout):
+                return False
+            not_started = bool(status & {"session-idle", "interrupt-id-mismatch"})
+            if not not_started or pending.done or time.monotonic() - self._interrupted_at > self.interrupt_grace_s:
+                return True
+            time.sleep(_INTERRUPT_RETRY_S)
 
     def close(self) -> None:
         try:
