@@ -515,14 +515,18 @@ def choose(rows: list[dict], budgets, speed_key: str) -> dict | None:
     return min(timed, key=lambda r: r[speed_key]) if timed else None
 
 
-def one_shot_rows(evidence: dict, variants: list[str]) -> list[dict]:
+def one_shot_rows(evidence: dict, variants: list[str], latency: dict | None = None) -> list[dict]:
+    """EM and precision from `evidence`; p50/p95 from `latency` (an evidence file of a run with the
+    cores to itself, on fewer cases) where it has the same model and variant, else from `evidence`."""
+    timed = {(r["model"], r["variant"]): r["report"]["overall"] for r in (latency or {}).get("runs", ())}
     rows = []
     for run in evidence["runs"]:
         if run["variant"] not in variants:
             continue
         o = run["report"]["overall"]
+        t = timed.get((run["model"], run["variant"]), o)
         row = {"model": run["model"], "variant": run["variant"], "EM": o.get("EM"), "precision": o.get("precision"),
-               "p50_ms": o.get("p50_ms"), "p95_ms": o.get("p95_ms")}
+               "p50_ms": t.get("p50_ms"), "p95_ms": t.get("p95_ms")}
         row["fits"] = _fits(row, ONE_SHOT_BUDGETS)
         rows.append(row)
     return rows
@@ -558,8 +562,8 @@ def as_you_type_rows(evidence: dict, typing_reports: list[tuple[str, dict]], var
 
 
 def decision_markdown(evidence: dict, typing_reports: list[tuple[str, dict]], one_shot_variants: list[str],
-                      command: str) -> str:
-    shot = one_shot_rows(evidence, one_shot_variants)
+                      command: str, latency: dict | None = None) -> str:
+    shot = one_shot_rows(evidence, one_shot_variants, latency)
     typing = as_you_type_rows(evidence, typing_reports, one_shot_variants[0])
     chosen_shot = choose(shot, ONE_SHOT_BUDGETS, "p50_ms")
     chosen_typing = choose(typing, AS_YOU_TYPE_BUDGETS, "warm_p50_ms")
@@ -568,7 +572,9 @@ def decision_markdown(evidence: dict, typing_reports: list[tuple[str, dict]], on
              f"The rule, for each use: {RULE}. Registry defaults now: one-shot `{default_model(ONE_SHOT).name}`, "
              f"as-you-type `{default_model(AS_YOU_TYPE).name}`.", "",
              f"**One-shot** (`complete`, `watch`, `bench CASES`): {evidence['cases']} cases of "
-             f"`{evidence['cases_file']}`, budget {_budget_text(ONE_SHOT_BUDGETS)}.", ""]
+             f"`{evidence['cases_file']}`, budget {_budget_text(ONE_SHOT_BUDGETS)}"
+             + (f"; p50 and p95 from a run of {latency['cases']} of those cases with the cores to itself "
+                "(the EM run shared them)" if latency else "") + ".", ""]
     rows = [[r["model"], r["variant"], _cell(r["EM"], "EM"), _cell(r["precision"], "precision"),
              _cell(r["p50_ms"], "p50_ms"), _cell(r["p95_ms"], "p95_ms"), mark(r, chosen_shot)] for r in shot]
     parts += [_md_table(["model", "variant", "EM", "precision", "p50", "p95", "budget"], rows, 2), ""]
@@ -606,7 +612,10 @@ def command_decide(args: argparse.Namespace) -> int:
     command = " ".join(["python3 scripts/evidence.py decide", "--evidence", _relative(evidence_path),
                         *(["--typing", *(p for p, _ in typing)] if typing else [])]
                        + ([f"--one-shot-variants {args.one_shot_variants}"] if variants != ["no-repl"] else []))
-    body = decision_markdown(evidence, typing, variants, command)
+    latency = json.loads(Path(args.latency).read_text(encoding="utf-8")) if args.latency else None
+    if latency:
+        command += f" --latency {_relative(Path(args.latency))}"
+    body = decision_markdown(evidence, typing, variants, command, latency)
     print(body, end="")
     if args.readme:
         readme = Path(args.readme)
@@ -642,6 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--one-shot-variants", default="no-repl",
                         help="evidence variants the one-shot choice is made over (default no-repl: the model "
                              "as every user gets it); the first also gives the as-you-type EM")
+    decide.add_argument("--latency", metavar="EVIDENCE.json",
+                        help="p50/p95 from this evidence file instead (a run with the cores to itself)")
     decide.add_argument("--readme", metavar="README.md", help="write the tables between its default-models markers")
     return p
 
