@@ -90,6 +90,9 @@ VARIANTS: tuple[Variant, ...] = (
             "no REPL, the model family's plain FIM prompt instead of the repo-level one", default=False),
     Variant("repl-no-repo-prompt", ("--no-repo-prompt",), True,
             "with the REPL, the model family's plain FIM prompt instead of the repo-level one", default=False),
+    Variant("no-repl-n1", ("-n", "1"), False,
+            "no REPL, one candidate instead of three (a default's settings may trade the choice for speed)",
+            default=False),
 )
 
 OVERALL_COLUMNS = (("n", "n"), ("offered", "offered"), ("EM", "EM"), ("precision", "precision"), ("ES", "ES"),
