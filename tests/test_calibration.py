@@ -261,7 +261,10 @@ def test_the_script_writes_a_calibration_that_the_registry_reads_back(tmp_path):
                              registry=registry)
     script.write_calibration(name, calibration, "again", "x.png", "a.json: 301", registry=registry)  # replaces
     text = registry.read_text()
-    assert text.count("\n[model.calibration]\n") == 1 and 'command = "again"' in text
+    original = REGISTRY_FILE.read_text(encoding="utf-8")
+    had_one = load_registry()[name].calibration is not None  # replaced, not added
+    marker = "\n[model.calibration]\n"
+    assert text.count(marker) == original.count(marker) + (0 if had_one else 1) and 'command = "again"' in text
     reread = parse_registry(tomllib.loads(text))
     assert reread[name].calibration == calibration
     others = {k: v for k, v in reread.items() if k != name}
