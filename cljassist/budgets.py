@@ -100,6 +100,18 @@ DEADLINE = Budget(
 KEYSTROKE_DEADLINE = Budget(
     "model", "generation deadline, as you type", 200, "ms", "`:deadline-ms`, `--deadline-ms`",
     "after the prompt is read: a suggestion later than this is typed over anyway")
+SPECULATED_TOKENS = Budget(
+    "model", "tokens guessed ahead per model pass", 8, "tokens", "`:speculate false` turns guessing off",
+    "speculative decoding checks this many guessed tokens in one pass; a pass over a few more tokens "
+    "costs little more than over one, and a guess this far ahead rarely holds")
+SPECULATION_TIE = Budget(
+    "model", "lead a guessed pass's pick needs", 1.0, "nats", "",
+    "a pass over several tokens computes logits slightly off those of one token at a time; a step "
+    "whose two best tokens are closer than this is evaluated again alone, so the pick is greedy's")
+LOOKUP_NGRAM = Budget(
+    "model", "longest n-gram prompt lookup matches", 3, "tokens", "",
+    "the last tokens looked up earlier in the prompt to guess what follows; longer matches are rarer "
+    "and no surer in code")
 CANCEL_CHUNK = Budget(
     "model", "prompt chunk between cancel checks", 64, "tokens", "",
     "a newer keystroke cancels the request between chunks; smaller stops sooner, larger evaluates faster")

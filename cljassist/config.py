@@ -55,6 +55,12 @@ class Settings:
     # generation re-type what was backed off (cljassist/model/healing.py). A server cannot be held
     # to tokens, so a remote backend completes the prompt as it is whatever this says.
     token_healing: bool = True
+    # Speculative decoding (local models, cljassist/model/speculate.py): tokens guessed by prompt
+    # lookup, or by `draft_model` (a smaller model of the same tokenizer, a name or a path; None: no
+    # draft) where lookup finds none, checked several to a pass. The suggestions are greedy
+    # decoding's either way; off only to compare.
+    speculate: bool = True
+    draft_model: str | None = None
     # For a model whose family has a repository layout (fim.toml [<family>.repo]): the prompt names
     # the project and carries the definitions the code at the cursor uses from other files
     # (cljassist/crossfile.py). Off: the template alone, as before the layout was used.
@@ -147,6 +153,8 @@ _EDN_KEYS = {
     "prefetch": Key("prefetch", (bool,)),
     "context-matches": Key("context_matches", (bool,)),
     "token-healing": Key("token_healing", (bool,)),
+    "speculate": Key("speculate", (bool,)),
+    "draft-model": Key("draft_model", (str,)),
     "repo-prompt": Key("repo_prompt", (bool,)),
     "steer": Key("steer", (bool,)),
     "backend": Key("backend", (str,)),

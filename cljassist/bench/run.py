@@ -158,11 +158,25 @@ def warm_up(engine: Engine) -> None:
 
 def run_bench(engine: Engine, cases: list[dict], repl_used: bool, model_name: str, progress=None) -> dict:
     results: list[CaseResult] = []
+    speculated: list[dict] = []
     for i, case in enumerate(cases, 1):
         results.append(run_case(engine, case))
+        if "speculation" in engine.model.last_stats:
+            speculated.append(engine.model.last_stats["speculation"])
         if progress and (i % 25 == 0 or i == len(cases)):
             progress(f"  {i}/{len(cases)} cases")
-    return make_report(results, repl_used, model_name, engine)
+    report = make_report(results, repl_used, model_name, engine)
+    if speculated:
+        report["speculation"] = speculation_totals(speculated)
+    return report
+
+
+def speculation_totals(per_request: list[dict]) -> dict:
+    """The speculation stats of several requests (each as LocalModel.last_stats gives them) summed."""
+    total = {key: sum(s[key] for s in per_request) for key in ("proposed", "accepted", "passes", "tokens")}
+    total["acceptance"] = round(total["accepted"] / total["proposed"], 3) if total["proposed"] else 0.0
+    total["tokens_per_pass"] = round(total["tokens"] / total["passes"], 3) if total["passes"] else 0.0
+    return total
 
 
 def make_report(results: list[CaseResult], repl_used: bool, model_name: str, engine: Engine | None = None) -> dict:
@@ -192,6 +206,10 @@ def format_table(report: dict) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     peer = "   prompted as: llama.vim (peer)" if report.get("peer") else ""
     header = f"model: {report['model']}   repl: {'yes' if report['repl'] else 'no'}   cases: {report['cases']}{peer}"
+    if report.get("speculation"):
+        s = report["speculation"]
+        header += (f"\nspeculation: {s['accepted']} of {s['proposed']} guessed tokens accepted "
+                   f"({s['acceptance']:.3f}), {s['tokens_per_pass']:.2f} tokens per model pass")
     return header + "\n" + "\n".join(lines)
 
 

@@ -10,6 +10,14 @@ backed off to a clean token boundary, and the first tokens are held to the
 backed-off text until it is reproduced.  Between branches the context is rewound
 to the end of the prompt, so the prompt's KV cache is computed once per call.  Across calls, the longest
 common token prefix with what is already in the KV cache is kept.
+
+Speculative decoding (cljassist/model/speculate.py): each pass of a branch also evaluates tokens
+guessed to follow (by prompt lookup or a draft model), with the logits after every one of them; as
+long as a guess is the token the branch picks anyway, the next step's logits are already there, so
+one pass can give several tokens.  The branch's own loop picks every token as without guesses, so
+its tokens and text are those of plain greedy decoding; the log-probabilities of tokens decided in
+a pass of several tokens are that pass's (llama.cpp's logits differ slightly with the batch's
+shape), not recomputed one token at a time, which would cost the pass that speculation saves.
 """
 
 from __future__ import annotations
@@ -26,17 +34,23 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW
+from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW, SPECULATION_TIE
 from cljassist.calibration import Calibration
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
 from cljassist.model.healing import MOST_TOKENS_BACKED_OFF, NEXT_CODE, VocabularyIndex, start_kept, tokens_to_back_off
+from cljassist.model.speculate import DraftModel, Proposer, Speculation
 from cljassist.threads import default_threads
 from cljassist.types import Generation, Prompt, as_prompt, generation_counts
 
 # prompt tokens evaluated between two looks at a request's cancel flag
 _CANCEL_CHUNK = CANCEL_CHUNK.value
+
+# a pass over several tokens gives logits a little off those of one token at a time (by up to half a
+# nat over a few tokens, measured here); a step whose two best tokens are closer is decided on the
+# logits of plain decoding, so that speculation picks what plain greedy decoding picks
+_TIE_MARGIN = SPECULATION_TIE.value
 
 # tokenizer.ggml.token_type value of control tokens (BOS, EOS, FIM markers, ...)
 _TOKEN_TYPE_CONTROL = 3
@@ -135,6 +149,10 @@ class LocalModel:
         gen_ms           time of all branches
         truncated_tokens prompt tokens dropped (0 when none)
         truncation       how they were dropped (only when some were)
+        speculation      with speculative decoding on: proposed and accepted guessed tokens,
+                         acceptance (accepted / proposed), passes (model evaluations of the
+                         branches), tokens (decided from them) and tokens_per_pass (tokens /
+                         passes; 1.0 without guesses, less where near-ties were decided again)
     """
 
     def __init__(
@@ -145,8 +163,12 @@ class LocalModel:
         n_batch: int = 512,
         token_healing: bool = True,
         calibration: Calibration | None = None,
+        speculate: bool = True,
+        draft: LocalModel | None = None,
     ) -> None:
-        """``calibration``: the named model's score table, when this file is a named model."""
+        """``calibration``: the named model's score table, when this file is a named model.
+        ``speculate``: guess tokens ahead and check them in one pass (prompt lookup, and ``draft``,
+        a smaller model of the same tokenizer, where lookup finds nothing); off: plain greedy."""
         self.path = Path(path)
         self.calibration = calibration
         self.token_healing = token_healing
@@ -156,6 +178,8 @@ class LocalModel:
         self.name: str = self.meta.name
         self.fim: FimFormat = detect_fim_format(self.meta)
         self.last_stats: dict[str, Any] = {}
+        if speculate and draft is not None and draft.meta.tokens != self.meta.tokens:
+            raise ModelLoadError(f"draft model {draft.name} has another tokenizer than {self.name}")
 
         try:
             import llama_cpp  # noqa: PLC0415 - lazy on purpose
@@ -211,6 +235,11 @@ class LocalModel:
         self._ending_cache: dict[Callable[[str], bool], np.ndarray] = {}
         # the last prompt evaluated and the next-token logits after it, while its KV cache is kept
         self._prompt_end: tuple[list[int], np.ndarray] | None = None
+        self._proposer: Proposer | None = None
+        if speculate:
+            self._proposer = Speculation(DraftModel(draft) if draft is not None else None)
+        self._batch: Any = None  # llama_batch for passes over guessed tokens, made on first need
+        self._batch_size = 0
         if token_healing:
             # every healed request needs the index (0.2 s for SmolLM2's 49k tokens, 0.7 s for Qwen's
             # 152k, measured here): built with the model, not on the first keystroke
@@ -360,6 +389,47 @@ class LocalModel:
         ptr = self._lc.llama_get_logits_ith(self._llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
 
+    def _eval_each(self, tokens: Sequence[int]) -> list[np.ndarray]:
+        """Evaluate ``tokens`` after the current position in one pass; the next-token logits after
+        each of them (copies)."""
+        lc, llm, n = self._lc, self._llm, len(tokens)
+        if self._batch is None or self._batch_size < n:
+            if self._batch is not None:
+                lc.llama_batch_free(self._batch)
+            self._batch, self._batch_size = lc.llama_batch_init(n, 0, 1), n
+        batch, past = self._batch, int(llm.n_tokens)
+        batch.n_tokens = n
+        for i, tok in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = int(tok), past + i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, True
+        if self._mem is not None:
+            lc.llama_memory_seq_rm(self._mem, -1, past, -1)
+        if lc.llama_decode(llm.ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed on a pass over guessed tokens")
+        llm.input_ids[past: past + n] = tokens
+        llm.n_tokens = past + n
+        return [np.ctypeslib.as_array(lc.llama_get_logits_ith(llm.ctx, i), shape=(self._n_vocab,)).copy()
+                for i in range(n)]
+
+    def guess_after(self, history: Sequence[int], most: int) -> list[int]:
+        """Up to ``most`` tokens this model picks greedily after ``history`` (ending before a stop
+        token): a draft model's guesses.  What it evaluated stays, so the next guess, after a history
+        that shares most of this one, evaluates only what is new."""
+        history = list(history)
+        if most <= 0 or not history or len(history) + most >= self.n_ctx:
+            return []
+        logits, _ = self._load_prompt(history)
+        guessed: list[int] = []
+        while True:
+            tok = int(np.argmax(logits))
+            if self._is_stop(tok):
+                break
+            guessed.append(tok)
+            if len(guessed) == most:
+                break
+            logits = self._eval([tok])
+        return guessed
+
     def _load_prompt(self, ids: list[int], cancelled: Callable[[], bool] | None = None,
                      need_logits: bool = True) -> tuple[np.ndarray | None, int]:
         """Make ``ids`` the evaluated context, reusing the common prefix; (logits, reused)."""
@@ -495,14 +565,17 @@ class LocalModel:
         if n == 0:
             return []
 
-        prompt_len = len(ids)
         lp0 = log_softmax(logits)
         out: list[Generation] = []
+        tally = _Tally()
         for first, first_lp in self._first_tokens(lp0, n, healed):
             if end_at is not None and time.perf_counter() >= end_at and out:
                 break
-            out.append(self._branch(prompt_len, first, first_lp, healed, max_tokens, stop, end_at, cancelled))
+            steps = _Lookahead(self, ids, self._proposer, tally)
+            out.append(self._branch(steps, first, first_lp, healed, max_tokens, stop, end_at, cancelled))
         stats["gen_ms"] = (time.perf_counter() - t1) * 1000.0
+        if self._proposer is not None:
+            stats["speculation"] = tally.report()
         return out
 
     def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
@@ -599,7 +672,7 @@ class LocalModel:
 
     def _branch(
         self,
-        prompt_len: int,
+        steps: _Lookahead,
         first: int,
         first_lp: float,
         healed: bytes,
@@ -614,9 +687,8 @@ class LocalModel:
         the suggestion given it, comparable to a prompt that needed no healing. A token that only
         re-types backed-off text is not counted in ``n_tokens`` (nor in ``max_tokens``): the score
         stays a mean over the tokens that carry the suggestion, while the odd split of the typed
-        text still costs its probability."""
+        text still costs its probability.  ``steps`` gives the logits after the tokens so far."""
         tb = time.perf_counter()
-        self._back_to_prompt(prompt_len)
         toks = [first]
         logprob = first_lp
         raw = self._piece(first)
@@ -640,8 +712,8 @@ class LocalModel:
                 break
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled during generation")
-            lp = log_softmax(self._eval([toks[-1]]))
             allowed = self._allowed(healed, raw)
+            lp = log_softmax(steps.after(toks, max_tokens - (len(toks) - retyped), allowed))
             if allowed is not None and not allowed.size:  # no token goes on with the typed text: give up
                 finish = "eos"
                 break
@@ -666,6 +738,9 @@ class LocalModel:
         )
 
     def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            self._lc.llama_batch_free(self._batch)
+            self._batch = None
         llm = getattr(self, "_llm", None)
         if llm is not None:
             with contextlib.suppress(Exception):
@@ -674,6 +749,95 @@ class LocalModel:
 
     def __repr__(self) -> str:
         return f"LocalModel({self.name!r}, fim={self.fim.family}, n_ctx={getattr(self, 'n_ctx', '?')})"
+
+
+def _margin(logits: np.ndarray, allowed: np.ndarray | None) -> float:
+    """How far the most probable token (of ``allowed``, None: of all) leads the next, in nats."""
+    among = logits if allowed is None else logits[allowed]
+    if among.size < 2:
+        return float("inf")
+    top2 = np.partition(among, among.size - 2)[-2:]
+    return float(top2[1] - top2[0])
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What speculative decoding did over one request's branches."""
+
+    proposed: int = 0  # tokens guessed and evaluated
+    accepted: int = 0  # guessed tokens the branch then picked itself
+    passes: int = 0  # model evaluations during the branches
+    steps: int = 0  # tokens decided from those evaluations
+
+    def report(self) -> dict[str, Any]:
+        return {"proposed": self.proposed, "accepted": self.accepted,
+                "acceptance": self.accepted / self.proposed if self.proposed else 0.0,
+                "passes": self.passes, "tokens": self.steps,
+                "tokens_per_pass": self.steps / self.passes if self.passes else 0.0}
+
+
+class _Lookahead:
+    """The logits a branch decides each next token from.  Each pass evaluates the branch's tokens
+    not evaluated yet (normally its last one) and, with a proposer, the tokens guessed to follow,
+    keeping the logits after each: while the branch goes on as guessed, its next logits are already
+    there.  Where it leaves the guesses, the guessed tokens it did not take are rewound."""
+
+    def __init__(self, model: LocalModel, prompt: list[int], proposer: Proposer | None, tally: _Tally) -> None:
+        self.model, self.prompt, self.proposer, self.tally = model, prompt, proposer, tally
+        self.known = 0  # the branch's tokens before the last pass
+        self.guessed: list[int] = []  # what that pass evaluated after them, guessed
+        self.logits: list[np.ndarray] = []  # the logits after the pass's branch tokens and each guess
+        # the branch's first tokens whose cache entries were evaluated one token a pass, as plain
+        # decoding evaluates them (llama.cpp's results differ slightly with the pass's size)
+        self.exact = 0
+        model._back_to_prompt(len(prompt))
+
+    def after(self, toks: list[int], most: int, allowed: np.ndarray | None) -> np.ndarray:
+        """The logits after ``toks`` (the branch's tokens so far, which only grow); ``most``: how
+        many more tokens the branch may still take; ``allowed``: the ids it may take next (None: all)."""
+        self.tally.steps += 1
+        ahead = len(toks) - self.known - 1  # the guesses toks has taken since the last pass
+        if 0 < ahead <= len(self.guessed) and toks[self.known + 1:] == self.guessed[:ahead]:
+            self.tally.accepted += 1
+            row = self.logits[ahead]
+        else:
+            row = self._pass(toks, most)
+        if self.exact < len(toks) and _margin(row, allowed) < _TIE_MARGIN:
+            row = self._replay(toks)
+        return row
+
+    def _replay(self, toks: list[int]) -> np.ndarray:
+        """The logits after ``toks`` as plain decoding computes them: the branch's tokens evaluated
+        in passes of several are evaluated again one at a time.  Only near a tie: there the small
+        difference of the cache those passes left may change the pick."""
+        model = self.model
+        model._back_to_prompt(len(self.prompt) + self.exact)
+        for tok in toks[self.exact:]:
+            row = model._eval([tok])
+        self.tally.passes += len(toks) - self.exact
+        self.exact, self.known, self.guessed, self.logits = len(toks), len(toks) - 1, [], [row]
+        return row
+
+    def _pass(self, toks: list[int], most: int) -> np.ndarray:
+        """Evaluate what the KV cache lacks of ``toks`` and the tokens guessed after them; the
+        logits after ``toks``."""
+        taken = self.known + 1 if self.logits else 0  # branch tokens in the KV cache, as the last pass left it
+        while taken < len(toks) - 1 and taken - self.known - 1 < len(self.guessed) \
+                and toks[taken] == self.guessed[taken - self.known - 1]:
+            taken += 1
+        model = self.model
+        model._back_to_prompt(len(self.prompt) + taken)
+        fresh = toks[taken:]
+        room = model.n_ctx - len(self.prompt) - len(toks) - 1
+        guessed = self.proposer.propose(self.prompt + toks, min(most - 1, room)) if self.proposer else []
+        self.tally.passes += 1
+        self.tally.proposed += len(guessed)
+        self.known, self.guessed = len(toks) - 1, guessed
+        self.logits = model._eval_each(fresh + guessed)[len(fresh) - 1:] if guessed else [model._eval(fresh)]
+        self.exact = min(self.exact, taken)
+        if not guessed and fresh == toks[-1:] and self.exact == taken:
+            self.exact = len(toks)
+        return self.logits[0]
 
 
 __all__ = ["LocalModel", "log_softmax", "utf8_complete_len"]
