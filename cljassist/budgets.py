@@ -109,9 +109,9 @@ SPECULATION_TIE = Budget(
     "a pass over several tokens computes logits slightly off those of one token at a time; a step "
     "whose two best tokens are closer than this is evaluated again alone, so the pick is greedy's")
 LOOKUP_NGRAM = Budget(
-    "model", "longest n-gram prompt lookup matches", 3, "tokens", "",
-    "the last tokens looked up earlier in the prompt to guess what follows; longer matches are rarer "
-    "and no surer in code")
+    "model", "n-gram prompt lookup matches", 3, "tokens", "",
+    "the last tokens looked up earlier in the prompt to guess what follows: shorter matches guessed "
+    "wrong too often to pay for their pass here, longer ones are rarer and no surer in code")
 CANCEL_CHUNK = Budget(
     "model", "prompt chunk between cancel checks", 64, "tokens", "",
     "a newer keystroke cancels the request between chunks; smaller stops sooner, larger evaluates faster")

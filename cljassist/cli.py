@@ -71,11 +71,14 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
                    help="skip the REPL checks (read, compile)")
     p.add_argument("--no-token-healing", dest="token_healing", action="store_false", default=None,
                    help="read the prompt as cut at the cursor, even where it ends inside a token (local models)")
+    p.add_argument("--speculate", dest="speculate", action="store_true", default=None,
+                   help="guess tokens ahead (prompt lookup, a draft model) and check several a pass; same "
+                        "suggestions (default: on only with --draft-model)")
     p.add_argument("--no-speculate", dest="speculate", action="store_false", default=None,
-                   help="decode one token a pass, without guessing ahead (same suggestions; to compare)")
+                   help="decode one token a pass, also with a draft model named")
     p.add_argument("--draft-model", metavar="NAME",
                    help="a smaller model of the same tokenizer guessing tokens ahead (a name or a GGUF path; "
-                        "default: none, prompt lookup only)")
+                        "default: none)")
     p.add_argument("--no-repo-prompt", dest="repo_prompt", action="store_false", default=None,
                    help="leave the project's name and other files' definitions out of the prompt "
                         "(models with a repository layout, e.g. Qwen2.5-Coder)")

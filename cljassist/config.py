@@ -58,8 +58,10 @@ class Settings:
     # Speculative decoding (local models, cljassist/model/speculate.py): tokens guessed by prompt
     # lookup, or by `draft_model` (a smaller model of the same tokenizer, a name or a path; None: no
     # draft) where lookup finds none, checked several to a pass. The suggestions are greedy
-    # decoding's either way; off only to compare.
-    speculate: bool = True
+    # decoding's either way. None: on when a draft model is named. Off by default because here (two
+    # cores, the 0.5B on one thread) a pass costs nearly as much per token as one token alone, and
+    # the bench was slower with it (README, Speculative decoding).
+    speculate: bool | None = None
     draft_model: str | None = None
     # For a model whose family has a repository layout (fim.toml [<family>.repo]): the prompt names
     # the project and carries the definitions the code at the cursor uses from other files

@@ -36,7 +36,7 @@ def test_lookup_guesses_nothing_without_a_match_or_room():
     assert lookup.propose([], 3) == []
 
 
-def test_speculation_asks_the_draft_only_where_lookup_has_a_long_match():
+def test_speculation_asks_the_draft_only_where_lookup_has_no_match():
     asked = []
 
     class Draft:
@@ -45,14 +45,14 @@ def test_speculation_asks_the_draft_only_where_lookup_has_a_long_match():
             return [42] * most
 
     spec = Speculation(Draft(), per_pass=3)
-    # (1 2 3) occurred before: lookup guesses, at most per_pass tokens
+    # (1 2 3), the longest n-gram looked up, occurred before: lookup guesses, at most per_pass tokens
     assert spec.propose([1, 2, 3, 9, 8, 7, 6, 1, 2, 3], 8) == [9, 8, 7]
     assert asked == []
-    # only (2 3) occurred before: the draft guesses
+    # only (2 3) occurred before, shorter than lookup matches: the draft guesses
     assert spec.propose([2, 3, 9, 1, 2, 3], 8) == [42, 42, 42]
     assert asked == [[2, 3, 9, 1, 2, 3]]
-    # without a draft, lookup takes a short match too
-    assert Speculation(None, per_pass=3).propose([2, 3, 9, 1, 2, 3], 8) == [9, 1, 2]
+    # without a draft, no guess
+    assert Speculation(None, per_pass=3).propose([2, 3, 9, 1, 2, 3], 8) == []
 
 
 # ------------------------------------------------------------------ on real models
@@ -98,11 +98,10 @@ def _same_candidates(plain, speculated) -> None:
 
 
 @pytest.fixture(scope="module")
-def plain_smollm2(default_model_file):
+def speculating_smollm2(default_model):
     from cljassist.model.llama import LocalModel
-    from cljassist.model.prepare import runtime_model_path
 
-    model = LocalModel(runtime_model_path(default_model_file), n_ctx=2048, speculate=False)
+    model = LocalModel(default_model.path, n_ctx=2048, speculate=True)
     yield model
     model.close()
 
@@ -110,14 +109,15 @@ def plain_smollm2(default_model_file):
 @pytest.mark.integration
 @pytest.mark.parametrize("healing", [True, False])
 @pytest.mark.parametrize("stop", [_never, _at_second_line])
-def test_prompt_lookup_gives_greedy_decodings_candidates(default_model, plain_smollm2, healing, stop):
-    plain = plain_smollm2.generate_candidates(_prompt(plain_smollm2, REPEATING, healing), 3, 48, stop)
-    assert "speculation" not in plain_smollm2.last_stats
-    speculated = default_model.generate_candidates(_prompt(default_model, REPEATING, healing), 3, 48, stop)
-    stats = default_model.last_stats["speculation"]
+def test_prompt_lookup_gives_greedy_decodings_candidates(default_model, speculating_smollm2, healing, stop):
+    plain = default_model.generate_candidates(_prompt(default_model, REPEATING, healing), 3, 48, stop)
+    assert "speculation" not in default_model.last_stats  # plain greedy decoding is the default
+    model = speculating_smollm2
+    speculated = model.generate_candidates(_prompt(model, REPEATING, healing), 3, 48, stop)
+    stats = model.last_stats["speculation"]
     assert len(plain) == 3
     _same_candidates(plain, speculated)
-    assert (default_model.last_stats.get("healed") is not None) == healing
+    assert (model.last_stats.get("healed") is not None) == healing
     assert stats["accepted"] > 0 and stats["proposed"] >= stats["accepted"]
     # a step for every token after the first, and one more for a candidate that ended on a stop token
     assert stats["tokens"] == sum(len(c.token_ids) - 1 + (c.finish == "eos") for c in plain)
@@ -134,9 +134,9 @@ def qwen_pair():
         pytest.skip("Qwen2.5-Coder-0.5B is not assembled in the model cache")
     from cljassist.model.llama import LocalModel
 
-    plain = LocalModel(path, n_ctx=1024, speculate=False)
-    draft = LocalModel(path, n_ctx=1024, token_healing=False, speculate=False)
-    target = LocalModel(path, n_ctx=1024, draft=draft)
+    plain = LocalModel(path, n_ctx=1024)
+    draft = LocalModel(path, n_ctx=1024, token_healing=False)
+    target = LocalModel(path, n_ctx=1024, speculate=True, draft=draft)
     yield plain, target
     for model in (plain, target, draft):
         model.close()
@@ -160,7 +160,6 @@ def test_a_draft_model_gives_greedy_decodings_candidates(qwen_pair, healing):
     got = target.generate_candidates(_prompt(target, DRAFTED, healing), 3, 32, _never)
     _same_candidates(expected, got)
     stats = target.last_stats["speculation"]
-    print(stats)
     # most tokens were guessed right (a draft that is the model itself guesses every one, but a
     # guess past a near-tie is evaluated again, and lookup's guesses come first)
     assert stats["accepted"] > stats["tokens"] / 2
@@ -172,4 +171,4 @@ def test_a_draft_of_another_tokenizer_is_refused(default_model, qwen_pair):
     from cljassist.model.llama import LocalModel
 
     with pytest.raises(ModelLoadError, match="another tokenizer"):
-        LocalModel(default_model.path, n_ctx=256, draft=qwen_pair[0])
+        LocalModel(default_model.path, n_ctx=256, speculate=True, draft=qwen_pair[0])

@@ -23,12 +23,13 @@ def load_model(settings: Settings):
         origin = settings.model_origin or "--model"
         named = chosen_named_model(settings.model, origin)  # a named model brings its score table; a path none
         draft = None
-        if settings.speculate and settings.draft_model:
+        speculate = settings.speculate if settings.speculate is not None else bool(settings.draft_model)
+        if speculate and settings.draft_model:
             draft = LocalModel(model_path_to_load(settings.draft_model, origin="draft model"), n_ctx=settings.n_ctx,
                                n_threads=settings.threads, token_healing=False)
         return LocalModel(model_path_to_load(settings.model, origin=origin), n_ctx=settings.n_ctx, n_threads=settings.threads,
                           token_healing=settings.token_healing, calibration=named.calibration if named else None,
-                          speculate=settings.speculate, draft=draft)
+                          speculate=speculate, draft=draft)
 
     if not settings.backend:
         return local_model()

@@ -5,8 +5,9 @@ decoding picks there, so the output stays the model's own).
 Two sources of guesses: prompt lookup (code repeats itself: where the last few tokens occurred
 before, in the prompt or the text generated so far, what followed them then is guessed to follow
 now) and a small draft model of the same tokenizer decoding greedily. Prompt lookup costs nothing,
-so it is asked first; with a draft model, only for a match of the longest n-gram (a short match
-guesses worse than a draft model does), and the draft model where it has none.
+so it is asked first, for a match of the longest n-gram only (a pass costs nearly as much per token
+as one token alone here, and a shorter match guesses wrong too often to pay), and the draft model
+where it has none.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class PromptLookup:
     """The tokens that followed the latest earlier occurrence of ``history``'s last n tokens, the
     longest n (from ``longest`` down to ``shortest``) that occurred before."""
 
-    def __init__(self, longest: int = LOOKUP_NGRAM.value, shortest: int = 2) -> None:
+    def __init__(self, longest: int = LOOKUP_NGRAM.value, shortest: int = LOOKUP_NGRAM.value) -> None:
         self.longest, self.shortest = longest, shortest
 
     def propose(self, history: Sequence[int], most: int) -> list[int]:
@@ -68,7 +69,7 @@ class Speculation:
     ``per_pass`` tokens a pass."""
 
     def __init__(self, draft: Proposer | None = None, per_pass: int = SPECULATED_TOKENS.value) -> None:
-        self.lookup = PromptLookup() if draft is None else PromptLookup(shortest=LOOKUP_NGRAM.value)
+        self.lookup = PromptLookup()
         self.draft = draft
         self.per_pass = per_pass
 
