@@ -2,6 +2,7 @@
 precision-vs-offered curve.
 
     python3 scripts/calibrate.py BENCH.json[=LABEL]... [--model NAME [--write]] [--png CURVE.png]
+        (a BENCH.json may also be a run saved by scripts/evidence.py, DIR/runs/MODEL@VARIANT.json)
         [--target-precision 0.5] [--min-offered 0.1]
 
 Each bench JSON records, per case, the suggestion ranked first before any score threshold: its raw
@@ -71,6 +72,8 @@ def read_run(spec: str) -> BenchRun:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not JSON ({exc.msg})") from None
+    if isinstance(report, dict) and isinstance(report.get("report"), dict):
+        report = report["report"]  # a run saved by scripts/evidence.py: the bench report inside
     results = report.get("results") if isinstance(report, dict) else None
     if not results:
         raise InputError(f"{path}: not a `cljassist bench --json` report with results")

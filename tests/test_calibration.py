@@ -333,3 +333,11 @@ def test_a_symbol_the_repl_resolves_has_its_own_level_and_a_missing_level_reads_
     resolved = Calibration({PLAIN: ((0.0, 0.1),), REPL_CHECKED: ((0.0, 0.2),), RESOLVED: ((0.0, 0.7),)}, 0.2)
     assert resolved.score(0.3, {"compiles": True, "resolves": True}) == 0.7
     assert resolved.score(0.3, {"compiles": True}) == 0.2
+
+
+def test_the_script_reads_a_run_saved_by_the_evidence_script(tmp_path):
+    script = _script()
+    bench = json.loads(bench_json(tmp_path / "a.json", noisy_points(3)).read_text())
+    saved = tmp_path / "m@no-repl.json"
+    saved.write_text(json.dumps({"model": "m", "variant": "no-repl", "report": bench}))
+    assert len(script.read_run(str(saved)).cases) == len(bench["results"])
