@@ -339,3 +339,14 @@ def test_a_small_run_end_to_end_and_resumed(tmp_path, capsys, monkeypatch):
     assert evidence.main(argv + ["--resume", str(tmp_path)]) == 0
     assert "0 runs to do" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")} == saved
+
+
+def test_a_model_left_out_of_among_is_shown_but_never_chosen(cases_file):
+    selection = evidence.selection_of(cases_file, None, None)
+    runs = [_saved_run(selection, "small", "no-repl", [True, False, False, False], ms=800),
+            _saved_run(selection, "other", "no-repl", [True, True, True, False], ms=900)]
+    text = evidence.decision_markdown(evidence.merged_evidence(runs), [], ["no-repl"], "decide ...",
+                                      among=["small"], why_not="installed by hand")
+    assert "| other | no-repl | 75.0 % | 75.0 % | 1.80 s | 3.60 s | not a default: installed by hand |" in text
+    assert "| small | no-repl | 25.0 % | 25.0 % | 1.60 s | 3.20 s | **chosen** |" in text
+    assert ", among `small`." in text
