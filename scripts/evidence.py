@@ -565,6 +565,12 @@ def as_you_type_rows(evidence: dict, typing_reports: list[tuple[str, dict]], var
     return rows
 
 
+def _load_span(evidence: dict) -> str:
+    """The range of the 1-minute load averages its runs saw, before and after each."""
+    loads = [x for r in evidence["runs"] for x in (r.get("loadavg") or ())]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+
+
 def decision_markdown(evidence: dict, typing_reports: list[tuple[str, dict]], one_shot_variants: list[str],
                       command: str, latency: dict | None = None, among: list[str] | None = None,
                       why_not: str = "") -> str:
@@ -587,8 +593,9 @@ def decision_markdown(evidence: dict, typing_reports: list[tuple[str, dict]], on
              f"as-you-type `{default_model(AS_YOU_TYPE).name}`.", "",
              f"**One-shot** (`complete`, `watch`, `bench CASES`): {evidence['cases']} cases of "
              f"`{evidence['cases_file']}`, budget {_budget_text(ONE_SHOT_BUDGETS)}"
-             + (f"; p50 and p95 from a run of {latency['cases']} of those cases with the cores to itself "
-                "(the EM run shared them)" if latency else "") + ".", ""]
+             + (f"; p50 and p95 from a separate run of {latency['cases']} of those cases on a quieter machine "
+                f"(1-min load average {_load_span(latency)} against {_load_span(evidence)} for the EM run)"
+                if latency else "") + ".", ""]
     rows = [[r["model"], r["variant"], _cell(r["EM"], "EM"), _cell(r["precision"], "precision"),
              _cell(r["p50_ms"], "p50_ms"), _cell(r["p95_ms"], "p95_ms"), mark(r, chosen_shot)] for r in shot]
     parts += [_md_table(["model", "variant", "EM", "precision", "p50", "p95", "budget"], rows, 2), ""]
@@ -671,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--among", metavar="MODEL,...", help="only these may be a default (the others are shown)")
     decide.add_argument("--why-not", metavar="TEXT", help="said of the models --among leaves out")
     decide.add_argument("--latency", metavar="EVIDENCE.json",
-                        help="p50/p95 from this evidence file instead (a run with the cores to itself)")
+                        help="p50/p95 from this evidence file instead (a run on a quieter machine)")
     decide.add_argument("--readme", metavar="README.md", help="write the tables between its default-models markers")
     return p
 

@@ -244,14 +244,14 @@ def test_decision_tables_check_the_budgets_and_mark_the_choice(cases_file):
     assert "| large | 3 | 75.0 % |" in as_you_type and as_you_type.count("too slow") == 1
     assert evidence.RULE in text
 
-    # latency from a run with the cores to itself: the large model now fits no more
+    # latency from a run on a quieter machine: the large model now fits no more
     latency = evidence.merged_evidence([_saved_run(selection, "large", "no-repl", [True] * 4, ms=1700)])
     shot = evidence.one_shot_rows(merged, ["no-repl"], latency)
     assert [(r["model"], r["EM"], r["p50_ms"], r["fits"]) for r in shot] == [("small", 0.25, 1600.0, True),
                                                                           ("large", 0.75, 3400.0, False)]
     text = evidence.decision_markdown(merged, typing, ["no-repl"], "decide ...", latency)
     assert "| small | no-repl | 25.0 % | 25.0 % | 1.60 s | 3.20 s | **chosen** |" in text
-    assert "p50 and p95 from a run of 4 of those cases with the cores to itself" in text
+    assert "p50 and p95 from a separate run of 4 of those cases on a quieter machine" in text
 
 
 def test_the_readme_section_is_replaced_between_its_markers():
