@@ -530,7 +530,8 @@ def one_shot_rows(evidence: dict, variants: list[str], latency: dict | None = No
         o = run["report"]["overall"]
         t = timed.get((run["model"], run["variant"]), o)
         row = {"model": run["model"], "variant": run["variant"], "EM": o.get("EM"), "precision": o.get("precision"),
-               "p50_ms": t.get("p50_ms"), "p95_ms": t.get("p95_ms")}
+               "p50_ms": t.get("p50_ms"), "p95_ms": t.get("p95_ms"),
+               "timed_in_em_run": latency is not None and t is o}
         row["fits"] = _fits(row, ONE_SHOT_BUDGETS)
         rows.append(row)
     return rows
@@ -596,9 +597,13 @@ def decision_markdown(evidence: dict, typing_reports: list[tuple[str, dict]], on
              + (f"; p50 and p95 from a separate run of {latency['cases']} of those cases on a quieter machine "
                 f"(1-min load average {_load_span(latency)} against {_load_span(evidence)} for the EM run)"
                 if latency else "") + ".", ""]
+    star = lambda r: " *" if r.get("timed_in_em_run") else ""  # noqa: E731
     rows = [[r["model"], r["variant"], _cell(r["EM"], "EM"), _cell(r["precision"], "precision"),
-             _cell(r["p50_ms"], "p50_ms"), _cell(r["p95_ms"], "p95_ms"), mark(r, chosen_shot)] for r in shot]
+             _cell(r["p50_ms"], "p50_ms") + star(r), _cell(r["p95_ms"], "p95_ms") + star(r), mark(r, chosen_shot)]
+            for r in shot]
     parts += [_md_table(["model", "variant", "EM", "precision", "p50", "p95", "budget"], rows, 2), ""]
+    if any(r.get("timed_in_em_run") for r in shot):
+        parts += ["\\* timed in the EM run only (the quieter run left that model out).", ""]
     parts += [f"**As you type** (`serve`, `proxy`, `repl`, `bench --typing`): `cljassist bench --typing`, "
               f"budget {_budget_text(AS_YOU_TYPE_BUDGETS)} over all keystrokes; EM from the one-shot table "
               f"({one_shot_variants[0]}).", ""]
