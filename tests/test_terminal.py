@@ -174,10 +174,16 @@ def test_ctrl_c_during_eval_sends_interrupt(evaluator):
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGINT)
 
-    presser = threading.Thread(target=press_ctrl_c)
-    presser.start()
-    outcome = evaluator.eval("(Thread/sleep 60000)")
-    presser.join(WAIT_S)
+    # Python's own SIGINT handler, as in a terminal: a shell that runs the tests in the background
+    # starts them with SIGINT ignored, and Ctrl-C would then never reach the eval
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        presser = threading.Thread(target=press_ctrl_c)
+        presser.start()
+        outcome = evaluator.eval("(Thread/sleep 60000)")
+        presser.join(WAIT_S)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert outcome.interrupted
     assert evaluator.eval('(str "still" "here")').values == ['"stillhere"']
 
