@@ -47,3 +47,18 @@ def qwen_model_file():
     if model is None or cache_state(model) is not CacheState.VERIFIED:
         return None
     return cached_path(model.source)
+
+
+def rendered_prompt(model, before: str, suffix: str = "") -> "Prompt":
+    """A prompt as the prompt stage builds it: its text is the model's rendering of its parts (so
+    token healing may back it off)."""
+    from cljassist.types import Prompt
+
+    suffix = suffix if model.fim.is_fim else ""
+    return Prompt(text=model.fim.render(before, suffix), prefix=before, suffix=suffix, context_lines=(), tokens=0,
+                  before=before)
+
+
+def never_stop(_text: str) -> int | None:
+    """A stop rule that never stops: candidates end on end-of-text or their token limit."""
+    return None

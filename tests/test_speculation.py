@@ -8,6 +8,7 @@ import pytest
 
 from cljassist.model.speculate import PromptLookup, Speculation
 from cljassist.types import Prompt
+from tests.fixtures_model import never_stop, rendered_prompt
 
 # ------------------------------------------------------------------ the n-gram proposer
 
@@ -73,13 +74,9 @@ REPEATING = """(def palette
 
 def _prompt(model, before: str, healing: bool) -> Prompt:
     """A prompt as the prompt stage builds it; without healing it is read as given."""
-    prompt = Prompt(text=model.fim.render(before, ""), prefix=before, suffix="", context_lines=(), tokens=0,
-                    before=before)
+    prompt = rendered_prompt(model, before)
     return prompt if healing else dataclasses.replace(prompt, healed="")
 
-
-def _never(_text: str) -> int | None:
-    return None
 
 
 def _at_second_line(text: str) -> int | None:
@@ -108,7 +105,7 @@ def speculating_smollm2(default_model):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("healing", [True, False])
-@pytest.mark.parametrize("stop", [_never, _at_second_line])
+@pytest.mark.parametrize("stop", [never_stop, _at_second_line])
 def test_prompt_lookup_gives_greedy_decodings_candidates(default_model, speculating_smollm2, healing, stop):
     plain = default_model.generate_candidates(_prompt(default_model, REPEATING, healing), 3, 48, stop)
     assert "speculation" not in default_model.last_stats  # plain greedy decoding is the default
@@ -156,8 +153,8 @@ DRAFTED = """(ns geometry.shapes)
 @pytest.mark.parametrize("healing", [True, False])
 def test_a_draft_model_gives_greedy_decodings_candidates(qwen_pair, healing):
     plain, target = qwen_pair
-    expected = plain.generate_candidates(_prompt(plain, DRAFTED, healing), 3, 32, _never)
-    got = target.generate_candidates(_prompt(target, DRAFTED, healing), 3, 32, _never)
+    expected = plain.generate_candidates(_prompt(plain, DRAFTED, healing), 3, 32, never_stop)
+    got = target.generate_candidates(_prompt(target, DRAFTED, healing), 3, 32, never_stop)
     _same_candidates(expected, got)
     stats = target.last_stats["speculation"]
     # most tokens were guessed right (a draft that is the model itself guesses every one, but a

@@ -15,8 +15,9 @@ from cljassist.config import Settings
 from cljassist.context import LiveContext, ReplContextProvider
 from cljassist.engine import Engine
 from cljassist.steer import KnownNames, completed_symbol, known_names
-from cljassist.types import CompletionRequest, Prompt
+from cljassist.types import CompletionRequest
 from tests.fakes import ScriptedModel
+from tests.fixtures_model import never_stop, rendered_prompt
 
 CODE = "(ns demo.steer)\n\n(defn route-table [routes]\n  (map (fn [route-map] (ro"
 
@@ -77,7 +78,7 @@ def test_the_repls_names_come_after_the_locals_and_judge_where_they_are_all_of_t
     "(ns a)\n(case x ro",  # a constant
     "(ns a)\n(f '(ro",  # quoted data
 ])
-def test_a_symbol_that_is_not_looked_up_is_never_judged(code):
+def test_a_symbol_that_is_not_looked_up_isnever_stop_judged(code):
     live = LiveContext("a", True, (), 1.0, names=("rot",), all_names=True)
     known = known_names(analyze(code, ")"), live)
     assert not known.complete and known.resolves("rooster") is None
@@ -141,14 +142,6 @@ def test_no_symbol_being_typed_no_steering():
 # ------------------------------------------------------------------ the real model
 
 
-def _prompt(model, before: str, suffix: str = "") -> Prompt:
-    suffix = suffix if model.fim.is_fim else ""
-    return Prompt(text=model.fim.render(before, suffix), prefix=before, suffix=suffix, context_lines=(), tokens=0,
-                  before=before)
-
-
-def _never(_text: str) -> int | None:
-    return None
 
 
 @pytest.mark.integration
@@ -158,9 +151,9 @@ def _never(_text: str) -> int | None:
     ("(defn f [xs]\n  (map inc xs))))", ""),  # a clean boundary: nothing to heal
 ])
 def test_a_texts_score_is_what_greedy_generation_gives_the_same_tokens(default_model, before, healed):
-    prompt = _prompt(default_model, before)
+    prompt = rendered_prompt(default_model, before)
     assert default_model.heal(prompt).healed == healed
-    generated = default_model.generate_candidates(prompt, n=3, max_tokens=5, stop=_never)
+    generated = default_model.generate_candidates(prompt, n=3, max_tokens=5, stop=never_stop)
     assert len(generated) == 3
     scored = default_model.score_continuations(prompt, [g.text for g in generated], most=3)
     for g, s in zip(generated, scored):
@@ -171,7 +164,7 @@ def test_a_texts_score_is_what_greedy_generation_gives_the_same_tokens(default_m
 
 @pytest.mark.integration
 def test_the_symbols_ending_counts_as_one_more_token_and_only_the_best_are_scored(default_model):
-    prompt = _prompt(default_model, "(defn f [xs]\n  (wh")
+    prompt = rendered_prompt(default_model, "(defn f [xs]\n  (wh")
     plain, ended, unlikely = default_model.score_continuations(prompt, ["en", "en", "zzqx"], most=3)
     [ended_only] = [s for s in default_model.score_continuations(prompt, ["en"], most=1, ends=ends_token)]
     assert ended_only.n_tokens == plain.n_tokens + 1 and ended_only.logprob < plain.logprob

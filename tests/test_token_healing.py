@@ -11,6 +11,7 @@ import pytest
 from cljassist.model.healing import VocabularyIndex, start_kept, tokens_to_back_off
 from cljassist.prompt import PromptInput, assemble_prompt
 from cljassist.types import Prompt
+from tests.fixtures_model import never_stop, rendered_prompt
 
 # ------------------------------------------------------------------ the rule, on a made-up vocabulary
 
@@ -32,7 +33,7 @@ def test_a_token_nothing_longer_starts_with_is_a_clean_boundary():
     assert tokens_to_back_off([], index.can_grow) == 0
 
 
-def test_a_control_token_is_never_backed_off_nor_crossed():
+def test_a_control_token_isnever_stop_backed_off_nor_crossed():
     index = VocabularyIndex(VOCAB)
     assert tokens_to_back_off([b"", b" "], index.can_grow) == 1
     assert tokens_to_back_off([b"/", b""], index.can_grow) == 0
@@ -73,15 +74,6 @@ def test_bytes_at_the_top_of_the_range_are_bounded_right():
 # ------------------------------------------------------------------ on the real tokenizer (SmolLM2)
 
 
-def _prompt(model, before: str, suffix: str = "") -> Prompt:
-    """A prompt as the prompt stage builds it: its text is the model's rendering of its parts."""
-    suffix = suffix if model.fim.is_fim else ""
-    return Prompt(text=model.fim.render(before, suffix), prefix=before, suffix=suffix, context_lines=(), tokens=0,
-                  before=before)
-
-
-def _never(_text: str) -> int | None:
-    return None
 
 
 @pytest.mark.integration
@@ -94,7 +86,7 @@ def _never(_text: str) -> int | None:
     ("(defn f [x]\n  (inc x))\n\n", "\n"),
 ])
 def test_smollm2_backs_off_what_may_merge_with_the_next_text(default_model, before, healed):
-    prompt = default_model.heal(_prompt(default_model, before))
+    prompt = default_model.heal(rendered_prompt(default_model, before))
     assert prompt.healed == healed
     assert prompt.before + healed == before and prompt.prefix + healed == before
     assert prompt.text == default_model.fim.render(prompt.before, prompt.suffix)
@@ -104,7 +96,7 @@ def test_smollm2_backs_off_what_may_merge_with_the_next_text(default_model, befo
 @pytest.mark.parametrize("before", ["(map inc xs))))", "true"])
 def test_smollm2_leaves_a_prompt_that_ends_on_a_clean_boundary(default_model, before):
     """Their last tokens ("))))", "true") start no longer token of SmolLM2's vocabulary."""
-    prompt = _prompt(default_model, before)
+    prompt = rendered_prompt(default_model, before)
     assert default_model.heal(prompt) == dataclasses.replace(prompt, healed="")
 
 
@@ -112,12 +104,12 @@ def test_smollm2_leaves_a_prompt_that_ends_on_a_clean_boundary(default_model, be
 def test_a_finished_text_a_healed_prompt_and_healing_off_are_read_as_given(default_model):
     text = "(for [i "
     assert default_model.heal(Prompt.of_text(text)).text == text
-    healed = default_model.heal(_prompt(default_model, text))
+    healed = default_model.heal(rendered_prompt(default_model, text))
     assert default_model.heal(healed) is healed  # never twice
     default_model.token_healing = False
     try:
-        assert default_model.heal(_prompt(default_model, text)).healed == ""
-        default_model.generate_candidates(_prompt(default_model, text), n=1, max_tokens=2, stop=_never)
+        assert default_model.heal(rendered_prompt(default_model, text)).healed == ""
+        default_model.generate_candidates(rendered_prompt(default_model, text), n=1, max_tokens=2, stop=never_stop)
         assert "healed" not in default_model.last_stats
     finally:
         default_model.token_healing = True
@@ -141,7 +133,7 @@ def test_after_for_i_the_paren_is_a_first_token_the_model_may_take(default_model
     """After `(for [i ` the prompt ends at `i`, and real code's ` (` + `range` is a path the first
     tokens may take: the constraint lets through a token that covers the space and goes on."""
     m = default_model
-    assert m.heal(_prompt(m, "  (for [i ")).healed == " "
+    assert m.heal(rendered_prompt(m, "  (for [i ")).healed == " "
     paren, rng = m.tokenize(" (range")[:2]
     assert m.detokenize([paren]) == " (" and m.detokenize([rng]) == "range"
     allowed = set(m._vocabulary.allowed(b" ").tolist())
@@ -160,9 +152,9 @@ def test_after_for_i_the_paren_is_a_first_token_the_model_may_take(default_model
 ])
 def test_every_candidate_begins_with_the_backed_off_text(default_model, before):
     m = default_model
-    healed = m.heal(_prompt(m, before)).healed
+    healed = m.heal(rendered_prompt(m, before)).healed
     assert healed
-    gens = m.generate_candidates(_prompt(m, before), n=3, max_tokens=6, stop=_never)
+    gens = m.generate_candidates(rendered_prompt(m, before), n=3, max_tokens=6, stop=never_stop)
     assert m.last_stats["healed"] == healed
     assert len(gens) == 3 and len({g.token_ids[0] for g in gens}) == 3
     for g in gens:
@@ -185,7 +177,7 @@ def test_the_stop_rule_sees_the_suggestion_only(default_model):
         seen.append(text)
         return 1 if len(text) >= 3 else None
 
-    gens = m.generate_candidates(_prompt(m, before), n=2, max_tokens=12, stop=stop)
+    gens = m.generate_candidates(rendered_prompt(m, before), n=2, max_tokens=12, stop=stop)
     for g in gens:
         raw = m.detokenize(list(g.token_ids))
         assert raw.startswith(" ")
@@ -198,7 +190,7 @@ def test_the_stop_rule_sees_the_suggestion_only(default_model):
 def test_healed_scores_renormalize_over_the_allowed_first_tokens(default_model):
     """The user's text is given: the allowed first tokens' probabilities sum to one at most."""
     m = default_model
-    gens = m.generate_candidates(_prompt(m, "(defn indices [xs]\n  (for [i "), n=40, max_tokens=1, stop=_never)
+    gens = m.generate_candidates(rendered_prompt(m, "(defn indices [xs]\n  (for [i "), n=40, max_tokens=1, stop=never_stop)
     assert len(gens) == min(40, len(m._vocabulary.allowed(b" ")))
     covering = [g.logprob for g in gens if len(g.token_ids) == 1]  # one token: the space and more
     assert covering == sorted(covering, reverse=True)
@@ -208,11 +200,11 @@ def test_healed_scores_renormalize_over_the_allowed_first_tokens(default_model):
 @pytest.mark.integration
 def test_a_prompt_on_a_clean_boundary_generates_as_without_healing(default_model):
     m = default_model
-    prompt = _prompt(m, "(defn f [xs]\n  (map inc xs))))")
-    healed = m.generate_candidates(prompt, n=2, max_tokens=5, stop=_never)
+    prompt = rendered_prompt(m, "(defn f [xs]\n  (map inc xs))))")
+    healed = m.generate_candidates(prompt, n=2, max_tokens=5, stop=never_stop)
     m.token_healing = False
     try:
-        plain = m.generate_candidates(prompt, n=2, max_tokens=5, stop=_never)
+        plain = m.generate_candidates(prompt, n=2, max_tokens=5, stop=never_stop)
     finally:
         m.token_healing = True
     assert [(g.text, g.token_ids, g.n_tokens) for g in healed] == [(g.text, g.token_ids, g.n_tokens) for g in plain]
@@ -257,11 +249,11 @@ def qwen_small():
 def test_qwen_backs_off_the_space_it_joins_to_the_next_word(qwen_small, before, healed, continuation):
     m = qwen_small
     assert m.fim.family == "qwen25_coder"
-    prompt = m.heal(_prompt(m, before, suffix="\n"))
+    prompt = m.heal(rendered_prompt(m, before, suffix="\n"))
     assert prompt.healed == healed
     assert prompt.text == f"<|fim_prefix|>{before[: -len(healed)]}<|fim_suffix|>\n<|fim_middle|>"
     _real_code_path_is_allowed(m, healed, continuation)
-    for g in m.generate_candidates(_prompt(m, before, suffix="\n"), n=2, max_tokens=4, stop=_never):
+    for g in m.generate_candidates(rendered_prompt(m, before, suffix="\n"), n=2, max_tokens=4, stop=never_stop):
         assert m.detokenize(list(g.token_ids)) == healed + g.text
 
 
