@@ -274,6 +274,9 @@ def test_malformed_lines_get_an_error_and_the_connection_survives(scripted_daemo
     reply = client.read()
     assert reply["id"] == 2 and "needs 'code'" in reply["error"]
     client.send_json({"op": "frobnicate", "id": 3, "token": scripted_daemon.token})
+    error = client.read()["error"]
+    assert "unknown op 'frobnicate'" in error and '"complete"' in error and '"describe"' in error
+    client.send_json({"op": ["complete"], "id": 5, "token": scripted_daemon.token})
     assert "unknown op" in client.read()["error"]
     client.send_json({"op": "ping", "id": 4, "token": scripted_daemon.token})
     assert client.read()["pong"] is True
@@ -414,3 +417,16 @@ def test_accepted_does_nothing_with_prefetch_off(scripted_daemon):
     client.send_json({"op": "accepted", "token": scripted_daemon.token, "id": 1, "prefix": "(f x)", "suffix": ""})
     assert client.read() == {"id": 1, "prefetching": 0}
     client.close()
+
+
+def test_describe_lists_every_declared_op_with_its_contract(scripted_daemon):
+    from cljassist.frontends.daemon import OPS
+
+    client = LineClient(scripted_daemon.port)
+    client.send_json({"op": "describe", "id": 1, "token": scripted_daemon.token})
+    reply = client.read()
+    assert reply["id"] == 1
+    assert set(reply["ops"]) == set(OPS) >= {"ping", "describe", "complete", "accepted"}
+    for name, contract in reply["ops"].items():
+        assert contract["doc"] and contract["returns"], name
+    assert "prefix" in reply["ops"]["complete"]["requires"]

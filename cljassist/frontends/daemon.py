@@ -24,16 +24,8 @@ Why it looks like this:
   while no reply is awaited, MAX_QUEUED_BYTES of unread replies (past it the client is dropped, and
   the daemon logs it on stderr).
 
-Ops:
-  {"op": "complete", "token": T, "id": I, ...fields}  fields as in `protocol.request_from_fields`;
-      reply {"id": I, "suggestions": [...], "namespace", "ms", "repl", "withheld", "below_min_score",
-      "calibrated"} (each suggestion carries its score: an editor may hide low ones), or
-      {"id": I, "error": "...", ["cancelled": true]}. With "nrepl-safe": true the reply is made
-      bencode-safe (`protocol.nrepl_safe`): what the nREPL middleware asks for.
-  {"op": "ping", "token": T, "id": I}  ->  {"id": I, "pong": true, "model": ..., "repl": ...}
-  {"op": "accepted", "token": T, "id": I, ...fields}  the user accepted a suggestion; the fields
-      describe the text after it (as for complete). With prefetch on (`:prefetch true`) the daemon
-      computes the next suggestions ahead (`cljassist.prefetch`): reply {"id": I, "prefetching": k}.
+Ops: each is declared once, next to its handler, with `@op(...)` (the table `OPS`, which the
+`describe` op returns): what it needs, what it may take and what it answers.
 """
 
 from __future__ import annotations
@@ -48,7 +40,7 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from cljassist.budgets import (
     DAEMON_CONNECTIONS, DAEMON_IDLE, DAEMON_LINE, DAEMON_PROBE_TIMEOUT, DAEMON_QUEUED, THREAD_JOIN,
@@ -325,6 +317,39 @@ def _guess_format(line: bytes) -> str:
     return "json" if head[:1] in (b"[", b"") or head == b'{"' or head == b"{}" else "edn"
 
 
+# ------------------------------------------------------------------------------- ops
+
+@dataclass(frozen=True)
+class OpDescriptor:
+    """An op's contract, declared next to its handler. Every request also carries "token" and may
+    carry "id" (echoed in each reply); "nrepl-safe": true asks for a bencode-safe reply."""
+    name: str
+    doc: str
+    requires: str   # the fields it needs
+    optional: str   # the fields it may take
+    returns: str    # the reply's fields (an error reply is {"id", "error"[, "cancelled"]})
+    handler: Callable[..., None]  # (daemon, connection, message, reply_id, fmt)
+
+    def describe(self) -> dict[str, str]:
+        return {"doc": self.doc, "requires": self.requires, "optional": self.optional, "returns": self.returns}
+
+
+OPS: dict[str, OpDescriptor] = {}
+
+COMPLETION_FIELDS = ('"file"; "code" with "line" and "column" (or a <CURSOR> marker), or "prefix" and '
+                     '"suffix", or CIDER\'s "context" with __prefix__ (see protocol.request_from_fields)')
+
+
+def op(name: str, *, doc: str, returns: str, requires: str = "", optional: str = ""):
+    """Declare the decorated Daemon method as the handler of op `name`."""
+    def register(handler: Callable[..., None]) -> Callable[..., None]:
+        if name in OPS:
+            raise ValueError(f"op {name!r} declared twice")
+        OPS[name] = OpDescriptor(name, doc, requires, optional, returns, handler)
+        return handler
+    return register
+
+
 # ------------------------------------------------------------------------------- the daemon
 
 class Daemon:
@@ -473,18 +498,30 @@ class Daemon:
         if "id" in message and reply_id["id"] is not message["id"]:
             conn.send({**reply_id, "error": "'id' must be a string, a number or null"}, fmt)
             return True
-        op = message.get("op")
-        if op == "ping":
-            conn.send({**reply_id, "pong": True, "model": self.model_name, "repl": self.repl_label}, fmt)
-        elif op == "complete":
-            self._submit_completion(conn, message, reply_id, fmt)
-        elif op == "accepted":
-            self._prefetch_after_accept(conn, message, reply_id, fmt)
-        else:
-            conn.send({**reply_id, "error": f"unknown op {op!r}; expected \"complete\", \"accepted\" or \"ping\""},
-                      fmt)
+        descriptor = OPS.get(message.get("op")) if isinstance(message.get("op"), str) else None
+        if descriptor is None:
+            known = ", ".join(f'"{name}"' for name in sorted(OPS))
+            conn.send({**reply_id, "error": f"unknown op {message.get('op')!r}; expected one of {known}"}, fmt)
+            return True
+        descriptor.handler(self, conn, message, reply_id, fmt)
         return True
 
+    @op("ping", doc="Is the daemon alive, and with which model and REPL.",
+        returns='"pong": true, "model", "repl"')
+    def _ping(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
+        conn.send({**reply_id, "pong": True, "model": self.model_name, "repl": self.repl_label}, fmt)
+
+    @op("describe", doc="The ops this daemon answers, each with its contract (an editor asks before "
+                        "sending an op an older daemon may not know).",
+        returns='"ops": {name: {"doc", "requires", "optional", "returns"}}')
+    def _describe(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
+        conn.send({**reply_id, "ops": {name: d.describe() for name, d in sorted(OPS.items())}}, fmt)
+
+    @op("complete", doc="Suggestions at the cursor, best first; a newer request for the same buffer "
+                        "cancels this one (its reply then says so).",
+        requires=COMPLETION_FIELDS, optional='"ns", "buffer", "n", "nrepl-safe"',
+        returns='"suggestions" (each with its text and score: an editor may hide low ones), "namespace", '
+                '"ms", "repl", "withheld", "below_min_score", "calibrated"')
     def _submit_completion(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
         safe = message.get("nrepl-safe") in (True, "true", 1)
         try:
@@ -501,7 +538,11 @@ class Daemon:
 
         ticket.future.add_done_callback(answer)
 
-
+    @op("accepted", doc="The user accepted a suggestion; the fields describe the text after it. With "
+                        "prefetch on (`:prefetch true`) the next suggestions are computed ahead "
+                        "(cljassist.prefetch).",
+        requires=COMPLETION_FIELDS, optional='"ns", "buffer", "n", "nrepl-safe"',
+        returns='"prefetching": how many requests are computed ahead')
     def _prefetch_after_accept(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
         safe = message.get("nrepl-safe") in (True, "true", 1)
         try:
