@@ -252,6 +252,23 @@ WATCH_SHOWN = Budget(
     "front-ends", "`watch` alternative in a comment", 60, "chars", "",
     "a longer alternative is cut, keeping the comment line short")
 
+STATS_FILE = Budget(
+    "statistics", "what-was-kept file (both generations)", 16 * 1024 * 1024, "bytes", "`:stats false`, `--no-stats` turn it off",
+    "one line of about 100 bytes per suggestion shown, accepted or kept; past half of this the file is "
+    "renamed to `stats.jsonl.1` (replacing the older one), so the two never hold more")
+STATS_SIDS = Budget(
+    "statistics", "suggestions remembered for `accepted`/`retained`", 8192, "entries", "",
+    "a few hundred bytes each; typing with a reply every 300 ms and 3 suggestions each fills it in "
+    "about 13 minutes, longer than a sid lives")
+STATS_SID_TTL = Budget(
+    "statistics", "a suggestion's sid, unused", 300, "s", "",
+    "an accept comes while the ghost text is shown, `retained` 30 s after it; older sids are refused "
+    "as expired")
+STATS_QUEUE = Budget(
+    "statistics", "statistics lines waiting for the disk", 4096, "lines", "",
+    "written by a thread of their own, so a reply never waits for the disk; past this (a stuck disk) "
+    "lines are dropped, with one warning")
+
 # Latency targets a default model must meet (scripts/evidence.py decide measures each candidate
 # against them; nothing enforces them at run time).
 ONE_SHOT_P50_TARGET = Budget(

@@ -11,6 +11,7 @@
     cljassist watch DIR [--dry-run]                          fill <CURSOR> markers in saved files
     cljassist train corpus OUT_DIR                           training corpus from the Debian train packages
     cljassist models [--requirements NAME...]                the named models: installed, verified, measured
+    cljassist stats [--days N] [--by model|day] [--plot OUT.png] [--json]   what was kept of the suggestions
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ def _common_model_options(p: argparse.ArgumentParser, repl_flags: bool = True) -
     repl.add_argument("--no-repl", action="store_true", help="complete without a REPL")
 
 
+def _stats_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-stats", dest="stats", action="store_false", default=None,
+                   help="record nothing of what was shown, accepted and kept (default: recorded on this machine "
+                        "only, for `cljassist stats`; config :stats)")
+
+
 def suggestion_lines(rank_no: int, s: Suggestion) -> list[str]:
     """One suggestion as `complete` prints it: rank, score, the checks it passed and its text, then
     a check not run on purpose with why (??), its value (=>) and why it failed (!!)."""
@@ -158,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-inject", action="store_true",
                        help="do not put the cljassist middleware into the nREPL (configure it at start-up instead)")
     serve.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    _stats_option(serve)
     _common_model_options(serve)
 
     proxy = sub.add_parser("proxy", help="nREPL proxy to your server that answers cljassist/complete (writes .nrepl-port)")
@@ -174,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("dir")
     watch.add_argument("--dry-run", action="store_true", help="print the suggestions instead of writing files")
     _common_model_options(watch)
+
+    stats = sub.add_parser("stats", help="suggestions shown, accepted and kept, per day and per model "
+                                         "(recorded by `serve` on this machine only)")
+    stats.add_argument("--days", type=int, metavar="N", help="only the last N days, today included (default: all)")
+    stats.add_argument("--by", choices=("model", "day"), help="one table, per model or per day (default: both)")
+    stats.add_argument("--plot", metavar="OUT.png", help="also draw the rate and the characters per day (matplotlib)")
+    stats.add_argument("--json", action="store_true", help="print a JSON object")
 
     models = sub.add_parser("models", help="list the named models: size, installed, checksum, FIM family, measured numbers")
     models.add_argument("--requirements", nargs="+", metavar="NAME",
@@ -240,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             return main_watch(args)
         if args.command == "models":
             return run_models(args)
+        if args.command == "stats":
+            from cljassist.stats.report import main_stats
+
+            return main_stats(args)
     except ReplUnavailable as exc:
         print(f"cljassist: {exc}", file=sys.stderr)
         return EXIT_REPL_UNREACHABLE

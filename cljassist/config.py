@@ -78,6 +78,9 @@ class Settings:
     # Suggestions scoring below this are held back (0: show everything). None: the threshold the
     # model's calibration chose (resources/models.toml), 0 for a model without one.
     min_score: float | None = None
+    # The daemon records which suggestions were shown, accepted and kept, on this machine only
+    # (cljassist/stats); `cljassist stats` sums them up. False: nothing is recorded.
+    stats: bool = True
     config_file: str | None = field(default=None, compare=False)
     # Where `model` was named, for its errors: "--model", ":model in PATH"; None: the registry's default.
     model_origin: str | None = field(default=None, compare=False)
@@ -163,6 +166,7 @@ _EDN_KEYS = {
     "backend-timeout-ms": Key("backend_timeout_ms", (int,), 1, _MAX_MS),
     "backend-fallback": Key("backend_fallback", (bool,)),
     "min-score": Key("min_score", (float, int), 0.0, 1.0),
+    "stats": Key("stats", (bool,)),
 }
 _KEY_OF_FIELD = {key.field: key for key in _EDN_KEYS.values()}
 EVAL_MODES = ("off", "safe")

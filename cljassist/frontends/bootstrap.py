@@ -42,6 +42,7 @@ def settings_from_args(args, near: Path | None, keystrokes: bool = False) -> Set
         token_healing=getattr(args, "token_healing", None), min_score=getattr(args, "min_score", None),
         repo_prompt=getattr(args, "repo_prompt", None), steer=getattr(args, "steer", None),
         speculate=getattr(args, "speculate", None), draft_model=getattr(args, "draft_model", None),
+        stats=getattr(args, "stats", None),
     ))
     settings = load_settings(near, use=use).with_overrides(
         model=args.model, model_origin="--model" if args.model else None, **flags)

@@ -26,10 +26,17 @@ Why it looks like this:
 
 Ops: each is declared once, next to its handler, with `@op(...)` (the table `OPS`, which the
 `describe` op returns): what it needs, what it may take and what it answers.
+
+What was kept: every suggestion of a `complete` reply carries a "sid"; `accepted` and `retained`
+name it, and the daemon records shown, accepted and retained suggestions on this machine
+(cljassist/stats: tracker.py says what counts as shown, store.py where and how it is written, by a
+thread of its own so that no reply waits for the disk). `--no-stats` or `:stats false`: sids are
+still given and checked, nothing is recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import queue
@@ -47,8 +54,13 @@ from cljassist.budgets import (
 )
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.fileio import write_atomic
+from cljassist.model.registry import named_model
 from cljassist.prefetch import likely_next_requests
-from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
+from cljassist.frontends.protocol import (
+    decode_line, encode_line, int_field, nrepl_safe, request_from_fields, result_reply, text_field,
+)
+from cljassist.stats.store import ACCEPT_KINDS, StatsWriter, stats_path
+from cljassist.stats.tracker import SuggestionTracker
 
 __all__ = ["PORT_FILE_NAME", "MAX_LINE_BYTES", "Daemon", "DaemonAlreadyRunning", "PortFile", "read_port_file",
            "refuse_if_served", "main_serve"]
@@ -359,7 +371,8 @@ class Daemon:
     `.token`, `.stop()`; or `with Daemon(...) as d:`."""
 
     def __init__(self, service, directory: Path, host: str = "127.0.0.1", port: int = 0,
-                 repl_label: str | None = None, model_name: str | None = None) -> None:
+                 repl_label: str | None = None, model_name: str | None = None,
+                 suggestions: SuggestionTracker | None = None) -> None:
         if host != LOOPBACK_HOST:
             raise InputError(f"the daemon listens on the loopback interface ({LOOPBACK_HOST}) only, not {host!r}")
         self.service = service
@@ -370,6 +383,8 @@ class Daemon:
         repl = service.engine.repl
         self.repl_label = repl_label if repl_label is not None else repl.endpoint if repl is not None else "off"
         self.model_name = model_name if model_name is not None else service.engine.model.name
+        # gives the sids and records what was kept; by default it records nothing
+        self.suggestions = suggestions if suggestions is not None else SuggestionTracker(self.model_name, None)
         self.port: int = 0
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -520,8 +535,9 @@ class Daemon:
     @op("complete", doc="Suggestions at the cursor, best first; a newer request for the same buffer "
                         "cancels this one (its reply then says so).",
         requires=COMPLETION_FIELDS, optional='"ns", "buffer", "n", "nrepl-safe"',
-        returns='"suggestions" (each with its text and score: an editor may hide low ones), "namespace", '
-                '"ms", "repl", "withheld", "below_min_score", "calibrated"')
+        returns='"suggestions" (each with its "text", "score" (an editor may hide low ones) and "sid", which '
+                '`accepted` and `retained` name), "namespace", "ms", "repl", "withheld", "below_min_score", '
+                '"calibrated"')
     def _submit_completion(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
         safe = message.get("nrepl-safe") in (True, "true", 1)
         try:
@@ -534,26 +550,65 @@ class Daemon:
 
         def answer(_future) -> None:
             conn.untrack(ticket)
-            conn.send(_finish_reply(reply_id, _ticket_reply(ticket), safe), fmt)
+            conn.send(_finish_reply(reply_id, self._with_sids(_ticket_reply(ticket)), safe), fmt)
 
         ticket.future.add_done_callback(answer)
 
+    def _with_sids(self, body: dict[str, Any]) -> dict[str, Any]:
+        suggestions = body.get("suggestions")
+        if suggestions:
+            sids = self.suggestions.offer([s["text"] for s in suggestions])
+            body["suggestions"] = [{**s, "sid": sid} for s, sid in zip(suggestions, sids)]
+        return body
+
     @op("accepted", doc="The user accepted a suggestion; the fields describe the text after it. With "
                         "prefetch on (`:prefetch true`) the next suggestions are computed ahead "
-                        "(cljassist.prefetch).",
-        requires=COMPLETION_FIELDS, optional='"ns", "buffer", "n", "nrepl-safe"',
-        returns='"prefetching": how many requests are computed ahead')
+                        "(cljassist.prefetch). With \"sid\" it is recorded for `cljassist stats`: \"kind\" "
+                        "\"whole\" (the default: all of it, or all that was left), \"word\" or \"line\", "
+                        "\"chars\" the characters taken by this accept (needed for a word or a line). "
+                        "An unknown or expired sid, or more characters than the suggestion has left, is "
+                        "an error reply (and nothing is prefetched).",
+        requires=COMPLETION_FIELDS,
+        optional=f'"sid", "kind" ({" | ".join(ACCEPT_KINDS)}), "chars", "ns", "buffer", "n", "nrepl-safe"',
+        returns='"prefetching": how many requests are computed ahead; with "sid", "recorded": whether '
+                'statistics are on')
     def _prefetch_after_accept(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
         safe = message.get("nrepl-safe") in (True, "true", 1)
         try:
             request, buffer, n = request_from_fields(message)
+            sid = text_field(message, "sid")
+            recorded = None
+            if sid is not None:
+                chars = int_field(message, "chars", 0) if message.get("chars") is not None else None
+                recorded = self.suggestions.accepted(sid, text_field(message, "kind"), chars)
         except CljassistError as exc:
             conn.send(_finish_reply(reply_id, _error_reply(exc), safe), fmt)
             return
         tickets = []
         if self.service.engine.settings.prefetch:
             tickets = self.service.prefetch(likely_next_requests(request), buffer=buffer, n=n)
-        conn.send(_finish_reply(reply_id, {"prefetching": len(tickets)}, safe), fmt)
+        body: dict[str, Any] = {"prefetching": len(tickets)}
+        if recorded is not None:
+            body["recorded"] = recorded
+        conn.send(_finish_reply(reply_id, body, safe), fmt)
+
+    @op("retained", doc="Sent 30 s after an `accepted` with a sid: how many of the characters that accept "
+                        "took are still in the buffer, for `cljassist stats`. An unknown or expired sid, a "
+                        "sid never accepted, or more characters than were accepted is an error reply.",
+        requires='"sid", "chars"', optional='"nrepl-safe"',
+        returns='"recorded": true (false when statistics are off)')
+    def _record_retained(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
+        safe = message.get("nrepl-safe") in (True, "true", 1)
+        try:
+            sid = text_field(message, "sid")
+            if sid is None:
+                raise InputError("'retained' needs 'sid', the suggestion's sid from its 'complete' reply")
+            if message.get("chars") is None:
+                raise InputError("'retained' needs 'chars': how many accepted characters are still in the buffer")
+            body = {"recorded": self.suggestions.retained(sid, int_field(message, "chars", 0))}
+        except CljassistError as exc:
+            body = _error_reply(exc)
+        conn.send(_finish_reply(reply_id, body, safe), fmt)
 
 
 def _echoable_id(value: Any) -> Any:
@@ -611,8 +666,12 @@ def main_serve(args) -> int:
     refuse_if_served(directory)  # before loading the model; start() checks again, atomically
     settings = settings_from_args(args, directory, keystrokes=True)
     with open_frontend(settings, near=directory, no_repl=getattr(args, "no_repl", False),
-                       explicit=getattr(args, "nrepl", None) is not None, service=True) as front:
-        daemon = Daemon(front.service, directory, port=getattr(args, "port", 0) or 0, repl_label=front.repl_label)
+                       explicit=getattr(args, "nrepl", None) is not None, service=True) as front, \
+            _stats_writer(settings) as stats:
+        suggestions = SuggestionTracker(_stats_model_name(settings, front.engine.model.name),
+                                        stats.put if stats is not None else None)
+        daemon = Daemon(front.service, directory, port=getattr(args, "port", 0) or 0, repl_label=front.repl_label,
+                        suggestions=suggestions)
         injected = False
         try:
             daemon.start()
@@ -620,6 +679,7 @@ def main_serve(args) -> int:
                   f"model {daemon.model_name}; REPL {front.repl_label}", flush=True)
             status, injected = _inject(front.opened, daemon, no_inject=getattr(args, "no_inject", False))
             print(f"cljassist serve: {status}", flush=True)
+            print(f"cljassist serve: {_stats_status(stats)}", flush=True)
             front.serve_until_stopped()
         finally:
             daemon.stop()
@@ -627,6 +687,31 @@ def main_serve(args) -> int:
                 _release_middleware(front.opened, daemon)
     print("cljassist serve: stopped", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def _stats_writer(settings) -> Iterator[StatsWriter | None]:
+    """The statistics file's writer, or None when statistics are off; what is waiting is written
+    on leaving."""
+    if not settings.stats:
+        yield None
+        return
+    with StatsWriter(stats_path()) as writer:
+        yield writer
+
+
+def _stats_model_name(settings, loaded_name: str) -> str:
+    """The model as `cljassist stats` lists it: its registry name where one was named (the name a
+    user chose it by; GGUF files of one model share their metadata name), else the loaded model's."""
+    if settings.backend is None and settings.model and named_model(settings.model) is not None:
+        return settings.model
+    return loaded_name
+
+
+def _stats_status(stats: StatsWriter | None) -> str:
+    if stats is None:
+        return "statistics off (--no-stats or :stats false): nothing recorded"
+    return f"statistics recorded in {stats.path}, on this machine only (`cljassist stats`; --no-stats turns them off)"
 
 
 def _inject(opened, daemon: Daemon, no_inject: bool) -> tuple[str, bool]:

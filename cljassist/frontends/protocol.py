@@ -26,30 +26,30 @@ MAX_SUGGESTIONS = REQUEST_SUGGESTIONS.value
 
 def request_from_fields(fields: Mapping[str, Any]) -> tuple[CompletionRequest, str, int | None]:
     """(request, buffer id, n) from a request's fields; InputError names what is wrong."""
-    file = _optional_str(fields, "file")
-    namespace = _optional_str(fields, "ns")
-    code = _optional_str(fields, "code")
-    context = _optional_str(fields, "context")
+    file = text_field(fields, "file")
+    namespace = text_field(fields, "ns")
+    code = text_field(fields, "code")
+    context = text_field(fields, "context")
     if code is not None:
         line, column = fields.get("line"), fields.get("column")
         if line is None and column is None:
             request = CompletionRequest.at_marker(code, file)
         else:
-            request = CompletionRequest.at_line_column(code, _int(fields, "line", 1), _int(fields, "column", 1), file)
+            request = CompletionRequest.at_line_column(code, int_field(fields, "line", 1), int_field(fields, "column", 1), file)
     elif context is not None and CIDER_PREFIX_PLACEHOLDER in context:
-        symbol = _optional_str(fields, "prefix") or ""
+        symbol = text_field(fields, "prefix") or ""
         at = context.index(CIDER_PREFIX_PLACEHOLDER)
         after = context[at + len(CIDER_PREFIX_PLACEHOLDER):]
         request = CompletionRequest(context[:at] + symbol, after, file)
     elif "prefix" in fields:
-        request = CompletionRequest(_optional_str(fields, "prefix") or "", _optional_str(fields, "suffix") or "", file)
+        request = CompletionRequest(text_field(fields, "prefix") or "", text_field(fields, "suffix") or "", file)
     else:
         raise InputError("a completion request needs 'code' (with 'line' and 'column' or a <CURSOR> marker), "
                          "'prefix' and 'suffix', or CIDER's 'context' with __prefix__")
     if namespace:
         request = CompletionRequest(request.prefix, request.suffix, request.file, namespace)
-    n = _int(fields, "n", 1, MAX_SUGGESTIONS) if fields.get("n") is not None else None
-    buffer = _optional_str(fields, "buffer") or file or "default"
+    n = int_field(fields, "n", 1, MAX_SUGGESTIONS) if fields.get("n") is not None else None
+    buffer = text_field(fields, "buffer") or file or "default"
     return request, buffer, n
 
 
@@ -156,7 +156,8 @@ def _to_edn(value: Any) -> Any:
     return value
 
 
-def _optional_str(fields: Mapping[str, Any], key: str) -> str | None:
+def text_field(fields: Mapping[str, Any], key: str) -> str | None:
+    """The string field `key` (None when absent); InputError when it is not valid Unicode text."""
     value = fields.get(key)
     if value is None:
         return None
@@ -169,7 +170,8 @@ def _optional_str(fields: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def _int(fields: Mapping[str, Any], key: str, low: int, high: int | None = None) -> int:
+def int_field(fields: Mapping[str, Any], key: str, low: int, high: int | None = None) -> int:
+    """The integer field `key`, from `low` to `high` (None: no upper limit); InputError otherwise."""
     value = fields.get(key)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)  # bencode clients sometimes send numbers as strings
@@ -179,4 +181,4 @@ def _int(fields: Mapping[str, Any], key: str, low: int, high: int | None = None)
     return value
 
 
-__all__ = ["request_from_fields", "result_reply", "nrepl_safe", "decode_line", "encode_line"]
+__all__ = ["request_from_fields", "result_reply", "nrepl_safe", "decode_line", "encode_line", "text_field", "int_field"]
