@@ -1,7 +1,7 @@
 ;;; cljassist.el --- Local Clojure completions as ghost text for CIDER -*- lexical-binding: t; -*-
 
 ;; Author: cljassist contributors
-;; Version: 0.1.0
+;; Version: 0.2.0
 ;; Package-Requires: ((emacs "27.1") (cider "1.0"))
 ;; Keywords: languages, tools, convenience
 
@@ -18,14 +18,23 @@
 ;; has the middleware), then:
 ;;
 ;;   M-x cljassist-complete   ask for a suggestion at point
-;;   TAB                      accept the suggestion shown
+;;   TAB                      accept all of the suggestion shown
+;;   M-f or C-<right>         accept its next word (as M-f would move)
+;;   C-e or M-RET             accept the rest of its current line
 ;;   M-n / M-p                show the next / previous suggestion
+;;   typing its next characters   keeps the rest of it shown
 ;;   any other command        dismiss it
 ;;
 ;; `cljassist-mode' asks automatically after `cljassist-idle-delay' seconds
-;; of idle time:
+;; of idle time, and warms the daemon for the buffer once when turned on:
 ;;
 ;;   (add-hook 'clojure-mode-hook #'cljassist-mode)
+;;
+;; After an accept the package tells cljassist what was taken (the nREPL op
+;; "cljassist/accepted": the daemon then computes the next suggestions
+;; ahead), and `cljassist-retained-delay' seconds later how much of it is
+;; still in the buffer ("cljassist/retained", for the local statistics).
+;; Servers that do not know these ops are ignored quietly.
 
 ;;; Code:
 
@@ -70,10 +79,30 @@
   :type 'number
   :group 'cljassist)
 
+(defcustom cljassist-retained-delay 30
+  "Seconds after an accept at which the accepted text still present is reported.
+The report (the nREPL op \"cljassist/retained\") feeds cljassist's local
+statistics; the count is taken once, this long after the last accept of
+the suggestion."
+  :type 'number
+  :group 'cljassist)
+
 (defcustom cljassist-modes
   '(clojure-mode clojurec-mode clojurescript-mode clojure-ts-mode
     clojure-ts-clojurec-mode clojure-ts-clojurescript-mode)
   "Major modes (or their parents) in which `cljassist-mode' asks on idle."
+  :type '(repeat symbol)
+  :group 'cljassist)
+
+(defcustom cljassist-type-through-commands
+  '(self-insert-command
+    paredit-open-round paredit-open-square paredit-open-curly
+    paredit-close-round paredit-close-square paredit-close-curly
+    paredit-doublequote)
+  "Commands that may type the next characters of the suggestion shown.
+When one inserts exactly the text the suggestion continues with (a pair
+inserter's closer after point included), the rest stays shown; when it
+does anything else, the suggestion is dismissed."
   :type '(repeat symbol)
   :group 'cljassist)
 
@@ -83,30 +112,52 @@
   "Number of the latest request sent for this buffer.")
 
 (defvar-local cljassist--in-flight nil
-  "While a request is unanswered: (SERIAL . TIME-SENT), else nil.")
+  "While a request is unanswered: (SERIAL TIME-SENT TICK POINT), else nil.")
 
 (defvar-local cljassist--overlay nil
   "The overlay showing the ghost text in this buffer, or nil.")
 
 (defvar-local cljassist--suggestions nil
-  "Texts of the suggestions of the ghost shown, best first.")
+  "The suggestions of the ghost shown, best first: (TEXT . SID) conses.
+TEXT is what is still to be inserted (typed-through and accepted parts
+removed); SID identifies the suggestion to the daemon, or is nil.")
 
 (defvar-local cljassist--index 0
   "Index in `cljassist--suggestions' of the suggestion shown.")
 
 (defvar-local cljassist--ghost-tick nil
-  "`buffer-chars-modified-tick' when the ghost was shown.")
+  "`buffer-chars-modified-tick' when the ghost was last shown or moved.")
 
 (defvar-local cljassist--ghost-active nil
   "Non-nil while a ghost is shown; enables `cljassist-active-map'.")
 
+(defvar-local cljassist--typed nil
+  "During a command of `cljassist-type-through-commands': (START . END),
+the region of text that command inserted, contiguous, where START is
+the ghost's position; the symbol `other' once it changed anything else.")
+
+(defvar-local cljassist--warmed nil
+  "Non-nil once the daemon was asked to warm up for this buffer.")
+
+(defvar cljassist--inserting nil
+  "Non-nil while the package itself inserts accepted text.")
+
 (defvar cljassist--ghost-buffer nil
   "The buffer that shows a ghost, or nil.  At most one does.")
+
+(defvar cljassist--retained (make-hash-table :test #'equal)
+  "Accepts awaiting their retained report: SID -> (TIMER BUFFER . REGIONS).
+Each region is (START END TEXT): markers around an accepted TEXT.")
 
 (defvar cljassist-active-map
   (let ((map (make-sparse-keymap)))
     (define-key map (kbd "TAB") #'cljassist-accept)
     (define-key map [tab] #'cljassist-accept)
+    (define-key map (kbd "M-f") #'cljassist-accept-word)
+    (define-key map (kbd "C-<right>") #'cljassist-accept-word)
+    (define-key map (kbd "C-e") #'cljassist-accept-line)
+    (define-key map (kbd "M-RET") #'cljassist-accept-line)
+    (define-key map [M-return] #'cljassist-accept-line)
     (define-key map (kbd "M-n") #'cljassist-next)
     (define-key map (kbd "M-p") #'cljassist-previous)
     map)
@@ -117,8 +168,57 @@
   "Entry of `emulation-mode-map-alists' for `cljassist-active-map'.")
 
 (defvar cljassist-keep-commands
-  '(cljassist-accept cljassist-next cljassist-previous)
+  '(cljassist-accept cljassist-accept-word cljassist-accept-line
+    cljassist-next cljassist-previous)
   "Commands that do not dismiss the suggestion shown.")
+
+;;;; Suggestion text
+
+(defun cljassist--word-length (text syntax-table)
+  "Length of the first word of TEXT, as `forward-word' moves with SYNTAX-TABLE.
+The word includes what precedes it (spaces, an opening bracket); it ends
+at a newline, and a leading newline is a word of its own, with the
+indentation after it."
+  (let ((newline (string-match-p "\n" text)))
+    (if (eql newline 0)
+        (let ((indent (string-match-p "[^ \t]" text 1)))
+          (or indent (length text)))
+      (let ((end (with-temp-buffer
+                   (set-syntax-table syntax-table)
+                   (insert text)
+                   (goto-char (point-min))
+                   (forward-word 1)
+                   (1- (point)))))
+        (max 1 (min end (or newline end)))))))
+
+(defun cljassist--line-length (text)
+  "Length of the first line of TEXT that holds more than whitespace.
+Blank lines and indentation before it are part of it; its newline is not."
+  (let* ((start (or (string-match-p "[^ \t\n]" text) 0))
+         (newline (string-match-p "\n" text start)))
+    (max 1 (or newline (length text)))))
+
+(defun cljassist--type-through (text before after)
+  "What is left of suggestion TEXT once BEFORE was typed before point and
+AFTER was inserted after point (a closer that a pair inserter added), or
+nil when that is not how TEXT goes on."
+  (and (string-prefix-p before text)
+       (let ((rest (substring text (length before))))
+         (and (string-suffix-p after rest)
+              (substring rest 0 (- (length rest) (length after)))))))
+
+(defun cljassist--kept-chars (accepted current)
+  "How many characters of ACCEPTED are still in CURRENT, the text between
+the same markers now: the common start and end, which cannot overlap."
+  (let* ((limit (min (length accepted) (length current)))
+         (head (let ((cmp (compare-strings accepted nil nil current nil nil)))
+                 (if (eq cmp t) limit (1- (abs cmp)))))
+         (tail 0))
+    (while (and (< (+ head tail) limit)
+                (eq (aref accepted (- (length accepted) tail 1))
+                    (aref current (- (length current) tail 1))))
+      (setq tail (1+ tail)))
+    (+ head tail)))
 
 ;;;; Ghost text
 
@@ -129,29 +229,52 @@
       (put-text-property 0 1 'cursor t str))
     str))
 
-(defun cljassist--render ()
-  "Show the current suggestion in this buffer's overlay."
-  (when (overlayp cljassist--overlay)
-    (overlay-put cljassist--overlay 'after-string
-                 (cljassist--ghost-string
-                  (nth cljassist--index cljassist--suggestions)))))
+(defun cljassist--current ()
+  "The (TEXT . SID) of the suggestion shown."
+  (nth cljassist--index cljassist--suggestions))
 
-(defun cljassist--show (texts)
-  "Show the first of TEXTS as ghost text at point."
+(defun cljassist--render ()
+  "Show the current suggestion at point in this buffer's overlay."
+  (when (overlayp cljassist--overlay)
+    (move-overlay cljassist--overlay (point) (point))
+    (setq cljassist--ghost-tick (buffer-chars-modified-tick))
+    (overlay-put cljassist--overlay 'after-string
+                 (cljassist--ghost-string (car (cljassist--current))))))
+
+(defun cljassist--show (suggestions)
+  "Show the first of SUGGESTIONS, (TEXT . SID) conses, as ghost text at point."
   (cljassist-dismiss)
   (unless (memq 'cljassist--emulation-alist emulation-mode-map-alists)
     (push 'cljassist--emulation-alist emulation-mode-map-alists))
-  (setq cljassist--suggestions texts
+  (setq cljassist--suggestions suggestions
         cljassist--index 0
         cljassist--overlay (make-overlay (point) (point) nil nil nil)
         cljassist--ghost-active t
-        cljassist--ghost-tick (buffer-chars-modified-tick)
         cljassist--ghost-buffer (current-buffer))
   (overlay-put cljassist--overlay 'cljassist t)
   (overlay-put cljassist--overlay 'priority 1000)
   (cljassist--render)
   (add-hook 'pre-command-hook #'cljassist--pre-command)
+  (add-hook 'post-command-hook #'cljassist--post-command)
   (add-hook 'after-change-functions #'cljassist--after-change nil t))
+
+(defun cljassist--advance (remaining-of)
+  "Keep the suggestions for which REMAINING-OF gives a non-empty rest.
+REMAINING-OF maps a suggestion's text to its rest, or nil.  The ghost
+moves to point; it is dismissed when the one shown has no rest left."
+  (let ((shown (cljassist--current))
+        (kept nil)
+        (index nil))
+    (dolist (entry cljassist--suggestions)
+      (let ((rest (funcall remaining-of (car entry))))
+        (when (and rest (not (string= rest "")))
+          (when (eq entry shown) (setq index (length kept)))
+          (push (cons rest (cdr entry)) kept))))
+    (if (not index)
+        (cljassist-dismiss)
+      (setq cljassist--suggestions (nreverse kept)
+            cljassist--index index)
+      (cljassist--render))))
 
 (defun cljassist--visible-p ()
   "Return non-nil if a suggestion is visible in this buffer."
@@ -172,32 +295,98 @@
           (setq cljassist--overlay nil
                 cljassist--suggestions nil
                 cljassist--index 0
+                cljassist--typed nil
                 cljassist--ghost-active nil)
           (remove-hook 'after-change-functions #'cljassist--after-change t)))))
   (setq cljassist--ghost-buffer nil)
-  (remove-hook 'pre-command-hook #'cljassist--pre-command))
+  (remove-hook 'pre-command-hook #'cljassist--pre-command)
+  (remove-hook 'post-command-hook #'cljassist--post-command))
 
 (defun cljassist--pre-command ()
-  "Dismiss the suggestion before any command but accepting or cycling."
-  (unless (and (memq this-command cljassist-keep-commands)
-               (eq (current-buffer) cljassist--ghost-buffer))
-    (cljassist-dismiss)))
+  "Before a command: keep the suggestion for accepting, cycling and typing
+through it; dismiss it before any other command."
+  (cond
+   ((not (eq (current-buffer) cljassist--ghost-buffer))
+    (cljassist-dismiss))
+   ((memq this-command cljassist-keep-commands))
+   ((and (memq this-command cljassist-type-through-commands)
+         (cljassist--visible-p)
+         (= (point) (overlay-start cljassist--overlay)))
+    (setq cljassist--typed (cons (point) (point))))
+   (t (cljassist-dismiss))))
 
-(defun cljassist--after-change (&rest _)
-  "Dismiss the suggestion on any change of the buffer text."
-  (unless (eql cljassist--ghost-tick (buffer-chars-modified-tick))
-    (cljassist-dismiss)))
+(defun cljassist--after-change (beg end len)
+  "While typing through, grow the typed region by the change of BEG..END
+\(LEN: length of the text it replaced), or note a change elsewhere;
+otherwise dismiss the suggestion on any change of the buffer text."
+  (cond
+   (cljassist--inserting)
+   ((consp cljassist--typed)
+    ;; A pair inserter may delete and re-insert what was just typed: any
+    ;; change inside the region is fine, what it holds is checked after.
+    (setq cljassist--typed
+          (if (<= (car cljassist--typed) beg (+ beg len) (cdr cljassist--typed))
+              (cons (car cljassist--typed) (+ (cdr cljassist--typed) (- end beg len)))
+            'other)))
+   (cljassist--typed)
+   ((not (eql cljassist--ghost-tick (buffer-chars-modified-tick)))
+    (cljassist-dismiss))))
 
-(defun cljassist-accept ()
-  "Insert the suggestion shown at point."
-  (interactive)
+(defun cljassist--post-command ()
+  "After a command that may have typed through the suggestion: shrink it
+by what was typed, or dismiss it."
+  (let ((buffer cljassist--ghost-buffer))
+    (when (buffer-live-p buffer)
+      (with-current-buffer buffer
+        (let ((typed cljassist--typed))
+          (setq cljassist--typed nil)
+          (when typed
+            (if (and (consp typed)
+                     (eq buffer (current-buffer))
+                     (< (car typed) (cdr typed))
+                     (<= (car typed) (point) (cdr typed)))
+                (let ((before (buffer-substring-no-properties (car typed) (point)))
+                      (after (buffer-substring-no-properties (point) (cdr typed))))
+                  (cljassist--advance
+                   (lambda (text) (cljassist--type-through text before after))))
+              (cljassist-dismiss))))))))
+
+;;;; Accepting
+
+(defun cljassist--take (kind length-of)
+  "Insert the first part of the suggestion shown that LENGTH-OF measures.
+KIND (\"whole\", \"word\" or \"line\") is reported to the daemon."
   (if (not (cljassist--visible-p))
       (message "cljassist: no suggestion to accept")
-    (let ((text (nth cljassist--index cljassist--suggestions))
-          (pos (overlay-start cljassist--overlay)))
-      (cljassist-dismiss)
-      (goto-char pos)
-      (insert text))))
+    (let* ((entry (cljassist--current))
+           (text (car entry))
+           (taken (substring text 0 (min (length text) (funcall length-of text))))
+           (start (overlay-start cljassist--overlay)))
+      (goto-char start)
+      (let ((cljassist--inserting t))
+        (insert taken))
+      (cljassist--advance
+       (lambda (other)
+         (and (string-prefix-p taken other) (substring other (length taken)))))
+      (cljassist--report-accept (cdr entry) kind taken start))))
+
+(defun cljassist-accept ()
+  "Insert all of the suggestion shown at point."
+  (interactive)
+  (cljassist--take "whole" #'length))
+
+(defun cljassist-accept-word ()
+  "Insert the next word of the suggestion shown; the rest stays shown.
+A word ends where `forward-word' would stop in this buffer."
+  (interactive)
+  (let ((table (syntax-table)))
+    (cljassist--take "word" (lambda (text) (cljassist--word-length text table)))))
+
+(defun cljassist-accept-line ()
+  "Insert the rest of the current line of the suggestion shown.
+The newline is not inserted; the following lines stay shown."
+  (interactive)
+  (cljassist--take "line" #'cljassist--line-length))
 
 (defun cljassist--cycle (step)
   "Show the suggestion STEP places after the one shown."
@@ -221,13 +410,14 @@
 
 ;;;; Requests
 
-(defun cljassist--request ()
-  "The nREPL request for point in this buffer, as a flat list."
+(defun cljassist--request (op)
+  "The nREPL request OP for point in this buffer, as a flat list.
+Every op about a position carries the same fields as cljassist/complete."
   (save-restriction
     (widen)
     (let ((ns (ignore-errors (cider-current-ns)))
           (request
-           (list "op" "cljassist/complete"
+           (list "op" op
                  "line" (line-number-at-pos (point) t)
                  "column" (1+ (- (point) (line-beginning-position)))
                  "code" (buffer-substring-no-properties (point-min) (point-max))
@@ -239,15 +429,86 @@
         (setq request (append request (list "file" buffer-file-name))))
       request)))
 
-(defun cljassist--texts (suggestions)
-  "The non-empty texts of SUGGESTIONS (nrepl-dicts), in order."
-  (let (texts)
+(defun cljassist--send-quietly (request)
+  "Send REQUEST, whose replies do not matter here, when CIDER is connected.
+A server without the op, or a failed send, is ignored: these requests
+only help the daemon (prefetch, statistics, warm-up), never the user."
+  (when (ignore-errors (cider-connected-p))
+    (ignore-errors (cider-nrepl-send-request request #'ignore))))
+
+(defun cljassist--report-accept (sid kind taken start)
+  "Tell the daemon that TAKEN was accepted, inserted at START, point after it.
+SID names the suggestion (nil when the daemon gave none) and KIND says
+how it was accepted.  Schedules the retained report of SID."
+  (cljassist--send-quietly
+   (append (cljassist--request "cljassist/accepted")
+           (list "kind" kind "chars" (length taken))
+           (and sid (list "sid" sid))))
+  (when sid
+    (cljassist--track-retained sid start (point) taken)))
+
+(defun cljassist--track-retained (sid start end text)
+  "Remember TEXT accepted between START and END for SID's retained report.
+The report is sent `cljassist-retained-delay' seconds after SID's last accept."
+  (let* ((entry (gethash sid cljassist--retained))
+         (region (list (copy-marker start t) (copy-marker end nil) text)))
+    (when entry (cancel-timer (car entry)))
+    (puthash sid
+             (cons (run-at-time cljassist-retained-delay nil
+                                #'cljassist--report-retained sid)
+                   (cons (current-buffer) (cons region (cddr entry))))
+             cljassist--retained)))
+
+(defun cljassist--retained-chars (regions)
+  "Accepted characters of REGIONS still between their markers."
+  (let ((chars 0))
+    (dolist (region regions)
+      (let ((start (nth 0 region)) (end (nth 1 region)))
+        (setq chars
+              (+ chars
+                 (if (and (marker-buffer start) (<= start end))
+                     (cljassist--kept-chars
+                      (nth 2 region)
+                      (with-current-buffer (marker-buffer start)
+                        (save-restriction
+                          (widen)
+                          (buffer-substring-no-properties start end))))
+                   0)))))
+    chars))
+
+(defun cljassist--report-retained (sid)
+  "Send how many characters accepted from SID are still in their buffer.
+Nothing is sent when the buffer was killed: where its text went is unknown."
+  (let ((entry (gethash sid cljassist--retained)))
+    (remhash sid cljassist--retained)
+    (when entry
+      (let ((buffer (cadr entry)) (regions (cddr entry)))
+        (when (buffer-live-p buffer)
+          (with-current-buffer buffer
+            (let ((chars (cljassist--retained-chars regions)))
+              (cljassist--send-quietly
+               (append (list "op" "cljassist/retained" "sid" sid "chars" chars)
+                       (and buffer-file-name (list "file" buffer-file-name)))))))
+        (dolist (region regions)
+          (set-marker (nth 0 region) nil)
+          (set-marker (nth 1 region) nil))))))
+
+(defun cljassist--warm-once ()
+  "Ask the daemon, once per buffer, to prepare for completing here."
+  (when (and (not cljassist--warmed) (ignore-errors (cider-connected-p)))
+    (setq cljassist--warmed t)
+    (cljassist--send-quietly (cljassist--request "cljassist/warm"))))
+
+(defun cljassist--suggestion-entries (suggestions)
+  "The (TEXT . SID) of SUGGESTIONS (nrepl-dicts) with non-empty text, in order."
+  (let (entries)
     (when (listp suggestions)
       (dolist (s suggestions)
-        (let ((text (and (consp s) (nrepl-dict-get s "text"))))
+        (let ((text (and (consp s) (nrepl-dict-get s "text")))
+              (sid (and (consp s) (nrepl-dict-get s "sid"))))
           (when (and (stringp text) (not (string= text "")))
-            (push text texts)))))
-    (nreverse texts)))
+            (push (cons text (and (stringp sid) sid)) entries)))))
+    (nreverse entries)))
 
 (defun cljassist--current-p (buffer serial tick pos)
   "Non-nil if request SERIAL is still current for BUFFER at TICK and POS."
@@ -277,10 +538,10 @@
        ((member "error" status)
         (message "cljassist: the completion request failed"))))
     (when (and suggestions (cljassist--current-p buffer serial tick pos))
-      (let ((texts (cljassist--texts suggestions)))
+      (let ((entries (cljassist--suggestion-entries suggestions)))
         (with-current-buffer buffer
-          (if texts
-              (cljassist--show texts)
+          (if entries
+              (cljassist--show entries)
             (cljassist-dismiss)))))
     (when (and (member "done" status) (buffer-live-p buffer))
       (with-current-buffer buffer
@@ -296,15 +557,17 @@ The request was sent from BUFFER at modification TICK and point POS."
       (error (message "cljassist: bad reply: %s" (error-message-string err))))))
 
 (defun cljassist--send ()
-  "Send a completion request for point; return its serial number."
+  "Send a completion request for point; return its serial number.
+A reply to an earlier request is ignored from now on, and the daemon
+cancels that request: it is for the same buffer."
   (cljassist-dismiss)
   (let* ((serial (1+ cljassist--serial))
-         (callback (cljassist--callback (current-buffer) serial
-                                        (buffer-chars-modified-tick) (point))))
+         (tick (buffer-chars-modified-tick))
+         (callback (cljassist--callback (current-buffer) serial tick (point))))
     (setq cljassist--serial serial
-          cljassist--in-flight (cons serial (float-time)))
+          cljassist--in-flight (list serial (float-time) tick (point)))
     (condition-case err
-        (cider-nrepl-send-request (cljassist--request) callback)
+        (cider-nrepl-send-request (cljassist--request "cljassist/complete") callback)
       (error
        (when (eql serial (car cljassist--in-flight))
          (setq cljassist--in-flight nil))
@@ -321,10 +584,14 @@ The request was sent from BUFFER at modification TICK and point POS."
 ;;;; Idle completion
 
 (defun cljassist--in-flight-p ()
-  "Non-nil while this buffer waits for a recent request."
-  (and cljassist--in-flight
-       (< (- (float-time) (cdr cljassist--in-flight))
-          cljassist-request-timeout)))
+  "Non-nil while this buffer waits for a recent request that is still current.
+A request sent before the text or point changed no longer holds back a
+new one: its reply would be ignored."
+  (pcase cljassist--in-flight
+    (`(,_serial ,sent ,tick ,pos)
+     (and (< (- (float-time) sent) cljassist-request-timeout)
+          (eql tick (buffer-chars-modified-tick))
+          (eql pos (point))))))
 
 (defun cljassist--point-eligible-p ()
   "Non-nil if point is after code and at end of line or before a closer."
@@ -340,14 +607,15 @@ The request was sent from BUFFER at modification TICK and point POS."
   (condition-case err
       (when (and (bound-and-true-p cljassist-mode)
                  (not (minibufferp))
-                 (not buffer-read-only)
-                 (not (use-region-p))
                  (apply #'derived-mode-p cljassist-modes)
-                 (not (cljassist--visible-p))
-                 (not (cljassist--in-flight-p))
-                 (cider-connected-p)
-                 (cljassist--point-eligible-p))
-        (cljassist--send))
+                 (cider-connected-p))
+        (cljassist--warm-once)
+        (when (and (not buffer-read-only)
+                   (not (use-region-p))
+                   (not (cljassist--visible-p))
+                   (not (cljassist--in-flight-p))
+                   (cljassist--point-eligible-p))
+          (cljassist--send)))
     (error (message "cljassist: %s" (error-message-string err)))))
 
 (defun cljassist--mode-buffers ()
@@ -361,14 +629,20 @@ The request was sent from BUFFER at modification TICK and point POS."
 ;;;###autoload
 (define-minor-mode cljassist-mode
   "Show cljassist suggestions as ghost text after idle time.
-TAB accepts the suggestion shown, any other command dismisses it."
+TAB accepts the suggestion shown, M-f or C-<right> its next word, C-e or
+M-RET the rest of its line; typing its next characters keeps the rest
+shown; any other command dismisses it.  Turning the mode on in a Clojure
+buffer asks the daemon, once, to prepare for completing there."
   :lighter " cljassist"
   :group 'cljassist
   (if cljassist-mode
-      (unless (timerp cljassist--timer)
-        (setq cljassist--timer
-              (run-with-idle-timer cljassist-idle-delay t
-                                   #'cljassist--idle-fire)))
+      (progn
+        (unless (timerp cljassist--timer)
+          (setq cljassist--timer
+                (run-with-idle-timer cljassist-idle-delay t
+                                     #'cljassist--idle-fire)))
+        (when (apply #'derived-mode-p cljassist-modes)
+          (cljassist--warm-once)))
     (cljassist-dismiss)
     (setq cljassist--in-flight nil)
     (when (and (timerp cljassist--timer) (null (cljassist--mode-buffers)))

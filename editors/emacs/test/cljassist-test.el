@@ -20,16 +20,25 @@
   "(ns demo.core)\n\n(defn f [x]\n  (inc ")
 
 (defun cljassist-test-reply (&rest texts)
-  "A reply carrying suggestions TEXTS, then done."
+  "A reply carrying suggestions TEXTS, with sids s1, s2..., then done."
+  (let ((number 0))
+    (apply #'cljassist-test-reply-sids
+           (mapcar (lambda (text) (cons text (format "s%d" (cl-incf number)))) texts))))
+
+(defun cljassist-test-reply-sids (&rest entries)
+  "A reply carrying suggestions ENTRIES, (TEXT . SID) with SID nil for none,
+each with the other fields the daemon sends, then done."
   (list (nrepl-dict "suggestions"
-                    (mapcar (lambda (text)
-                              (nrepl-dict "text" text
-                                          "checks" (nrepl-dict "balanced" "true"
-                                                               "reads" "true"
-                                                               "compiles" "true"
-                                                               "evaluated" "unknown")
-                                          "score" "0.734"))
-                            texts))
+                    (mapcar (lambda (entry)
+                              (apply #'nrepl-dict
+                                     "text" (car entry)
+                                     "checks" (nrepl-dict "balanced" "true"
+                                                          "reads" "true"
+                                                          "compiles" "true"
+                                                          "evaluated" "unknown")
+                                     "score" "0.734"
+                                     (and (cdr entry) (list "sid" (cdr entry)))))
+                            entries))
         (nrepl-dict "status" '("done"))))
 
 (defmacro cljassist-test-with-buffer (&rest body)
@@ -42,7 +51,13 @@
        (insert cljassist-test-code)
        (unwind-protect (progn ,@body)
          (cljassist-dismiss)
-         (when cljassist-mode (cljassist-mode -1))))))
+         (when cljassist-mode (cljassist-mode -1))
+         (cljassist-test-forget-retained)))))
+
+(defun cljassist-test-forget-retained ()
+  "Cancel the retained reports still waiting: sids repeat across tests."
+  (maphash (lambda (_sid entry) (cancel-timer (car entry))) cljassist--retained)
+  (clrhash cljassist--retained))
 
 (defun cljassist-test-ghost ()
   "The ghost text shown in this buffer, without properties, or nil."
@@ -67,6 +82,11 @@
       (when (equal (car tail) key) (setq value (cadr tail)))
       (setq tail (cddr tail)))
     value))
+
+(defun cljassist-test-sent (op)
+  "The requests of OP received by the stub, oldest first."
+  (cl-remove-if-not (lambda (request) (equal (cljassist-test-field request "op") op))
+                    (reverse cider-stub-requests)))
 
 (defun cljassist-test-messages ()
   "Text of the *Messages* buffer."
@@ -283,20 +303,20 @@
       (cljassist-mode 1)
       (setq cider-stub-defer t)
       (cljassist--idle-fire)
-      (should (= 1 (length cider-stub-requests)))
+      (should (= 1 (length (cljassist-test-sent "cljassist/complete"))))
       (cljassist--idle-fire)                      ; one in flight
-      (should (= 1 (length cider-stub-requests)))
+      (should (= 1 (length (cljassist-test-sent "cljassist/complete"))))
       (let ((cljassist-request-timeout 0))        ; unless it is too old
         (cljassist--idle-fire))
-      (should (= 2 (length cider-stub-requests)))
+      (should (= 2 (length (cljassist-test-sent "cljassist/complete"))))
       (setq cider-stub-pending nil cljassist--in-flight nil
             cider-stub-connected nil)
       (cljassist--idle-fire)                      ; not connected
-      (should (= 2 (length cider-stub-requests)))
+      (should (= 2 (length (cljassist-test-sent "cljassist/complete"))))
       (setq cider-stub-connected t)
       (let ((cljassist-modes '(clojure-mode)))     ; not a Clojure buffer
         (cljassist--idle-fire))
-      (should (= 2 (length cider-stub-requests))))))
+      (should (= 2 (length (cljassist-test-sent "cljassist/complete")))))))
 
 (ert-deftest cljassist-mode-timer-and-cleanup ()
   (cljassist-test-with-buffer
@@ -337,6 +357,373 @@
           (should (equal (buffer-string) (concat cljassist-test-code "x)a"))))
       (with-current-buffer buffer (cljassist-dismiss))
       (kill-buffer buffer))))
+
+;;;; Parts of a suggestion
+
+(ert-deftest cljassist-word-length-follows-forward-word ()
+  (let ((table (with-temp-buffer (cljassist-test-clojure-mode) (syntax-table))))
+    (should (= 1 (cljassist--word-length "x 1)" table)))
+    (should (= 2 (cljassist--word-length " 1)" table)))
+    (should (= 4 (cljassist--word-length "(map inc xs))" table)))
+    (should (= 2 (cljassist--word-length "))" table)))          ; no word: all
+    (should (= 2 (cljassist--word-length "))\n  (foo)" table)))  ; stops at the newline
+    (should (= 3 (cljassist--word-length "\n  (foo)" table)))    ; newline and indentation
+    (should (= 1 (cljassist--word-length "\n" table)))))
+
+(ert-deftest cljassist-line-length-stops-before-the-newline ()
+  (should (= 2 (cljassist--line-length "x)\n  (dec x))")))
+  (should (= 11 (cljassist--line-length "\n  (dec x))")))     ; blank start: the next line
+  (should (= 11 (cljassist--line-length "\n  (dec x))\n(y)")))
+  (should (= 4 (cljassist--line-length "x 1)")))
+  (should (= 1 (cljassist--line-length "\n"))))
+
+(ert-deftest cljassist-type-through-rest ()
+  (should (equal " 1)" (cljassist--type-through "x 1)" "x" "")))
+  (should (equal "" (cljassist--type-through "x 1)" "x 1)" "")))
+  (should (equal "dec x)" (cljassist--type-through "(dec x))" "(" ")")))  ; a pair inserter's closer
+  (should-not (cljassist--type-through "x 1)" "y" ""))
+  (should-not (cljassist--type-through "(dec x)" "(" "]"))
+  (should-not (cljassist--type-through "x" "xy" "")))
+
+(ert-deftest cljassist-kept-chars-counts-common-start-and-end ()
+  (should (= 4 (cljassist--kept-chars "x 1)" "x 1)")))
+  (should (= 3 (cljassist--kept-chars "x 1)" "x )")))
+  (should (= 4 (cljassist--kept-chars "x 1)" "x 12)")))
+  (should (= 0 (cljassist--kept-chars "x 1)" "")))
+  (should (= 2 (cljassist--kept-chars "aaaa" "aa")))          ; never more than is there
+  (should (= 0 (cljassist--kept-chars "abc" "xyz"))))
+
+;;;; Accepting part of a suggestion
+
+(ert-deftest cljassist-accept-word-then-line-then-word ()
+  (cljassist-test-with-buffer
+    (setq cider-stub-responses (cljassist-test-reply "x)\n  (dec x))"))
+    (cljassist-complete)
+    (let ((overlay cljassist--overlay))
+      (cljassist-test-run-command 'cljassist-accept-word)
+      (should (equal (buffer-string) (concat cljassist-test-code "x")))
+      (should (equal (cljassist-test-ghost) ")\n  (dec x))"))
+      (should (= (point) (overlay-start cljassist--overlay)))
+      (should (eq overlay cljassist--overlay))     ; moved, never re-created
+      (cljassist-test-run-command 'cljassist-accept-line)
+      (should (equal (buffer-string) (concat cljassist-test-code "x)")))
+      (should (equal (cljassist-test-ghost) "\n  (dec x))"))
+      (cljassist-test-run-command 'cljassist-accept-word)
+      (should (equal (cljassist-test-ghost) "(dec x))"))
+      (cljassist-test-run-command 'cljassist-accept-line)
+      (should (equal (buffer-string) (concat cljassist-test-code "x)\n  (dec x))")))
+      (should-not (cljassist-test-ghost))
+      (should (eobp)))
+    (should (equal (mapcar (lambda (r) (cljassist-test-field r "kind"))
+                           (cljassist-test-sent "cljassist/accepted"))
+                   '("word" "line" "word" "line")))
+    (should (equal (mapcar (lambda (r) (cljassist-test-field r "chars"))
+                           (cljassist-test-sent "cljassist/accepted"))
+                   '(1 1 3 8)))
+    (should (= 1 (length (cljassist-test-sent "cljassist/complete"))))))
+
+(ert-deftest cljassist-partial-accept-keeps-suggestions-that-agree ()
+  (cljassist-test-with-buffer
+    (setq cider-stub-responses (cljassist-test-reply "x 1)" "y)" "x)"))
+    (cljassist-complete)
+    (cljassist-test-run-command 'cljassist-accept-word)
+    (should (equal (cljassist-test-ghost) " 1)"))
+    (cljassist-test-run-command 'cljassist-next)
+    (should (equal (cljassist-test-ghost) ")"))     ; "y)" no longer fits
+    (cljassist-test-run-command 'cljassist-next)
+    (should (equal (cljassist-test-ghost) " 1)"))
+    (cljassist-test-run-command 'cljassist-previous)
+    (cljassist-test-run-command 'cljassist-accept)
+    (should (equal (buffer-string) (concat cljassist-test-code "x)")))
+    (should (equal (mapcar (lambda (r) (cljassist-test-field r "sid"))
+                           (cljassist-test-sent "cljassist/accepted"))
+                   '("s1" "s3")))))
+
+(ert-deftest cljassist-accepted-describes-the-text-after-it ()
+  (cljassist-test-with-buffer
+    (setq cider-stub-ns "demo.core"
+          buffer-file-name "/tmp/demo/core.clj")
+    (unwind-protect
+        (progn
+          (setq cider-stub-responses (cljassist-test-reply "x 1)"))
+          (let ((cljassist-candidates 4))
+            (cljassist-complete)
+            (cljassist-test-run-command 'cljassist-accept))
+          (let ((sent (cljassist-test-sent "cljassist/accepted")))
+            (should (= 1 (length sent)))
+            (let ((req (car sent)))
+              (should (equal (cljassist-test-field req "sid") "s1"))
+              (should (equal (cljassist-test-field req "kind") "whole"))
+              (should (equal (cljassist-test-field req "chars") 4))
+              (should (equal (cljassist-test-field req "code") (concat cljassist-test-code "x 1)")))
+              (should (equal (cljassist-test-field req "line") 4))
+              (should (equal (cljassist-test-field req "column") 12))
+              (should (equal (cljassist-test-field req "ns") "demo.core"))
+              (should (equal (cljassist-test-field req "file") "/tmp/demo/core.clj"))
+              (should (equal (cljassist-test-field req "buffer") "/tmp/demo/core.clj"))
+              (should (equal (cljassist-test-field req "n") 4)))))
+      (set-buffer-modified-p nil)
+      (setq buffer-file-name nil))))
+
+(ert-deftest cljassist-accepted-without-sid-omits-it ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-retained-delay 0))
+      (setq cider-stub-responses (cljassist-test-reply-sids '("x 1)")))
+      (cljassist-complete)
+      (cljassist-test-run-command 'cljassist-accept)
+      (let ((req (car (cljassist-test-sent "cljassist/accepted"))))
+        (should req)
+        (should-not (member "sid" req)))
+      (should (= 0 (hash-table-count cljassist--retained)))   ; nothing to report
+      (accept-process-output nil 0.05)
+      (should-not (cljassist-test-sent "cljassist/retained")))))
+
+(ert-deftest cljassist-daemon-without-the-ops-stays-quiet ()
+  "Replies to accepted, warm and retained are never shown, whatever they say."
+  (cljassist-test-with-buffer
+    (let ((cljassist-modes '(cljassist-test-clojure-mode))
+          (cljassist-retained-delay 0.01))
+      (setq cider-stub-responses (cljassist-test-reply "x 1)"))
+      (cljassist-complete)
+      (with-current-buffer (messages-buffer)
+        (let ((inhibit-read-only t)) (erase-buffer)))
+      (setq cider-stub-responses
+            (list (nrepl-dict "err" "unknown op \"accepted\"" "status" '("done" "error" "unknown-op"))
+                  'not-a-dict))
+      (cljassist-mode 1)
+      (cljassist-test-run-command 'cljassist-accept)
+      (cljassist-test-wait-for "cljassist/retained")
+      (setq cider-stub-send-error "no connection")
+      (setq cljassist--warmed nil)
+      (cljassist--warm-once)
+      (should (equal (buffer-string) (concat cljassist-test-code "x 1)")))
+      (should (= 1 (length (cljassist-test-sent "cljassist/warm"))))
+      (should (= 1 (length (cljassist-test-sent "cljassist/accepted"))))
+      (should (= 1 (length (cljassist-test-sent "cljassist/retained"))))
+      (should-not (string-match-p "cljassist" (cljassist-test-messages))))))
+
+;;;; What was kept
+
+(defun cljassist-test-wait-for (op)
+  "Run timers until a request of OP was received (ten seconds at most)."
+  (let ((deadline (+ (float-time) 10.0)))
+    (while (and (null (cljassist-test-sent op)) (< (float-time) deadline))
+      (accept-process-output nil 0.01))))
+
+(ert-deftest cljassist-retained-counts-what-is-left-after-the-delay ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-retained-delay 0.1))
+      (setq buffer-file-name "/tmp/demo/core.clj")
+      (unwind-protect
+          (progn
+            (setq cider-stub-responses (cljassist-test-reply "x 1)"))
+            (cljassist-complete)
+            (cljassist-test-run-command 'cljassist-accept)
+            (should-not (cljassist-test-sent "cljassist/retained"))   ; not yet
+            (goto-char (point-min))
+            (insert ";; edited before it\n")                  ; outside: keeps all
+            (goto-char (point-max))
+            (delete-char -2)                                   ; "1)" -> "9"
+            (insert "9")
+            (cljassist-test-wait-for "cljassist/retained")
+            (let ((sent (cljassist-test-sent "cljassist/retained")))
+              (should (= 1 (length sent)))
+              (should (equal (cljassist-test-field (car sent) "sid") "s1"))
+              (should (equal (cljassist-test-field (car sent) "chars") 2))
+              (should (equal (cljassist-test-field (car sent) "file") "/tmp/demo/core.clj")))
+            (should (= 0 (hash-table-count cljassist--retained))))
+        (set-buffer-modified-p nil)
+        (setq buffer-file-name nil)))))
+
+(ert-deftest cljassist-retained-once-per-suggestion-after-its-last-accept ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-retained-delay 3600))
+      (setq cider-stub-responses (cljassist-test-reply "x 1)"))
+      (cljassist-complete)
+      (cljassist-test-run-command 'cljassist-accept-word)
+      (let ((first-timer (car (gethash "s1" cljassist--retained))))
+        (should (memq first-timer timer-list))
+        (cljassist-test-run-command 'cljassist-accept-word)
+        (should-not (memq first-timer timer-list)))  ; the wait starts again
+      (let ((entry (gethash "s1" cljassist--retained)))
+        (should (memq (car entry) timer-list))
+        (should (= 1 (hash-table-count cljassist--retained)))
+        (timer-event-handler (car entry)))           ; as if the hour had passed
+      (let ((sent (cljassist-test-sent "cljassist/retained")))
+        (should (= 1 (length sent)))
+        (should (equal (cljassist-test-field (car sent) "chars") 3))))))
+
+(ert-deftest cljassist-retained-not-sent-for-a-killed-buffer ()
+  (cider-stub-reset)
+  (let ((cljassist-retained-delay 0.05)
+        (buffer (generate-new-buffer "*cljassist-killed*")))
+    (with-current-buffer buffer
+      (cljassist-test-clojure-mode)
+      (insert cljassist-test-code)
+      (setq cider-stub-responses (cljassist-test-reply "x 1)"))
+      (cljassist-complete)
+      (cljassist-test-run-command 'cljassist-accept))
+    (kill-buffer buffer)
+    (let ((deadline (+ (float-time) 10.0)))
+      (while (and (gethash "s1" cljassist--retained) (< (float-time) deadline))
+        (accept-process-output nil 0.01)))
+    (should-not (gethash "s1" cljassist--retained))  ; its time came
+    (should-not (cljassist-test-sent "cljassist/retained"))))
+
+;;;; Warming up
+
+(ert-deftest cljassist-warm-once-on-visiting ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-modes '(cljassist-test-clojure-mode)))
+      (setq cider-stub-ns "demo.core")
+      (cljassist-mode 1)
+      (let ((sent (cljassist-test-sent "cljassist/warm")))
+        (should (= 1 (length sent)))
+        (let ((req (car sent)))
+          (should (equal (cljassist-test-field req "code") cljassist-test-code))
+          (should (equal (cljassist-test-field req "line") 4))
+          (should (equal (cljassist-test-field req "column") 8))
+          (should (equal (cljassist-test-field req "ns") "demo.core"))
+          (should (equal (cljassist-test-field req "buffer") (buffer-name)))))
+      (cljassist-mode -1)
+      (cljassist-mode 1)
+      (cljassist--idle-fire)
+      (should (= 1 (length (cljassist-test-sent "cljassist/warm")))))))
+
+(ert-deftest cljassist-warm-waits-for-a-connection ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-modes '(cljassist-test-clojure-mode)))
+      (setq cider-stub-connected nil)
+      (cljassist-mode 1)
+      (should-not cider-stub-requests)
+      (setq cider-stub-connected t)
+      (insert "\n")                                ; a spot that asks for nothing
+      (cljassist--idle-fire)
+      (should (equal (mapcar (lambda (r) (cljassist-test-field r "op")) cider-stub-requests)
+                     '("cljassist/warm"))))))
+
+(ert-deftest cljassist-no-warm-outside-clojure-buffers ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-modes '(clojure-mode)))
+      (cljassist-mode 1)
+      (should-not (cljassist-test-sent "cljassist/warm")))))
+
+;;;; Stale requests
+
+(ert-deftest cljassist-stale-request-does-not-hold-back-a-new-one ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-modes '(cljassist-test-clojure-mode)))
+      (cljassist-mode 1)                           ; its warm request is answered
+      (setq cider-stub-defer t
+            cider-stub-responses (cljassist-test-reply "old)"))
+      (cljassist--idle-fire)
+      (should (= 1 (length (cljassist-test-sent "cljassist/complete"))))
+      (insert "x ")                                ; the request in flight is stale now
+      (setq cider-stub-responses (cljassist-test-reply "1)"))
+      (cljassist--idle-fire)
+      (should (= 2 (length (cljassist-test-sent "cljassist/complete"))))
+      (cider-stub-deliver 0)                       ; the stale reply: ignored
+      (should-not (cljassist-test-ghost))
+      (cider-stub-deliver 0)
+      (should (equal (cljassist-test-ghost) "1)")))))
+
+;;;; Typing through the ghost
+
+(defmacro cljassist-test-with-window-buffer (&rest body)
+  "Run BODY in a displayed buffer holding `cljassist-test-code', so
+`execute-kbd-macro' runs keys through the command loop and its hooks."
+  (declare (indent 0) (debug t))
+  `(progn
+     (cider-stub-reset)
+     (let ((buffer (get-buffer-create "*cljassist-keys*")))
+       (unwind-protect
+           (save-window-excursion
+             (switch-to-buffer buffer)
+             (erase-buffer)
+             (cljassist-test-clojure-mode)
+             (insert cljassist-test-code)
+             ,@body)
+         (with-current-buffer buffer (cljassist-dismiss))
+         (kill-buffer buffer)
+         (cljassist-test-forget-retained)))))
+
+(ert-deftest cljassist-typing-through-keeps-the-rest ()
+  (cljassist-test-with-window-buffer
+    (let ((cljassist-modes '(cljassist-test-clojure-mode)))
+      (setq cider-stub-responses (cljassist-test-reply "x 1)"))
+      (cljassist-complete)
+      (let ((overlay cljassist--overlay))
+        (execute-kbd-macro (kbd "x SPC"))
+        (should (equal (buffer-string) (concat cljassist-test-code "x ")))
+        (should (equal (cljassist-test-ghost) "1)"))
+        (should (eq overlay cljassist--overlay))  ; the same overlay, moved: no flicker
+        (should (= (point) (overlay-start overlay))))
+      (cljassist-mode 1)                            ; idle time while it is shown
+      (cljassist--idle-fire)
+      (should (= 1 (length (cljassist-test-sent "cljassist/complete"))))
+      (execute-kbd-macro (kbd "TAB"))
+      (should (equal (buffer-string) (concat cljassist-test-code "x 1)")))
+      (should (equal (cljassist-test-field (car (cljassist-test-sent "cljassist/accepted")) "chars")
+                     2)))))
+
+(ert-deftest cljassist-typing-all-of-it-ends-the-ghost ()
+  (cljassist-test-with-window-buffer
+    (setq cider-stub-responses (cljassist-test-reply "x)"))
+    (cljassist-complete)
+    (execute-kbd-macro (kbd "x )"))
+    (should (equal (buffer-string) (concat cljassist-test-code "x)")))
+    (should-not (cljassist-test-ghost))
+    (should-not cljassist--ghost-active)
+    (should-not (cljassist-test-sent "cljassist/accepted"))))
+
+(ert-deftest cljassist-typing-something-else-dismisses ()
+  (cljassist-test-with-window-buffer
+    (setq cider-stub-responses (cljassist-test-reply "x 1)" "y)"))
+    (cljassist-complete)
+    (execute-kbd-macro (kbd "y"))                  ; fits the second, not the one shown
+    (should-not (cljassist-test-ghost))
+    (should (equal (buffer-string) (concat cljassist-test-code "y")))))
+
+(ert-deftest cljassist-typing-through-keeps-agreeing-suggestions ()
+  (cljassist-test-with-window-buffer
+    (setq cider-stub-responses (cljassist-test-reply "x 1)" "y)" "x)"))
+    (cljassist-complete)
+    (execute-kbd-macro (kbd "x M-n"))
+    (should (equal (cljassist-test-ghost) ")"))
+    (execute-kbd-macro (kbd "M-n"))
+    (should (equal (cljassist-test-ghost) " 1)"))))
+
+(ert-deftest cljassist-typing-through-with-a-pair-inserter ()
+  "An opener whose closer `electric-pair-mode' adds: no closer twice."
+  (cljassist-test-with-window-buffer
+    (electric-pair-local-mode 1)
+    (setq cider-stub-responses (cljassist-test-reply "(dec x))"))
+    (cljassist-complete)
+    (execute-kbd-macro (kbd "("))
+    (should (equal (buffer-string) (concat cljassist-test-code "()")))
+    (should (equal (cljassist-test-ghost) "dec x)"))
+    (execute-kbd-macro (kbd "d e TAB"))
+    (should (equal (buffer-string) (concat cljassist-test-code "(dec x))")))
+    (should-not (cljassist-test-ghost))))
+
+(ert-deftest cljassist-word-and-line-keys-through-command-loop ()
+  (cljassist-test-with-window-buffer
+    (setq cider-stub-responses (cljassist-test-reply "x)\n  (dec x))"))
+    (cljassist-complete)
+    (execute-kbd-macro (kbd "M-f"))
+    (should (equal (cljassist-test-ghost) ")\n  (dec x))"))
+    (execute-kbd-macro (kbd "C-e"))
+    (should (equal (buffer-string) (concat cljassist-test-code "x)")))
+    (execute-kbd-macro (kbd "M-RET"))
+    (should (equal (buffer-string) (concat cljassist-test-code "x)\n  (dec x))")))
+    (should-not (cljassist-test-ghost))
+    (cljassist-complete)
+    (execute-kbd-macro (kbd "C-<right>"))
+    (should (equal (cljassist-test-ghost) ")\n  (dec x))"))
+    (should (equal (buffer-string) (concat cljassist-test-code "x)\n  (dec x))x")))
+    (execute-kbd-macro (kbd "C-a"))                ; no longer ours: moves
+    (should-not (cljassist-test-ghost))
+    (should (bolp))))
 
 (provide 'cljassist-test)
 ;;; cljassist-test.el ends here
