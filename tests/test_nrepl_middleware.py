@@ -234,6 +234,43 @@ def test_complete_at_for_editor_snippets(client, engine, tmp_path):
     assert not missing.ok and "cannot read" in missing.err
 
 
+# ------------------------------------------------------------------------------- the other ops
+
+ACCEPTED_OP, WARM_OP, RETAINED_OP = "cljassist/accepted", "cljassist/warm", "cljassist/retained"
+
+
+def test_describe_lists_the_ops_an_editor_reports_to(client):
+    ops = merged(client.request("describe", **{"verbose?": 1}))["ops"]
+    assert {"sid", "kind", "chars"} <= set(ops[ACCEPTED_OP]["optional"])
+    assert "prefetching" in ops[ACCEPTED_OP]["returns"]
+    assert "warmed" in ops[WARM_OP]["returns"]
+    assert set(ops[RETAINED_OP]["requires"]) == {"sid", "chars"}
+
+
+def test_accepted_is_forwarded_and_the_daemon_prefetches_after_it(client, engine, monkeypatch):
+    monkeypatch.setattr(engine, "settings", Settings(prefetch=True), raising=False)
+    code = "(ns demo.x)\n(defn f [x]\n  (inc x))\n"
+    reply = merged(client.request(ACCEPTED_OP, timeout=WAIT, code=code, line=3, column=11, buffer="acc",
+                                  sid="s1", kind="word", chars=2))
+    assert reply["status"] == ["done"] and "err" not in reply
+    assert reply["prefetching"] >= 1
+    deadline = time.monotonic() + WAIT
+    while not engine.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.requests, "the daemon computed nothing ahead"
+    assert engine.requests[0].prefix == "(ns demo.x)\n(defn f [x]\n  (inc x))"
+
+
+def test_warm_and_retained_reach_the_daemons_ops(client):
+    """Each reply is the daemon's own: its answer, or (a daemon without the op) its error naming it."""
+    warm = merged(client.request(WARM_OP, timeout=WAIT, code="(ns demo.x)\n(inc ", line=2, column=6, buffer="w"))
+    assert warm["status"] == ["done"] and "warmed" in warm \
+        or warm["status"] == ["done", "error"] and "'warm'" in warm["err"]
+    retained = merged(client.request(RETAINED_OP, timeout=WAIT, sid="no-such-sid", chars=3))
+    assert retained["status"] == ["done", "error"]
+    assert "no-such-sid" in retained["err"] or "'retained'" in retained["err"]
+
+
 # ------------------------------------------------------------------------------- finding the daemon
 
 def test_no_daemon_running_says_how_to_start_one(client, tmp_path):

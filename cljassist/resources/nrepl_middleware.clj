@@ -123,37 +123,48 @@
            {:cljassist/error true}))
 
 (defn request-daemon
-  "Send `fields` (a map of string keys) to the daemon as op \"complete\"; the reply map, keys as
-  keywords. Tries the candidate addresses in order while they refuse the connection; throws
-  ex-info with a message a user can act on."
-  [fields]
-  (let [id (str (UUID/randomUUID))]
-    (loop [[address & more] (daemon-candidates (get fields "file"))
-           tried []]
-      (if-not address
-        (throw (no-daemon-error tried))
-        (let [where (str (:host address) ":" (:port address))
-              line (edn-line (assoc fields "op" "complete" "id" id "token" (:token address)))
-              outcome (try
-                        {:reply (exchange address line)}
-                        (catch ConnectException _ {:refused true})
-                        (catch SocketTimeoutException _
-                          (throw (ex-info (str "the cljassist daemon at " where " did not answer within "
-                                               (quot *read-timeout-ms* 1000) " s")
-                                          {:cljassist/error true}))))]
-          (if (:refused outcome)
-            (recur more (conj tried (str where " (" (:source address) ")")))
-            (let [reply (edn/read-string (:reply outcome))]
-              (when-not (map? reply)
-                (throw (ex-info (str "the cljassist daemon at " where " sent an unexpected reply")
-                                {:cljassist/error true})))
-              (update-keys reply keyword))))))))
+  "Send `fields` (a map of string keys) to the daemon as `op` (default \"complete\"); the reply
+  map, keys as keywords. Tries the candidate addresses in order while they refuse the connection;
+  throws ex-info with a message a user can act on."
+  ([fields] (request-daemon "complete" fields))
+  ([op fields]
+    (let [id (str (UUID/randomUUID))]
+      (loop [[address & more] (daemon-candidates (get fields "file"))
+             tried []]
+        (if-not address
+          (throw (no-daemon-error tried))
+          (let [where (str (:host address) ":" (:port address))
+                line (edn-line (assoc fields "op" op "id" id "token" (:token address)))
+                outcome (try
+                          {:reply (exchange address line)}
+                          (catch ConnectException _ {:refused true})
+                          (catch SocketTimeoutException _
+                            (throw (ex-info (str "the cljassist daemon at " where " did not answer within "
+                                                 (quot *read-timeout-ms* 1000) " s")
+                                            {:cljassist/error true}))))]
+            (if (:refused outcome)
+              (recur more (conj tried (str where " (" (:source address) ")")))
+              (let [reply (edn/read-string (:reply outcome))]
+                (when-not (map? reply)
+                  (throw (ex-info (str "the cljassist daemon at " where " sent an unexpected reply")
+                                  {:cljassist/error true})))
+                (update-keys reply keyword)))))))))
 
-;; ------------------------------------------------------------------------------- the op
+;; ------------------------------------------------------------------------------- the ops
 
 (def ^:private forwarded-fields
-  "Request fields passed to the daemon as they are (CIDER's context/prefix shape included)."
-  ["file" "ns" "line" "column" "code" "prefix" "suffix" "n" "buffer" "context"])
+  "Request fields passed to the daemon as they are (CIDER's context/prefix shape included; what an
+  accept took: sid, kind, chars)."
+  ["file" "ns" "line" "column" "code" "prefix" "suffix" "n" "buffer" "context" "sid" "kind" "chars"])
+
+(def ^:private daemon-ops
+  "Each nREPL op of this middleware: the daemon op it is forwarded to, and whether its fields
+  describe a place in a buffer (then a request with only file, line and column reads the saved
+  file)."
+  {"cljassist/complete" {:daemon-op "complete" :at-cursor true}
+   "cljassist/accepted" {:daemon-op "accepted" :at-cursor true}
+   "cljassist/warm" {:daemon-op "warm" :at-cursor true}
+   "cljassist/retained" {:daemon-op "retained" :at-cursor false}})
 
 ;; CIDER sends the context \":same\" when the top-level form did not change since its last request.
 (defonce ^:private last-context (atom {}))
@@ -178,30 +189,32 @@
 
 (defn- request-fields
   "The daemon's fields from an nREPL message. Without code, prefix or context, the saved file is
-  read (the editor then only sends file, line and column)."
-  [msg]
+  read for an op `at-cursor` (the editor then only sends file, line and column)."
+  [msg at-cursor]
   (let [context (remember-context msg)
         fields (into {}
                      (keep (fn [k] (let [v (if (= k "context") context (get msg (keyword k)))]
                                      (when (some? v) [k v]))))
                      forwarded-fields)]
-    (if (some #(contains? fields %) ["code" "prefix" "context"])
+    (if (or (not at-cursor) (some #(contains? fields %) ["code" "prefix" "context"]))
       fields
       (if-let [code (saved-text (get fields "file"))]
         (assoc fields "code" code)
         fields))))
+
+(defn- op-name [op] (if (keyword? op) (name op) op))
 
 (defn- error-response
   [msg ^Throwable e]
   (response-for msg
                 :err (if (:cljassist/error (ex-data e))
                        (.getMessage e)
-                       (str "cljassist/complete failed: " (or (.getMessage e) (.getName (class e)))))
+                       (str (op-name (:op msg)) " failed: " (or (.getMessage e) (.getName (class e)))))
                 :status #{:done :error}))
 
-(defn- complete-response
-  [msg]
-  (let [reply (request-daemon (assoc (request-fields msg) "nrepl-safe" true))]
+(defn- daemon-response
+  [msg {:keys [daemon-op at-cursor]}]
+  (let [reply (request-daemon daemon-op (assoc (request-fields msg at-cursor) "nrepl-safe" true))]
     (if-let [error (:error reply)]
       (response-for msg (cond-> {:err (str error) :status #{:done :error}}
                           (:cancelled reply) (assoc :cancelled "true")))
@@ -213,24 +226,25 @@
   (try (transport/send transport response) true
        (catch Throwable _ false)))
 
-(defn handle-complete
-  "Answer `cljassist/complete` on another thread; the reply always ends with status done."
-  [{:keys [transport] :as msg}]
+(defn handle-daemon-op
+  "Answer one of `daemon-ops` on another thread; the reply always ends with status done."
+  [{:keys [transport op] :as msg}]
   (future
-    (let [response (try (complete-response msg)
+    (let [response (try (daemon-response msg (get daemon-ops (op-name op)))
                         (catch Throwable e (error-response msg e)))]
       (when-not (send-quietly transport response)
-        ;; The suggestions could not be sent: try to at least end the request.
-        (send-quietly transport (response-for msg :err "cljassist/complete: the reply could not be sent"
+        ;; The reply could not be sent: try to at least end the request.
+        (send-quietly transport (response-for msg :err (str (op-name op) ": the reply could not be sent")
                                               :status #{:done :error})))))
   nil)
 
 (defn wrap-cljassist
-  "Middleware handling `cljassist/complete`; every other op goes to `handler`."
+  "Middleware handling `cljassist/complete` and the other `daemon-ops`; every other op goes to
+  `handler`."
   [handler]
   (fn [{:keys [op] :as msg}]
-    (if (= "cljassist/complete" (if (keyword? op) (name op) op))
-      (handle-complete msg) ; a var call: reloading this file updates a stack built earlier
+    (if (contains? daemon-ops (op-name op))
+      (handle-daemon-op msg) ; a var call: reloading this file updates a stack built earlier
       (handler msg))))
 
 (set-descriptor!
@@ -264,7 +278,36 @@
                      "below_min_score" "Of those, how many passed their checks but scored below min-score."
                      "calibrated" "true when scores are calibrated for the model; false: they are its raw confidence (a model without a calibration)."
                      "err" "What went wrong (with status error)."
-                     "status" "done; with error when it failed."}}}})
+                     "status" "done; with error when it failed."}}
+            "cljassist/accepted"
+            {:doc (str "The user accepted (part of) a suggestion: what was taken (sid, kind, chars), and the "
+                       "buffer after it in the fields of cljassist/complete. With prefetch on, the daemon computes "
+                       "the next suggestions ahead. Forwarded to the daemon's op accepted.")
+             :requires {}
+             :optional {"sid" "The suggestion's id, as its complete reply gave it."
+                        "kind" "How much was accepted: whole, word or line."
+                        "chars" "How many characters were accepted."}
+             :returns {"prefetching" "How many requests the daemon computes ahead."
+                       "err" "What went wrong (with status error)."
+                       "status" "done; with error when it failed."}}
+            "cljassist/warm"
+            {:doc (str "Prepare the daemon for completing in this buffer (fields as for cljassist/complete), in "
+                       "idle time, so that its first suggestion is fast; editors send it on visiting a buffer. "
+                       "Forwarded to the daemon's op warm.")
+             :requires {}
+             :optional {}
+             :returns {"warmed" "Prompt tokens evaluated now (0 with skipped: why)."
+                       "err" "What went wrong (with status error)."
+                       "status" "done; with error when it failed."}}
+            "cljassist/retained"
+            {:doc (str "How many characters accepted from suggestion sid are still in the buffer, counted 30 s after "
+                       "its accept; for the daemon's local statistics. Forwarded to the daemon's op retained.")
+             :requires {"sid" "The suggestion's id, as its complete reply gave it."
+                        "chars" "Accepted characters still in the buffer."}
+             :optional {"file" "The buffer's file (finds the daemon)."}
+             :returns {"recorded" "true when recorded, false when statistics are off."
+                       "err" "What went wrong (with status error)."
+                       "status" "done; with error when it failed."}}}})
 
 ;; ------------------------------------------------------------------------------- Calva, scripts
 
