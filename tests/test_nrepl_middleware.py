@@ -247,28 +247,31 @@ def test_describe_lists_the_ops_an_editor_reports_to(client):
     assert set(ops[RETAINED_OP]["requires"]) == {"sid", "chars"}
 
 
-def test_accepted_is_forwarded_and_the_daemon_prefetches_after_it(client, engine, monkeypatch):
+def test_accepted_and_retained_are_forwarded_and_the_daemon_prefetches(client, engine, monkeypatch):
     monkeypatch.setattr(engine, "settings", Settings(prefetch=True), raising=False)
     code = "(ns demo.x)\n(defn f [x]\n  (inc x))\n"
-    reply = merged(client.request(ACCEPTED_OP, timeout=WAIT, code=code, line=3, column=11, buffer="acc",
-                                  sid="s1", kind="word", chars=2))
-    assert reply["status"] == ["done"] and "err" not in reply
-    assert reply["prefetching"] >= 1
+    sid = merged(complete(client, code=code, line=3, column=3, buffer="acc"))["suggestions"][0]["sid"]
+    engine.requests.clear()
+    accepted = merged(client.request(ACCEPTED_OP, timeout=WAIT, code=code, line=3, column=11, buffer="acc",
+                                     sid=sid, kind="word", chars=2))
+    assert accepted["status"] == ["done"] and "err" not in accepted, accepted.get("err")
+    assert accepted["prefetching"] >= 1 and accepted["recorded"] == "false"  # the test daemon records nothing
     deadline = time.monotonic() + WAIT
     while not engine.requests and time.monotonic() < deadline:
         time.sleep(0.02)
     assert engine.requests, "the daemon computed nothing ahead"
     assert engine.requests[0].prefix == "(ns demo.x)\n(defn f [x]\n  (inc x))"
+    retained = merged(client.request(RETAINED_OP, timeout=WAIT, sid=sid, chars=2))
+    assert retained["status"] == ["done"] and retained["recorded"] == "false", retained.get("err")
+    too_many = merged(client.request(RETAINED_OP, timeout=WAIT, sid=sid, chars=1))
+    assert too_many["status"] == ["done", "error"] and "more than" in too_many["err"]
 
 
-def test_warm_and_retained_reach_the_daemons_ops(client):
-    """Each reply is the daemon's own: its answer, or (a daemon without the op) its error naming it."""
+def test_warm_reaches_the_daemons_op(client):
+    """The reply is the daemon's own: its answer, or (a daemon without the op) its error naming it."""
     warm = merged(client.request(WARM_OP, timeout=WAIT, code="(ns demo.x)\n(inc ", line=2, column=6, buffer="w"))
     assert warm["status"] == ["done"] and "warmed" in warm \
         or warm["status"] == ["done", "error"] and "'warm'" in warm["err"]
-    retained = merged(client.request(RETAINED_OP, timeout=WAIT, sid="no-such-sid", chars=3))
-    assert retained["status"] == ["done", "error"]
-    assert "no-such-sid" in retained["err"] or "'retained'" in retained["err"]
 
 
 # ------------------------------------------------------------------------------- finding the daemon
