@@ -174,6 +174,8 @@ def test_complete_with_code_line_and_column(client, engine):
     code = "(ns demo.x)\n(defn f [x]\n  (inc x))\n"
     reply = merged(complete(client, code=code, line=3, column=4, file="/nowhere/demo/x.clj"))
     assert reply["status"] == ["done"] and "err" not in reply
+    sid = reply["suggestions"][0].pop("sid")  # the daemon's id of the suggestion, for accepted/retained
+    assert isinstance(sid, str) and sid
     assert reply["suggestions"] == [{"text": "(main x)", "score": "0.750",
                                      "checks": {"balanced": "true", "reads": "true", "compiles": "unknown"}}]
     assert reply["ms"] == "2.500" and reply["withheld"] == 0
