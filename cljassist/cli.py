@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the real nREPL server (default: the one .nrepl-port names, followed there when it "
                             "restarts on another port)")
     proxy.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    _stats_option(proxy)
     _common_model_options(proxy, repl_flags=False)
 
     repl_cmd = sub.add_parser("repl", help="terminal Clojure prompt on your nREPL with ghost-text suggestions")

@@ -28,7 +28,9 @@ from cljassist.config import Settings
 from cljassist.engine import Engine
 from cljassist.errors import Cancelled, InputError, ReplUnavailable
 from cljassist.frontends.proxy import (
+    ACCEPTED_OP,
     COMPLETE_OP,
+    RETAINED_OP,
     NreplProxy,
     claim_port_file,
     follow_upstream,
@@ -262,7 +264,7 @@ def test_non_ascii_round_trips_through_the_real_nrepl(client):
 @integration
 def test_describe_adds_cljassist_complete_to_the_upstream_ops(client, nrepl_client):
     direct, proxied = nrepl_client.describe(timeout=WAIT), client.describe(timeout=WAIT)
-    assert set(proxied["ops"]) == set(direct["ops"]) | {COMPLETE_OP}
+    assert set(proxied["ops"]) == set(direct["ops"]) | {COMPLETE_OP, ACCEPTED_OP, RETAINED_OP}
     entry = proxied["ops"][COMPLETE_OP]
     assert "cljassist" in entry["doc"] and "requires" in entry and "code" in entry["optional"]
     assert proxied["versions"] == direct["versions"]

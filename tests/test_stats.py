@@ -18,17 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from cljassist.cli import main as cli_main
+from cljassist.cli import build_parser, main as cli_main
 from cljassist.config import Settings, parse_config_text
 from cljassist.engine import Engine
 from cljassist.errors import InputError
 from cljassist.frontends.daemon import PORT_FILE_NAME, Daemon, read_port_file
+from cljassist.frontends.proxy import NreplProxy
 from cljassist.frontends.service import CompletionService
+from cljassist.repl.bencode import encode
 from cljassist.stats import report
 from cljassist.stats.store import StatsWriter, append_events, generations, read_events, stats_path
-from cljassist.stats.tracker import SuggestionTracker, UnknownSid
+from cljassist.stats.tracker import SuggestionTracker, UnknownSid, open_tracker
 from tests.fakes import ScriptedModel
 from tests.test_daemon import LineClient
+from tests.test_proxy import FakeUpstream, RawClient, merged
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0
@@ -248,6 +251,91 @@ def test_a_sid_expires_after_its_ttl_unused_and_when_crowded_out():
     with pytest.raises(UnknownSid, match="unknown sid"):
         SuggestionTracker("m", None).accepted(old, None, None)  # another daemon's sid
     assert [e["event"] for e in events] == ["shown", "accepted", "retained", "shown", "shown"]
+
+
+# ------------------------------------------------------------------------------- through the nREPL proxy
+
+def describe_reply(frame: bytes) -> bytes | None:
+    """A stand-in upstream's describe, with one op of its own."""
+    if b"8:describe" in frame:
+        return encode({"id": "d", "ops": {"eval": {}}, "status": ["done"]})
+    return None
+
+
+@pytest.fixture
+def proxied(stats_file):
+    """A proxy over the scripted model recording into `stats_file`, in front of a stand-in upstream,
+    and a raw bencode client of it; `finish()` stops it and reads the file back."""
+    upstream = FakeUpstream(describe_reply)
+    service = CompletionService(Engine(ScriptedModel(["(inc x)", "x"]), Settings(candidates=2)))
+    writer = StatsWriter(stats_file)
+    proxy = NreplProxy(upstream.endpoint, service, suggestions=SuggestionTracker("scripted", writer.put)).start()
+    client = RawClient(proxy.port)
+
+    def finish() -> list[dict]:
+        proxy.stop()
+        writer.close()
+        return read_events(stats_file).events
+
+    client.finish = finish
+    yield client
+    client.close()
+    proxy.stop()
+    writer.close()
+    service.close()
+    upstream.stop()
+
+
+def nrepl_ask(client, id: str, op: str, **fields) -> dict:
+    client.send({"op": op, "id": id, "session": "s1", **fields})
+    return merged(client.replies(id))
+
+
+def test_the_proxy_gives_sids_and_records_accepted_and_retained(proxied):
+    reply = nrepl_ask(proxied, "c1", "cljassist/complete", prefix="(defn f [x] ", suffix=")")
+    first, second = reply["suggestions"]
+    assert first["sid"] != second["sid"]
+    accepted = nrepl_ask(proxied, "a1", "cljassist/accepted", sid=first["sid"], kind="word", chars=4, **AFTER)
+    assert accepted["recorded"] == "true" and accepted["prefetching"] == 0 and accepted["status"] == {"done"}
+    retained = nrepl_ask(proxied, "r1", "cljassist/retained", sid=first["sid"], chars=4)
+    assert retained["recorded"] == "true" and retained["status"] == {"done"}
+    events = proxied.finish()
+    assert [(e["event"], e["chars"]) for e in events] == [("shown", 7), ("accepted", 4), ("retained", 4)]
+
+
+@pytest.mark.security
+def test_the_proxy_answers_a_bad_report_with_an_err_and_goes_on(proxied):
+    nrepl_ask(proxied, "c1", "cljassist/complete", prefix="(defn f [x] ", suffix=")")
+    unknown = nrepl_ask(proxied, "r1", "cljassist/retained", sid="0badc0de-1", chars=1)
+    assert "unknown sid" in unknown["err"] and set(unknown["status"]) == {"done", "error"}
+    missing = nrepl_ask(proxied, "a1", "cljassist/accepted", sid="x", **AFTER)
+    assert "unknown sid 'x'" in missing["err"]
+    assert "needs 'code'" in nrepl_ask(proxied, "a2", "cljassist/accepted", sid="x")["err"]
+    assert [e["event"] for e in proxied.finish()] == ["shown"]
+
+
+def test_the_proxy_adds_its_ops_to_the_upstreams_describe(proxied):
+    ops = nrepl_ask(proxied, "d", "describe")["ops"]
+    assert set(ops) == {"eval", "cljassist/complete", "cljassist/accepted", "cljassist/retained"}
+    assert "sid" in ops["cljassist/retained"]["requires"]
+
+
+def test_no_stats_on_serve_and_proxy_and_stats_false_in_the_config_turn_recording_off(tmp_path, stats_file):
+    from cljassist.frontends.bootstrap import settings_from_args
+
+    for command in (["serve", "--no-stats"], ["proxy", "--no-stats"]):
+        settings = settings_from_args(build_parser().parse_args(command), tmp_path)
+        assert settings.stats is False
+        with open_tracker(settings, "loaded") as tracker:
+            sid = tracker.offer(["(inc x)"])[0]
+            assert tracker.accepted(sid, None, None) is False and "statistics off" in tracker.status()
+    (tmp_path / ".cljassist.edn").write_text("{:stats false}")
+    assert settings_from_args(build_parser().parse_args(["serve"]), tmp_path).stats is False
+    assert not stats_file.parent.exists()
+    with open_tracker(Settings(), "loaded") as tracker:
+        tracker.accepted(tracker.offer(["(inc x)"])[0], None, None)
+        assert tracker.recording and str(stats_file) in tracker.status()
+    assert [e["event"] for e in read_events(stats_file).events] == ["shown", "accepted"]
 
 
 # ------------------------------------------------------------------------------- the file

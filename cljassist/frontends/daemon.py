@@ -36,7 +36,6 @@ still given and checked, nothing is recorded.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import os
 import queue
@@ -54,13 +53,10 @@ from cljassist.budgets import (
 )
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.fileio import write_atomic
-from cljassist.model.registry import named_model
-from cljassist.prefetch import likely_next_requests
-from cljassist.frontends.protocol import (
-    decode_line, encode_line, int_field, nrepl_safe, request_from_fields, result_reply, text_field,
-)
-from cljassist.stats.store import ACCEPT_KINDS, StatsWriter, stats_path
-from cljassist.stats.tracker import SuggestionTracker
+from cljassist.frontends.feedback import answer_accepted, answer_retained
+from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
+from cljassist.stats.store import ACCEPT_KINDS
+from cljassist.stats.tracker import SuggestionTracker, open_tracker
 
 __all__ = ["PORT_FILE_NAME", "MAX_LINE_BYTES", "Daemon", "DaemonAlreadyRunning", "PortFile", "read_port_file",
            "refuse_if_served", "main_serve"]
@@ -550,16 +546,9 @@ class Daemon:
 
         def answer(_future) -> None:
             conn.untrack(ticket)
-            conn.send(_finish_reply(reply_id, self._with_sids(_ticket_reply(ticket)), safe), fmt)
+            conn.send(_finish_reply(reply_id, self.suggestions.with_sids(_ticket_reply(ticket)), safe), fmt)
 
         ticket.future.add_done_callback(answer)
-
-    def _with_sids(self, body: dict[str, Any]) -> dict[str, Any]:
-        suggestions = body.get("suggestions")
-        if suggestions:
-            sids = self.suggestions.offer([s["text"] for s in suggestions])
-            body["suggestions"] = [{**s, "sid": sid} for s, sid in zip(suggestions, sids)]
-        return body
 
     @op("accepted", doc="The user accepted a suggestion; the fields describe the text after it. With "
                         "prefetch on (`:prefetch true`) the next suggestions are computed ahead "
@@ -575,21 +564,9 @@ class Daemon:
     def _prefetch_after_accept(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
         safe = message.get("nrepl-safe") in (True, "true", 1)
         try:
-            request, buffer, n = request_from_fields(message)
-            sid = text_field(message, "sid")
-            recorded = None
-            if sid is not None:
-                chars = int_field(message, "chars", 0) if message.get("chars") is not None else None
-                recorded = self.suggestions.accepted(sid, text_field(message, "kind"), chars)
+            body = answer_accepted(message, self.service, self.suggestions)
         except CljassistError as exc:
-            conn.send(_finish_reply(reply_id, _error_reply(exc), safe), fmt)
-            return
-        tickets = []
-        if self.service.engine.settings.prefetch:
-            tickets = self.service.prefetch(likely_next_requests(request), buffer=buffer, n=n)
-        body: dict[str, Any] = {"prefetching": len(tickets)}
-        if recorded is not None:
-            body["recorded"] = recorded
+            body = _error_reply(exc)
         conn.send(_finish_reply(reply_id, body, safe), fmt)
 
     @op("retained", doc="Sent 30 s after an `accepted` with a sid: how many of the characters that accept "
@@ -600,12 +577,7 @@ class Daemon:
     def _record_retained(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
         safe = message.get("nrepl-safe") in (True, "true", 1)
         try:
-            sid = text_field(message, "sid")
-            if sid is None:
-                raise InputError("'retained' needs 'sid', the suggestion's sid from its 'complete' reply")
-            if message.get("chars") is None:
-                raise InputError("'retained' needs 'chars': how many accepted characters are still in the buffer")
-            body = {"recorded": self.suggestions.retained(sid, int_field(message, "chars", 0))}
+            body = answer_retained(message, self.suggestions)
         except CljassistError as exc:
             body = _error_reply(exc)
         conn.send(_finish_reply(reply_id, body, safe), fmt)
@@ -667,9 +639,7 @@ def main_serve(args) -> int:
     settings = settings_from_args(args, directory, keystrokes=True)
     with open_frontend(settings, near=directory, no_repl=getattr(args, "no_repl", False),
                        explicit=getattr(args, "nrepl", None) is not None, service=True) as front, \
-            _stats_writer(settings) as stats:
-        suggestions = SuggestionTracker(_stats_model_name(settings, front.engine.model.name),
-                                        stats.put if stats is not None else None)
+            open_tracker(settings, front.engine.model.name) as suggestions:
         daemon = Daemon(front.service, directory, port=getattr(args, "port", 0) or 0, repl_label=front.repl_label,
                         suggestions=suggestions)
         injected = False
@@ -679,7 +649,7 @@ def main_serve(args) -> int:
                   f"model {daemon.model_name}; REPL {front.repl_label}", flush=True)
             status, injected = _inject(front.opened, daemon, no_inject=getattr(args, "no_inject", False))
             print(f"cljassist serve: {status}", flush=True)
-            print(f"cljassist serve: {_stats_status(stats)}", flush=True)
+            print(f"cljassist serve: {suggestions.status()}", flush=True)
             front.serve_until_stopped()
         finally:
             daemon.stop()
@@ -687,31 +657,6 @@ def main_serve(args) -> int:
                 _release_middleware(front.opened, daemon)
     print("cljassist serve: stopped", flush=True)
     return 0
-
-
-@contextlib.contextmanager
-def _stats_writer(settings) -> Iterator[StatsWriter | None]:
-    """The statistics file's writer, or None when statistics are off; what is waiting is written
-    on leaving."""
-    if not settings.stats:
-        yield None
-        return
-    with StatsWriter(stats_path()) as writer:
-        yield writer
-
-
-def _stats_model_name(settings, loaded_name: str) -> str:
-    """The model as `cljassist stats` lists it: its registry name where one was named (the name a
-    user chose it by; GGUF files of one model share their metadata name), else the loaded model's."""
-    if settings.backend is None and settings.model and named_model(settings.model) is not None:
-        return settings.model
-    return loaded_name
-
-
-def _stats_status(stats: StatsWriter | None) -> str:
-    if stats is None:
-        return "statistics off (--no-stats or :stats false): nothing recorded"
-    return f"statistics recorded in {stats.path}, on this machine only (`cljassist stats`; --no-stats turns them off)"
 
 
 def _inject(opened, daemon: Daemon, no_inject: bool) -> tuple[str, bool]:

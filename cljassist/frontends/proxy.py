@@ -11,7 +11,10 @@ Editors connect to the proxy (it writes `.nrepl-port` with its own port), and it
   while a completion runs. The reply is the suggestions map, then `{"status": ["done"]}`; a failure
   is `{"err": ..., "status": ["done", "error"]}`. `interrupt` with the `interrupt-id` of a pending
   completion cancels it;
-* adds `cljassist/complete` to the `ops` of the upstream's `describe` replies.
+* answers `cljassist/accepted` and `cljassist/retained` itself, as the daemon answers `accepted`
+  and `retained` (frontends/feedback.py): each suggestion of a `cljassist/complete` reply carries
+  a "sid" that they name, and what was kept is recorded on this machine unless `--no-stats`;
+* adds its ops to the `ops` of the upstream's `describe` replies.
 
 Per client connection there is one upstream connection and two threads, one per direction.
 Replies to a client come from two sources (upstream and completions), so writes to a socket take
@@ -52,11 +55,13 @@ from cljassist.errors import Cancelled, CljassistError, InputError, ReplTimeout,
 from cljassist.fileio import write_atomic
 from cljassist.frontends.common import ReplRuntime, runtime_from_versions
 from cljassist.frontends.complete_op import COMPLETE_OP, op_descriptor
+from cljassist.frontends.feedback import answer_accepted, answer_retained
 from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
+from cljassist.stats.tracker import SuggestionTracker, open_tracker
 from cljassist.repl.bencode import BencodeError, MessageStream, decode, encode
 from cljassist.repl.discovery import PORT_FILE, find_port_file, parse_endpoint
 
-__all__ = ["COMPLETE_OP", "OP_DESCRIPTOR", "NreplProxy", "UpstreamInfo", "UpstreamPlan", "ProxyEngine",
+__all__ = ["COMPLETE_OP", "ACCEPTED_OP", "RETAINED_OP", "OP_DESCRIPTOR", "PROXY_OPS", "NreplProxy", "UpstreamInfo", "UpstreamPlan", "ProxyEngine",
            "PortFileClaim", "probe_upstream", "plan_for_upstream", "open_proxy_engine", "claim_port_file",
            "follow_upstream", "main_proxy"]
 
@@ -65,7 +70,29 @@ OP_DESCRIPTOR: dict[str, Any] = op_descriptor(
     "(answered by the cljassist proxy). Give `code` with `line` and `column` (or a <CURSOR> "
     "marker), or `prefix` and `suffix`, or CIDER's `context` with __prefix__ and `prefix`. "
     "Replies with the suggestions, then done; errors come as err with status error.")
-_OP_DESCRIPTOR_RAW = fastbencode.bdecode(encode(OP_DESCRIPTOR))  # bytes keys, for raw frames
+ACCEPTED_OP = "cljassist/accepted"
+RETAINED_OP = "cljassist/retained"
+_SID = {"sid": "The suggestion's sid, from its cljassist/complete reply."}
+# The ops the proxy answers itself, as its describe replies add them to the upstream's.
+PROXY_OPS: dict[str, dict[str, Any]] = {
+    COMPLETE_OP: OP_DESCRIPTOR,
+    ACCEPTED_OP: {
+        "doc": "The user accepted a suggestion (answered by the cljassist proxy): recorded for `cljassist "
+               "stats` when sid is given, and with :prefetch on the next suggestions are computed ahead. "
+               "The text fields describe the buffer after the accept, as cljassist/complete's do.",
+        "requires": {},
+        "optional": {**_SID, "kind": "whole (the default), word or line.",
+                     "chars": "Characters this accept took (needed for a word or a line)."},
+        "returns": {"prefetching": "How many requests are computed ahead.",
+                    "recorded": "With sid: whether statistics are on."}},
+    RETAINED_OP: {
+        "doc": "30 s after an accept: how many of the characters it took are still in the buffer "
+               "(answered by the cljassist proxy, for `cljassist stats`).",
+        "requires": {**_SID, "chars": "Accepted characters still in the buffer."},
+        "optional": {},
+        "returns": {"recorded": "Whether statistics are on."}},
+}
+_PROXY_OPS_RAW = {name.encode(): fastbencode.bdecode(encode(descriptor)) for name, descriptor in PROXY_OPS.items()}
 
 _RECV_SIZE = 1 << 16
 _CONNECT_TIMEOUT_S = NREPL_CONNECT_TIMEOUT.seconds
@@ -91,14 +118,14 @@ def _statuses(message: dict) -> list:
     return status if isinstance(status, list) else []
 
 
-def _with_complete_op(frame: bytes, message: dict) -> bytes:
-    """A describe reply with `cljassist/complete` added to its ops, everything else byte-exact."""
+def _with_proxy_ops(frame: bytes, message: dict) -> bytes:
+    """A describe reply with the proxy's own ops (PROXY_OPS) added to its ops, everything else byte-exact."""
     try:
         raw = fastbencode.bdecode(frame)
-        raw[b"ops"][COMPLETE_OP.encode()] = _OP_DESCRIPTOR_RAW
+        raw[b"ops"].update(_PROXY_OPS_RAW)
         return fastbencode.bencode(raw)
-    except (ValueError, KeyError, TypeError):  # keys out of order (see bencode.py): re-encode the text
-        message["ops"][COMPLETE_OP] = OP_DESCRIPTOR
+    except (ValueError, KeyError, TypeError, AttributeError):  # keys out of order (see bencode.py): re-encode the text
+        message["ops"].update(PROXY_OPS)
         return encode(message)
 
 
@@ -210,6 +237,9 @@ class _Connection:
             if op == COMPLETE_OP:
                 self._complete(message)
                 return
+            if op in (ACCEPTED_OP, RETAINED_OP):
+                self._feedback(op, message)
+                return
             if op == "interrupt" and self._interrupt_completion(message):
                 return
             if message.get("id") is not None:
@@ -236,7 +266,7 @@ class _Connection:
         message = _peek(frame)
         if message is not None:
             if isinstance(message.get("ops"), dict):
-                frame = _with_complete_op(frame, message)
+                frame = _with_proxy_ops(frame, message)
             if "done" in _statuses(message):
                 with self._state:
                     self._owed.pop(message.get("id"), None)
@@ -305,8 +335,7 @@ class _Connection:
         except CljassistError as exc:
             self._send_client(_error_reply(request_id, session, f"cljassist: {exc}"))
             return
-        if not message.get("buffer"):  # a buffer is one file as one session sees it
-            buffer = f"{session or f'connection-{self.number}'}:{request.file or 'default'}"
+        buffer = self._session_buffer(message, request, buffer)
         try:
             ticket = service.submit(request, buffer, n)
         except Cancelled as exc:
@@ -321,6 +350,31 @@ class _Connection:
             ticket.cancel("the client connection closed")
             return
         ticket.future.add_done_callback(lambda _f: self._completion_finished(key, request_id, session, ticket))
+
+    def _session_buffer(self, message: dict, request, buffer: str) -> str:
+        """Without a "buffer" field, a buffer is one file as one session sees it."""
+        if message.get("buffer"):
+            return buffer
+        return f"{message.get('session') or f'connection-{self.number}'}:{request.file or 'default'}"
+
+    def _feedback(self, op: str, message: dict) -> None:
+        """cljassist/accepted and cljassist/retained: one reply, ending with done."""
+        request_id, session = message.get("id"), message.get("session")
+        service = self.proxy.service
+        if service is None:
+            self._send_client(_error_reply(request_id, session, f"cljassist proxy: no completion engine is "
+                                           f"loaded, so {op} is not available"))
+            return
+        try:
+            if op == ACCEPTED_OP:
+                body = answer_accepted(message, service, self.proxy.suggestions,
+                                       lambda request, buffer: self._session_buffer(message, request, buffer))
+            else:
+                body = answer_retained(message, self.proxy.suggestions)
+        except CljassistError as exc:
+            self._send_client(_error_reply(request_id, session, f"cljassist: {exc}"))
+            return
+        self._send_client(_reply(request_id, session, **nrepl_safe(body), status=["done"]))
 
     def _completion_finished(self, key: Any, request_id: Any, session: Any, ticket) -> None:
         """Runs on whichever thread finished the ticket; the reply is written from a thread of its own."""
@@ -342,7 +396,8 @@ class _Connection:
             _log(f"completion failed:\n{traceback.format_exc()}")
             replies = [_error_reply(request_id, session, f"cljassist: internal error: {type(exc).__name__}: {exc}")]
         else:
-            replies = [_reply(request_id, session, **nrepl_safe(result_reply(result))),
+            reply = self.proxy.suggestions.with_sids(result_reply(result))
+            replies = [_reply(request_id, session, **nrepl_safe(reply)),
                        _reply(request_id, session, status=["done"])]
         self._send_client(b"".join(map(encode, replies)))
 
@@ -361,12 +416,16 @@ class _Connection:
 class NreplProxy:
     """The proxy server: `start()`, then clients connect to `port`; `stop()` closes everything.
 
-    `service` answers `cljassist/complete` (a CompletionService); None makes that op an error."""
+    `service` answers `cljassist/complete` (a CompletionService); None makes that op an error.
+    `suggestions` gives the sids and records what was kept; by default it records nothing."""
 
     def __init__(self, upstream: tuple[str, int], service, host: str = "127.0.0.1", port: int = 0,
-                 connect_timeout: float = _CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout: float = _CONNECT_TIMEOUT_S, suggestions: SuggestionTracker | None = None) -> None:
         self.upstream = upstream
         self.service = service
+        if suggestions is None:
+            suggestions = SuggestionTracker(service.engine.model.name if service is not None else "-", None)
+        self.suggestions = suggestions
         self.host = host
         self.connect_timeout = connect_timeout
         self._requested_port = port
@@ -594,10 +653,12 @@ def main_proxy(args) -> int:
     upstream, source = _upstream_of(args, Path.cwd())
     plan = plan_for_upstream(settings_from_args(args, Path.cwd(), keystrokes=True), upstream)
     with open_frontend(plan.settings, no_repl=plan.no_repl, explicit=not plan.no_repl,
-                       repl_label=plan.repl_label, service=True) as front:
+                       repl_label=plan.repl_label, service=True) as front, \
+            open_tracker(plan.settings, front.engine.model.name) as suggestions:
         if plan.notice:
             _log(plan.notice)
-        proxy = NreplProxy(upstream, front.service, port=getattr(args, "port", 0) or 0)
+        _log(suggestions.status())
+        proxy = NreplProxy(upstream, front.service, port=getattr(args, "port", 0) or 0, suggestions=suggestions)
         if source is not None and front.provider is not None:
             # the engine's REPL is the upstream: it reconnects to wherever the proxy follows it
             front.provider.client.locate = lambda: proxy.upstream

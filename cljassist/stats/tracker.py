@@ -16,18 +16,21 @@ the same protocol either way; then nothing is recorded (`recording` False).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from cljassist.budgets import STATS_SID_TTL, STATS_SIDS
 from cljassist.errors import InputError
-from cljassist.stats.store import ACCEPT_KINDS
+from cljassist.model.registry import named_model
+from cljassist.stats.store import ACCEPT_KINDS, StatsWriter, stats_path
 
-__all__ = ["SuggestionTracker", "UnknownSid"]
+__all__ = ["SuggestionTracker", "UnknownSid", "open_tracker"]
 
 _BASE = 36
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -65,8 +68,10 @@ class SuggestionTracker:
 
     def __init__(self, model_name: str, record: Callable[[dict[str, Any]], None] | None,
                  max_sids: int = STATS_SIDS.value, ttl_s: float = STATS_SID_TTL.value,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 recorded_in: Path | None = None) -> None:
         self.model_name = model_name
+        self.recorded_in = recorded_in  # where `record` writes, for the status line
         self._record = record
         self._max_sids = max_sids
         self._ttl_s = ttl_s
@@ -80,6 +85,13 @@ class SuggestionTracker:
     @property
     def recording(self) -> bool:
         return self._record is not None
+
+    def status(self) -> str:
+        """The line a front-end prints at start."""
+        if not self.recording:
+            return "statistics off (--no-stats or :stats false): nothing recorded"
+        where = f" in {self.recorded_in}" if self.recorded_in is not None else ""
+        return f"statistics recorded{where}, on this machine only (`cljassist stats`; --no-stats turns them off)"
 
     def offer(self, texts: list[str]) -> list[str]:
         """Sids for a reply's suggestions, best first; the first is recorded as shown."""
@@ -97,6 +109,14 @@ class SuggestionTracker:
             while len(self._offered) > self._max_sids:
                 self._offered.popitem(last=False)
         return sids
+
+    def with_sids(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """A completion reply (protocol.result_reply's map) with a "sid" in each suggestion."""
+        suggestions = reply.get("suggestions")
+        if suggestions:
+            sids = self.offer([s["text"] for s in suggestions])
+            reply["suggestions"] = [{**s, "sid": sid} for s, sid in zip(suggestions, sids)]
+        return reply
 
     def accepted(self, sid: str, kind: str | None, chars: int | None) -> bool:
         """The user took `chars` characters of suggestion `sid` (kind "whole": all that was left
@@ -169,3 +189,23 @@ class SuggestionTracker:
 
     def _now(self) -> float:
         return round(self._clock(), 1)
+
+
+def stats_model_name(settings, loaded_name: str) -> str:
+    """The model as `cljassist stats` lists it: its registry name where one was named (the name a
+    user chose it by; GGUF files of one model share their metadata name), else the loaded model's."""
+    if settings.backend is None and settings.model and named_model(settings.model) is not None:
+        return settings.model
+    return loaded_name
+
+
+@contextlib.contextmanager
+def open_tracker(settings, loaded_name: str) -> Iterator[SuggestionTracker]:
+    """The tracker `serve` and `proxy` answer with: recording into the statistics file
+    (store.stats_path) unless `settings.stats` is False; what waits for the disk is written on leaving."""
+    name = stats_model_name(settings, loaded_name)
+    if not settings.stats:
+        yield SuggestionTracker(name, None)
+        return
+    with StatsWriter(stats_path()) as writer:
+        yield SuggestionTracker(name, writer.put, recorded_in=writer.path)
