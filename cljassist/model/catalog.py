@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cljassist.errors import ModelNotFound
 from cljassist.model.assemble import CacheState, cache_state, missing_part
-from cljassist.model.locate import installed_model_path
+from cljassist.model.locate import adapter_path, installed_model_path
 from cljassist.model.registry import ChunkedGguf, Measurement, NamedModel, load_registry
 
 NOT_MEASURED = "not measured"
@@ -30,6 +30,11 @@ class CatalogRow:
 def catalog(cache_dir: Path | None = None) -> list[CatalogRow]:
     rows = []
     for model in load_registry().values():
+        try:
+            adapter_path(model)
+        except ModelNotFound as exc:  # a tuned model whose adapter is not trained (or not the pinned one)
+            rows.append(CatalogRow(model, None, False, str(exc), "-"))
+            continue
         if isinstance(model.source, ChunkedGguf):
             problem = missing_part(model)
             state = cache_state(model, cache_dir)

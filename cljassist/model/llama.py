@@ -166,10 +166,12 @@ class LocalModel:
         calibration: Calibration | None = None,
         speculate: bool = False,
         draft: LocalModel | None = None,
+        lora: Path | None = None,
     ) -> None:
         """``calibration``: the named model's score table, when this file is a named model.
         ``speculate``: guess tokens ahead and check them in one pass (prompt lookup, and ``draft``,
-        a smaller model of the same tokenizer, where lookup finds nothing); off: plain greedy."""
+        a smaller model of the same tokenizer, where lookup finds nothing); off: plain greedy.
+        ``lora``: a llama.cpp LoRA GGUF applied to every evaluation (a tuned named model's adapter)."""
         self.path = Path(path)
         self.calibration = calibration
         self.token_healing = token_healing
@@ -209,6 +211,7 @@ class LocalModel:
                     # a full-size sliding-window cache can be cut back to any
                     # position, which the per-branch rewind needs (Gemma 3 etc.)
                     swa_full=True,
+                    lora_path=str(lora) if lora is not None else None,
                     verbose=False,
                 )
         except Exception as e:  # llama_cpp raises ValueError/RuntimeError with little detail

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from cljassist.errors import ModelNotFound
+from cljassist.model.model_cache import sha256_file
 from cljassist.model.registry import ChunkedGguf, NamedModel, RegistryError, default_model, named_model, \
     names_a_file, unknown_model_error
 
@@ -43,6 +44,24 @@ def installed_model_path(model: NamedModel, cache_dir: Path | None = None) -> Pa
                             "or pass --model PATH")
     # Prefer the largest if a future release ships several (e.g. a tokenizer-only stub).
     return max(found, key=lambda p: p.stat().st_size)
+
+
+def adapter_path(model: NamedModel) -> Path | None:
+    """The LoRA adapter a tuned model loads beside its base's file, checked against the size and
+    sha256 the registry pins; None for a model without one. ModelNotFound (one line) when it is not
+    trained yet, missing or not the pinned file."""
+    adapter = model.adapter
+    if adapter is None:
+        return None
+    if not adapter.trained:
+        raise ModelNotFound(f"{model.name}: adapter not trained yet: run {adapter.how}")
+    path = adapter.path
+    if not path.is_file():
+        raise ModelNotFound(f"{model.name}: its adapter {path} is missing (reinstall cljassist)")
+    if path.stat().st_size != adapter.size or sha256_file(path) != adapter.sha256:
+        raise ModelNotFound(f"{model.name}: its adapter {path} is not the one the registry pins "
+                            f"(sha256 {adapter.sha256}); reinstall cljassist")
+    return path
 
 
 def default_model_path() -> Path:
@@ -98,6 +117,7 @@ def model_path_to_load(explicit: str | None, configured: str | None = None, orig
     chosen = _chosen(explicit, configured, origin)
     if isinstance(chosen, Path):
         return chosen
+    adapter_path(chosen)  # a tuned model without its adapter is not loadable: say so before the base is built
     path = installed_model_path(chosen)
     reencode = getattr(chosen.source, "reencode", None)
     if reencode:
@@ -109,4 +129,11 @@ def model_path_to_load(explicit: str | None, configured: str | None = None, orig
     return path
 
 
-__all__ = ["chosen_named_model", "default_model_path", "installed_model_path", "resolve_model_path", "model_path_to_load"]
+def adapter_to_load(explicit: str | None, configured: str | None = None, origin: str = "--model") -> Path | None:
+    """The LoRA adapter the engine loads beside :func:`model_path_to_load`'s file: a tuned named
+    model's (verified), else None."""
+    chosen = _chosen(explicit, configured, origin)
+    return None if isinstance(chosen, Path) else adapter_path(chosen)
+
+
+__all__ = ["adapter_path", "adapter_to_load", "chosen_named_model", "default_model_path", "installed_model_path", "resolve_model_path", "model_path_to_load"]

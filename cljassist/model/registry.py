@@ -20,6 +20,8 @@ from cljassist.calibration import LEVELS, PLAIN, Calibration
 from cljassist.errors import ModelLoadError, ModelNotFound
 
 REGISTRY_FILE = Path(__file__).resolve().parents[1] / "resources" / "models.toml"
+# where the LoRA adapters of tuned models live (package data, like the registry that pins them)
+ADAPTER_DIR = Path(__file__).resolve().parents[1] / "resources" / "adapters"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 # The two ways a model is used, each with a default of its own: a request someone waits for once
@@ -64,6 +66,26 @@ class ChunkedGguf:
 
 
 @dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter (a llama.cpp LoRA GGUF) that the repo ships in ADAPTER_DIR, loaded beside its
+    base's file. ``sha256``/``size`` are pinned once an adapter is trained; None: not trained yet,
+    and ``how`` says how to train it."""
+
+    file: str  # its name in ADAPTER_DIR
+    size: int | None
+    sha256: str | None
+    how: str  # the command or document that trains it
+
+    @property
+    def trained(self) -> bool:
+        return self.sha256 is not None
+
+    @property
+    def path(self) -> Path:
+        return ADAPTER_DIR / self.file
+
+
+@dataclass(frozen=True)
 class Measurement:
     """Numbers one run of our bench printed, with the command, its date and where they are kept."""
 
@@ -104,6 +126,9 @@ class NamedModel:
     default_settings: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
     measured: tuple[Measurement, ...] = ()
     calibration_record: CalibrationRecord | None = None
+    # a tuned model: its base's file (`source` is the base's, `base` its name) plus this adapter
+    base: str | None = None
+    adapter: LoraAdapter | None = None
 
     @property
     def calibration(self) -> Calibration | None:
@@ -187,6 +212,24 @@ def _chunked(where: str, entry: dict[str, Any]) -> ChunkedGguf:
                        parts=tuple(parts))
 
 
+def _adapter(where: str, entry: Any) -> LoraAdapter:
+    if not isinstance(entry, dict) or not entry.get("file") or not entry.get("how"):
+        raise RegistryError(f"{where}: adapter must be a table with file and how (and size, sha256 once trained)")
+    name = str(entry["file"])
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise RegistryError(f"{where}: adapter file must be a plain file name in {ADAPTER_DIR}, got {name!r}")
+    pinned = [k for k in ("size", "sha256") if k in entry]
+    if len(pinned) == 1:
+        raise RegistryError(f"{where}: adapter needs both size and sha256 (or neither, while not trained)")
+    size = sha = None
+    if pinned:
+        size = entry["size"]
+        if not isinstance(size, int) or size <= 0:
+            raise RegistryError(f"{where}: adapter size must be a positive number of bytes, got {size!r}")
+        sha = _checked_sha(f"{where} adapter", entry["sha256"])
+    return LoraAdapter(name, size, sha, str(entry["how"]))
+
+
 def _uses(where: str, value: Any) -> tuple[str, ...]:
     """`default`: a list of USES; `true` means every use."""
     if value is True:
@@ -218,8 +261,15 @@ def parse_registry(data: dict[str, Any], origin: str = "models.toml") -> dict[st
     for i, entry in enumerate(data.get("model", ()), 1):
         where = f"{origin}: model {entry.get('name') or i}"
         try:
-            if "parts" in entry:
-                source: ShippedGguf | ChunkedGguf = _chunked(where, entry)
+            base = models.get(str(entry["base"])) if "base" in entry else None
+            if "base" in entry and (base is None or base.adapter is not None):
+                raise RegistryError(f"{where}: base {entry['base']!r} must name an untuned model listed before it")
+            if "base" in entry and "adapter" not in entry:
+                raise RegistryError(f"{where}: a model with a base needs an adapter table")
+            if base is not None:
+                source: ShippedGguf | ChunkedGguf = base.source
+            elif "parts" in entry:
+                source = _chunked(where, entry)
             else:
                 source = ShippedGguf(package=str(entry["package"]), reencode=entry.get("reencode"))
             uses = _uses(where, entry.get("default"))
@@ -230,7 +280,9 @@ def parse_registry(data: dict[str, Any], origin: str = "models.toml") -> dict[st
                 measured=tuple(_measurement(f"{where} measurement {k}", m)
                                for k, m in enumerate(entry.get("measured", ()), 1)),
                 calibration_record=_calibration(f"{where} calibration", entry["calibration"])
-                if "calibration" in entry else None)
+                if "calibration" in entry else None,
+                base=base.name if base is not None else None,
+                adapter=_adapter(where, entry["adapter"]) if base is not None else None)
         except KeyError as exc:
             raise RegistryError(f"{where}: missing {exc}") from None
         if model.name in models:
@@ -279,6 +331,6 @@ def unknown_model_error(value: str, origin: str) -> ModelNotFound:
 
 
 __all__ = ["ONE_SHOT", "AS_YOU_TYPE", "USES", "Part", "ShippedGguf", "ChunkedGguf", "Measurement", "CalibrationRecord",
-           "NamedModel", "RegistryError", "REGISTRY_FILE",
+           "NamedModel", "RegistryError", "REGISTRY_FILE", "LoraAdapter", "ADAPTER_DIR",
            "parse_registry", "load_registry", "known_names", "default_model", "named_model", "names_a_file",
            "unknown_model_error"]

@@ -43,15 +43,19 @@ def _add_corpus(sub) -> None:
     p.set_defaults(func=_cmd_corpus)
 
 
+def _command(sub, name: str, add_arguments, handler, help: str, description: str | None = None) -> None:
+    p = sub.add_parser(name, help=help, description=description)
+    add_arguments(p)
+    p.set_defaults(func=handler)
+
+
 def _add_data(sub) -> None:
     from cljassist.train.fim_data import add_data_arguments, main_data
 
-    p = sub.add_parser("data", help="make FIM training examples (train.jsonl, valid.jsonl) from a corpus",
-                       description="Training examples in the engine's own prompt format (prompts/), from a corpus "
-                                   "made by `cljassist train corpus`; deterministic with --seed; held-out files "
-                                   "for validation.")
-    add_data_arguments(p)
-    p.set_defaults(func=main_data)
+    _command(sub, "data", add_data_arguments, main_data,
+             help="make FIM training examples (train.jsonl, valid.jsonl) from a corpus",
+             description="Training examples in the engine's own prompt format (prompts/), from a corpus made by "
+                         "`cljassist train corpus`; deterministic with --seed; held-out files for validation.")
 
 
 def _add_export(sub) -> None:
@@ -63,12 +67,21 @@ def _add_export(sub) -> None:
 def _add_fit(sub) -> None:
     from cljassist.train.fit import add_fit_arguments, main_fit  # imports only numpy until it runs
 
-    p = sub.add_parser("fit", help="LoRA fine-tune of the GGUF base on FIM data (needs the 'train' extra)")
-    add_fit_arguments(p)
-    p.set_defaults(func=main_fit)
+    _command(sub, "fit", add_fit_arguments, main_fit,
+             help="LoRA fine-tune of the GGUF base on FIM data (needs the 'train' extra)")
 
 
-_SUBCOMMANDS = [_add_corpus, _add_data, _add_fit, _add_export]
+def _add_pack(sub) -> None:
+    from cljassist.train.fit import add_pack_arguments, main_pack
+
+    _command(sub, "pack", add_pack_arguments, main_pack,
+             help="tokenize FIM data once into a compact bundle (for a machine that only trains)",
+             description="Tokenize train.jsonl/valid.jsonl with the base's tokenizer into BUNDLE_DIR (bundle.npz, "
+                         "bundle.json, stats.json); `cljassist train fit BUNDLE_DIR ...` trains on it without "
+                         "tokenizing. Needs the 'train' extra.")
+
+
+_SUBCOMMANDS = [_add_corpus, _add_data, _add_pack, _add_fit, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

