@@ -29,6 +29,10 @@
 (defvar cider-stub-send-error nil
   "When non-nil, `cider-nrepl-send-request' signals this error message.")
 
+(defvar cider-stub-send-function nil
+  "When non-nil, requests go to this function of (REQUEST CALLBACK) instead
+of being answered from `cider-stub-responses' (test/nrepl-live.el sets it).")
+
 (defun cider-stub-reset ()
   "Forget all requests and canned responses."
   (setq cider-stub-connected t
@@ -73,16 +77,22 @@
     (funcall callback response)))
 
 (defun cider-nrepl-send-request (request callback &optional _connection _tooling)
-  "Record REQUEST and answer CALLBACK with `cider-stub-responses'."
+  "Record REQUEST and answer CALLBACK with `cider-stub-responses', or pass
+both to `cider-stub-send-function'."
   (when cider-stub-send-error
     (error "%s" cider-stub-send-error))
   (push request cider-stub-requests)
-  (if cider-stub-defer
-      (setq cider-stub-pending
-            (append cider-stub-pending
-                    (list (cons callback cider-stub-responses))))
-    (cider-stub--call callback cider-stub-responses))
-  (number-to-string (length cider-stub-requests)))
+  (cond
+   (cider-stub-send-function
+    (funcall cider-stub-send-function request callback))
+   (cider-stub-defer
+    (setq cider-stub-pending
+          (append cider-stub-pending
+                  (list (cons callback cider-stub-responses))))
+    (number-to-string (length cider-stub-requests)))
+   (t
+    (cider-stub--call callback cider-stub-responses)
+    (number-to-string (length cider-stub-requests)))))
 
 (defun cider-stub-deliver (&optional index)
   "Answer the deferred request at INDEX (default: the oldest)."
