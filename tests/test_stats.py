@@ -14,6 +14,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -380,6 +381,7 @@ def test_the_file_is_rotated_and_both_generations_stay_under_the_cap(stats_file)
     assert kept == written[-len(kept):]  # the newest, in order, none lost in between
 
 
+@pytest.mark.security
 def test_a_damaged_file_gives_one_warning_line_and_every_readable_line(stats_file):
     good = [shown_event("d-1", 1.0), {"event": "accepted", "sid": "d-1", "time": 2.0, "kind": "whole", "chars": 10}]
     append_events(stats_file, good[:1])
@@ -389,12 +391,30 @@ def test_a_damaged_file_gives_one_warning_line_and_every_readable_line(stats_fil
                 b'["a list"]\n'
                 b'{"event": "accepted", "sid": "d-1", "time": 2.0, "kind": "all", "chars": 1}\n'
                 b'{"event": "accepted", "sid": "d-1", "time": "2", "kind": "whole", "chars": 1}\n'
-                b'{"event": "sho')  # cut short by a crash
+                b'{"event": "shown", "sid": "d-3", "time": NaN, "model": "m", "chars": 1, "rank": 1, "offered": 1}\n'
+                b'{"event": "shown", "sid": "d-4", "time": 1e300, "model": "m", "chars": 1, "rank": 1, "offered": 1}\n'
+                b'{"event": "retained", "sid": "d-1", "time": 3, "chars": -5}\n'
+                + b'{"event": "retained", "sid": "d-1", "time": 3, "chars": 1' + b"0" * 5000 + b'}\n'
+                + b"[" * 100_000 + b"\n"
+                + b'{"event": "sho')  # cut short by a crash
     append_events(stats_file, good[1:])  # starts on a line of its own
     read = read_events(stats_file)
     assert read.events == good
     [warning] = read.warnings
-    assert "6 damaged lines skipped (first: line 2)" in warning and "\n" not in warning
+    assert "11 damaged lines skipped (first: line 2)" in warning and "\n" not in warning
+
+
+def test_nothing_in_the_statistics_code_can_reach_the_network():
+    import ast
+
+    network = {"socket", "ssl", "http", "urllib", "ftplib", "smtplib", "asyncio", "requests", "httpx", "xmlrpc"}
+    sources = sorted((ROOT / "cljassist" / "stats").glob("*.py"))
+    assert [p.name for p in sources] == ["__init__.py", "report.py", "store.py", "tracker.py"]
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not {name.split(".")[0] for name in names} & network, (source.name, names)
 
 
 @pytest.mark.security
@@ -428,6 +448,38 @@ def test_the_writer_drops_past_its_queue_instead_of_blocking(stats_file, capsys)
     assert written + writer.dropped == 500 and written >= 1
     if writer.dropped:
         assert capsys.readouterr().err.count("dropped") == 1
+
+
+def test_replies_do_not_wait_for_a_disk_that_hangs(tmp_path, stats_file, monkeypatch):
+    from cljassist.stats import store
+
+    disk_free, writes_started = threading.Event(), threading.Event()
+    real_append = store.append_events
+
+    def hanging_append(path, events, cap=store.STATS_FILE.value):
+        writes_started.set()
+        assert disk_free.wait(WAIT)
+        real_append(path, events, cap)
+
+    monkeypatch.setattr(store, "append_events", hanging_append)
+    service = CompletionService(Engine(ScriptedModel(["(inc x)", "x"]), Settings(candidates=2)))
+    writer = StatsWriter(stats_file)
+    try:
+        with Daemon(service, tmp_path, suggestions=SuggestionTracker("scripted", writer.put)) as daemon:
+            client = LineClient(daemon.port)
+            sid = complete(client, daemon)[0]["sid"]
+            assert writes_started.wait(WAIT)  # the writer is stuck on the first line...
+            for i in range(3):  # ...and the daemon answers on
+                assert ask(client, daemon, 10 + i, "accepted", sid=sid, kind="word", chars=1, **AFTER)["recorded"]
+                assert complete(client, daemon, 20 + i, buffer=f"b{i}")
+            client.close()
+            assert not stats_file.exists()
+            disk_free.set()
+    finally:
+        disk_free.set()
+        writer.close()
+        service.close()
+    assert [e["event"] for e in read_events(stats_file).events] == ["shown"] + ["accepted", "shown"] * 3
 
 
 def test_stats_is_a_config_setting():

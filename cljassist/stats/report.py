@@ -160,9 +160,10 @@ def format_report(suggestions: list[ShownSuggestion], by: list[str], path: Path,
     total = total_row(suggestions)
     for name in by:
         lines += ["", *_table(name, rows(suggestions, _KEYS[name]), total)]
-    lines += ["", "rate: accepted / shown (the first suggestion of each reply is the one shown); whole/partial: "
-                  "taken entirely or a word or line of it;",
-              "kept: of the accepted characters the editor reported on 30 s later, the share still in the buffer"]
+    lines += ["",
+              "rate: accepted / shown (the first suggestion of each reply is the one shown)",
+              "whole / partial: accepted suggestions taken entirely / a word or a line of them",
+              "kept: of the accepted characters the editor reported on 30 s later, the share still there"]
     return "\n".join(lines) + "\n"
 
 

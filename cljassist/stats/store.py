@@ -50,6 +50,9 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "accepted": {"sid": (str,), "time": _NUMBER, "kind": (str,), "chars": (int,)},
     "retained": {"sid": (str,), "time": _NUMBER, "chars": (int,)},
 }
+# Times are seconds since the epoch and counts are characters: anything beyond this (the year 2242)
+# is damage, and would not make a date.
+_LARGEST_NUMBER = 2 ** 33
 _DIRECTORY_MODE = 0o700
 _FILE_MODE = 0o600
 
@@ -125,6 +128,8 @@ def _event_or_none(line: bytes) -> dict[str, Any] | None:
     for name, types in fields.items():
         value = event.get(name)
         if not isinstance(value, types) or isinstance(value, bool):
+            return None
+        if isinstance(value, (int, float)) and not 0 <= value <= _LARGEST_NUMBER:  # NaN fails this too
             return None
     if event["event"] == "accepted" and event["kind"] not in ACCEPT_KINDS:
         return None
