@@ -381,6 +381,34 @@ def test_the_file_is_rotated_and_both_generations_stay_under_the_cap(stats_file)
     assert kept == written[-len(kept):]  # the newest, in order, none lost in between
 
 
+@pytest.mark.parametrize("cap", [16 * 1024 * 1024, 3000])
+def test_writers_appending_at_once_never_mix_their_lines(stats_file, cap):
+    """Two daemons (here: threads, each opening the file as a daemon does) share one file."""
+    failures = []
+
+    def write(name: str) -> None:
+        try:
+            for i in range(150):
+                append_events(stats_file, [shown_event(f"{name}-{i}", float(i)),
+                                           shown_event(f"{name}-{i}b", float(i))], cap=cap)
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert failures == []
+    read = read_events(stats_file)
+    assert read.warnings == []
+    if cap > 1_000_000:
+        assert len(read.events) == 4 * 300
+    for name in ("w0", "w1", "w2", "w3"):  # each writer's lines in its own order
+        mine = [e["sid"] for e in read.events if e["sid"].startswith(name + "-")]
+        assert mine == sorted(mine, key=lambda sid: (int(sid.split("-")[1].rstrip("b")), sid.endswith("b")))
+
+
 @pytest.mark.security
 def test_a_damaged_file_gives_one_warning_line_and_every_readable_line(stats_file):
     good = [shown_event("d-1", 1.0), {"event": "accepted", "sid": "d-1", "time": 2.0, "kind": "whole", "chars": 10}]

@@ -4,8 +4,9 @@
 
 Why append-only JSON lines and not sqlite3:
 
-* a line is written by one `write` under an exclusive `flock`, so two daemons (two projects) append
-  to the same file without mixing their lines, and a crash loses at most the line being written;
+* lines are written by one `write` while holding an exclusive `flock` on `stats.jsonl.lock`, so
+  two daemons (two projects) append to the same file without mixing their lines, and a crash loses
+  at most the lines being written;
 * a damaged line costs that line only: the reader skips it with one warning and keeps every line
   it can read, where a damaged sqlite file is unreadable as a whole;
 * the size is bounded simply: past half of STATS_FILE the file is renamed to `stats.jsonl.1`
@@ -78,34 +79,42 @@ def _private_directory(directory: Path) -> None:
 
 
 def append_events(path: Path, events: list[dict[str, Any]], cap: int = STATS_FILE.value) -> None:
-    """Append `events`, one line each, in one write under an exclusive lock; first rotate the file
+    """Append `events`, one line each, in one write, holding the lock file; first rotate the file
     when the lines would take it past half of `cap`. OSError when the file cannot be written."""
     # ensure_ascii: a model name or sid that is not valid Unicode still makes a valid line
     data = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events).encode("ascii")
     _private_directory(path.parent)
-    for _attempt in range(3):  # a rotation (ours or another daemon's) means opening the new file
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
+    # The lock is a file of its own, never rotated: whoever holds it may rename the data file.
+    lock = _open_private(path.with_name(path.name + ".lock"))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fd = _open_private(path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            held = os.fstat(fd)
-            try:
-                current = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
-                continue  # rotated away between our open and our lock
-            if held.st_size and held.st_size + len(data) > cap // 2:
+            size = os.fstat(fd).st_size
+            if size and size + len(data) > cap // 2:
                 os.replace(path, generations(path)[0])
-                continue
-            if held.st_mode & 0o777 != _FILE_MODE:
-                os.fchmod(fd, _FILE_MODE)
-            if held.st_size and os.pread(fd, 1, held.st_size - 1) != b"\n":
+                os.close(fd)
+                fd = _open_private(path)
+                size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # a line cut short by a crash stays one damaged line, not two
             _write_all(fd, data)
-            return
         finally:
-            os.close(fd)  # releases the lock
-    raise OSError(f"{path}: rotated under us three times in a row")
+            os.close(fd)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+def _open_private(path: Path) -> int:
+    """`path` opened for appending, created owner-only; a symlink there is refused (ELOOP)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, _FILE_MODE)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != _FILE_MODE:
+            os.fchmod(fd, _FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:
