@@ -1,0 +1,206 @@
+// @ts-check
+/**
+ * The extension as VS Code runs it (its API faked at the edge, test/fake-vscode.js) against a real
+ * `cljassist serve` with the default model and a real nREPL: ghost text, typing through it,
+ * cancelled requests, word and whole accepts reported, what was kept reported 30 s (here: a
+ * moment) later, warm on open, and the status bar.
+ */
+'use strict';
+
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { after, before, describe, test } = require('node:test');
+const vscode = require('./fake-vscode');
+const { startServers } = require('./servers');
+
+vscode.install();
+const { Cljassist, activate } = require('../src/extension');
+
+const SAMPLE = '(ns sample.core)\n\n(defn greet [name]\n  (str ))\n';
+const CURSOR = SAMPLE.indexOf('))\n'); // inside (str |)
+const RETAINED_AFTER_MS = 300;
+
+/** @param {() => boolean} condition @param {string} what */
+async function until(condition, what, timeoutMs = 120000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** @type {Awaited<ReturnType<typeof startServers>>} */
+let servers;
+/** @type {InstanceType<typeof Cljassist>} */
+let extension;
+/** @type {{[op: string]: any}} */
+let ops;
+const subscriptions = /** @type {{dispose(): any}[]} */ ([]);
+
+/** The ops the daemon answers (its `describe`), so each contract is tested as this daemon has it. */
+async function daemonOps() {
+  const connection = extension.daemons.connectionFor(servers.project);
+  assert.ok(connection);
+  const reply = await connection.request('describe');
+  return reply?.ops || {};
+}
+
+/**
+ * An op's reply when the daemon has the op; the error reply for an op it does not know yet,
+ * which the extension must have shrugged off.
+ * @param {string} op @param {any} reply
+ */
+function assertAnswered(op, reply) {
+  assert.ok(reply, `no reply to ${op}`);
+  if (op in ops) {
+    assert.equal(reply.error, undefined, `${op}: ${reply.error}`);
+  } else {
+    assert.match(reply.error, new RegExp(`unknown op '${op}'`));
+    assert.ok(vscode.outputLines.some((line) => line.includes(`${op}: unknown op`)), 'logged, not shown');
+  }
+}
+
+before(async () => {
+  servers = await startServers({ 'src/sample/core.clj': SAMPLE });
+}, { timeout: 300000 });
+
+after(async () => {
+  for (const subscription of subscriptions) subscription.dispose();
+  if (servers) await servers.stop();
+}, { timeout: 60000 });
+
+describe('without a daemon', () => {
+  test('no ghost text and a status bar that says how to start one', async () => {
+    const lonely = fs.mkdtempSync(path.join(os.tmpdir(), 'cljassist-vscode-none-'));
+    const context = { subscriptions: /** @type {{dispose(): any}[]} */ ([]) };
+    try {
+      const alone = activate(context);
+      const editor = vscode.openEditor(path.join(lonely, 'a.clj'), SAMPLE, CURSOR);
+      assert.deepEqual(await editor.trigger(), []);
+      assert.match(alone.status.text, /circle-slash/);
+      assert.match(alone.status.tooltip, /cljassist serve/);
+      await vscode.commands.executeCommand('cljassist.startServer');
+      assert.deepEqual(vscode.terminals.at(-1)?.sent, ['cljassist serve']);
+    } finally {
+      for (const subscription of context.subscriptions) subscription.dispose();
+      fs.rmSync(lonely, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('with cljassist serve and an nREPL', () => {
+  /** @type {import('./fake-vscode').Editor} */
+  let editor;
+
+  before(async () => {
+    vscode.setCalva({ repl: { currentSessionKey: () => 'clj' }, document: { getNamespace: () => 'sample.core' } });
+    extension = new Cljassist({ subscriptions }, { retainedAfterMs: RETAINED_AFTER_MS });
+    ops = await daemonOps();
+  });
+
+  test('opening a Clojure file pings the daemon and warms it; the status bar says the REPL checks are on', async () => {
+    editor = vscode.openEditor(path.join(servers.project, 'src', 'sample', 'core.clj'), SAMPLE, CURSOR);
+    await until(() => extension.lastSent.has('warm'), 'the warm request');
+    const warm = extension.lastSent.get('warm');
+    assert.equal(warm?.fields.prefix, SAMPLE.slice(0, CURSOR));
+    assert.equal(warm?.fields.ns, 'sample.core'); // from Calva
+    assertAnswered('warm', warm?.reply);
+    if ('warm' in ops) assert.equal(typeof warm?.reply.warmed, 'number');
+    assert.equal(extension.state.repl, servers.nrepl); // the ping names the REPL the daemon uses
+    assert.match(extension.status.text, /cljassist: REPL/);
+    assert.match(extension.status.tooltip, /REPL checks are on/);
+    assert.match(extension.status.tooltip, /Calva is connected \(clj session\)/);
+  });
+
+  test('a pause in typing shows the daemon\'s suggestions as ghost text at the cursor', async () => {
+    const items = await editor.trigger();
+    assert.ok(items.length >= 1, 'at least one suggestion');
+    for (const item of items) {
+      assert.ok(item.insertText.length > 0);
+      assert.deepEqual(item.range?.start, editor.document.positionAt(CURSOR));
+      assert.equal(item.command.command, 'cljassist.accepted');
+      assert.equal(item.command.arguments[0].text, item.insertText);
+      if ('retained' in ops) assert.equal(typeof item.command.arguments[0].sid, 'string');
+    }
+    assert.equal(editor.ghost, items[0]);
+    // the REPL took part (or said the namespace is not loaded): the checks are on
+    assert.ok(['used', 'ns-not-loaded'].includes(String(extension.state.repl)), String(extension.state.repl));
+    assert.match(extension.status.text, /cljassist: REPL/);
+  });
+
+  test('typing the start of the suggestion keeps its rest without asking the daemon again', async () => {
+    const shown = /** @type {any} */ (editor.ghost).insertText;
+    const connection = extension.daemons.connectionFor(servers.project);
+    const requestsBefore = connection?.nextId;
+    editor.type(shown[0]);
+    const items = await editor.trigger();
+    if (shown.length > 1) {
+      assert.equal(items[0].insertText, shown.slice(1));
+    } else {
+      assert.notEqual(items[0]?.insertText, ''); // typed all of it: a fresh request
+    }
+    if (shown.length > 1) assert.equal(connection?.nextId, requestsBefore);
+    editor.edit(CURSOR, 1, ''); // back to where it was
+    editor.esc();
+  });
+
+  test('a request VS Code cancels resolves to nothing at once, and the next one is answered', async () => {
+    const connection = extension.daemons.connectionFor(servers.project);
+    assert.ok(connection);
+    editor.type('x'); // somewhere new: no suggestion shown fits
+    const source = new vscode.CancellationTokenSource();
+    const stale = editor.trigger({ source, kind: vscode.InlineCompletionTriggerKind.Invoke });
+    await until(() => connection.pending.size === 1, 'the request to be sent');
+    source.cancel();
+    assert.deepEqual(await stale, []);
+    assert.equal(connection.pending.size, 0); // its reply, when it comes, is dropped
+    editor.edit(CURSOR, 1, '');
+    const items = await editor.trigger();
+    assert.ok(items.length >= 1);
+    assert.equal(editor.ghost, items[0]);
+  });
+
+  test('Ctrl+Right takes a word and reports it; Tab takes the rest and reports that; what stays is reported later', async () => {
+    const shown = /** @type {any} */ (editor.ghost).insertText;
+    const sid = /** @type {any} */ (editor.ghost).command.arguments[0].sid;
+    const word = await vscode.commands.executeCommand('cljassist.acceptWord');
+    const taken = editor.document.getText().slice(CURSOR, editor.offset);
+    assert.ok(taken.length > 0 && shown.startsWith(taken), `took ${JSON.stringify(taken)} of ${JSON.stringify(shown)}`);
+    const wordSent = extension.lastSent.get('accepted');
+    assert.equal(wordSent?.fields.kind, 'word');
+    assert.equal(wordSent?.fields.chars, taken.length);
+    assert.equal(wordSent?.fields.prefix, SAMPLE.slice(0, CURSOR) + taken); // the text after the accept
+    assert.equal(wordSent?.fields.sid, sid);
+    assertAnswered('accepted', word);
+    assert.equal(typeof word.prefetching, 'number');
+
+    if (taken.length < shown.length) {
+      // VS Code asks again after a partial accept: the rest is still the suggestion
+      const rest = await editor.trigger();
+      assert.equal(rest[0].insertText, shown.slice(taken.length));
+      const whole = await editor.tab();
+      const wholeSent = extension.lastSent.get('accepted');
+      assert.equal(wholeSent?.fields.kind, 'whole');
+      assert.equal(wholeSent?.fields.chars, shown.length - taken.length);
+      assertAnswered('accepted', whole);
+    }
+    assert.equal(editor.document.getText(), SAMPLE.slice(0, CURSOR) + shown + SAMPLE.slice(CURSOR));
+
+    if (!sid) return; // a daemon without sids: nothing to report later
+    // the user deletes the last accepted character and types before the suggestion
+    editor.edit(CURSOR + shown.length - 1, 1, '');
+    editor.edit(0, 0, ';; hi\n');
+    await until(() => extension.lastSent.has('retained'), 'the retained report', RETAINED_AFTER_MS + 30000);
+    const retained = extension.lastSent.get('retained');
+    assert.deepEqual(retained?.fields, { sid, chars: shown.length - 1 });
+    assertAnswered('retained', retained?.reply);
+    if ('retained' in ops) assert.equal(typeof retained?.reply.recorded, 'boolean');
+  });
+
+  test('the status bar item opens the status with what can be done', async () => {
+    assert.equal(extension.status.command, 'cljassist.status');
+    await vscode.commands.executeCommand('cljassist.status');
+  });
+});
