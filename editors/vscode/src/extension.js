@@ -21,7 +21,7 @@
 const path = require('path');
 const vscode = require('vscode');
 const { DaemonDirectory } = require('./daemon');
-const { AcceptedRegions, insertedAt, replySuggestions, requestFields, statusFor, typedThrough } = require('./suggestions');
+const { AcceptedRegions, characters, insertedAt, replySuggestions, requestFields, statusFor, typedThrough } = require('./suggestions');
 
 const CALVA_EXTENSION_ID = 'betterthantomorrow.calva';
 const LANGUAGE = 'clojure';
@@ -299,7 +299,7 @@ class Cljassist {
    */
   async accepted(document, kind, sid, start, text) {
     const key = documentKey(document);
-    const chars = sid ? this.regions.accept(sid, key, start, text) : text.length;
+    const chars = sid ? this.regions.accept(sid, key, start, text) : characters(text);
     const connection = this.connectionFor(document);
     if (!connection) return null;
     /** @type {{[key: string]: any}} */

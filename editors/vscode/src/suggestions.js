@@ -3,7 +3,8 @@
  * What the extension decides without VS Code: the request fields for a cursor, the suggestions
  * still valid after the user typed the start of one, the text an accept added, how much of it
  * is still there later, and what the status bar says. Offsets are UTF-16 code units, as in
- * VS Code's documents and JavaScript strings.
+ * VS Code's documents and JavaScript strings; counts the daemon receives are characters (code
+ * points), as it counts them.
  */
 'use strict';
 
@@ -77,15 +78,24 @@ function insertedAt(before, after, offset, newOffset) {
 }
 
 /**
- * The length of the longest common subsequence of `a` and `b`: the characters of `a` still
- * present, in order, in `b`. Both are cut to `cap` characters (an accepted suggestion is short).
- * @param {string} a
- * @param {string} b
+ * The characters (code points, not UTF-16 units) of `text`.
+ * @param {string} text
+ */
+function characters(text) {
+  return Array.from(text).length;
+}
+
+/**
+ * The length of the longest common subsequence of `text` and `now`, in characters: the
+ * characters of `text` still present, in order, in `now`. Both are cut to `cap` characters (an
+ * accepted suggestion is short).
+ * @param {string} text
+ * @param {string} now
  * @param {number} [cap]
  */
-function commonSubsequence(a, b, cap = 4000) {
-  a = a.slice(0, cap);
-  b = b.slice(0, cap);
+function commonSubsequence(text, now, cap = 4000) {
+  const a = Array.from(text).slice(0, cap);
+  const b = Array.from(now).slice(0, cap);
   let previous = new Uint16Array(b.length + 1);
   let current = new Uint16Array(b.length + 1);
   for (let i = 1; i <= a.length; i++) {
@@ -112,8 +122,8 @@ class AcceptedRegions {
 
   /**
    * Record that `text` of suggestion `sid` was accepted at `start` in document `key`; the
-   * characters new to this accept (an accept of the rest after a word accept continues the same
-   * region) are returned.
+   * number of characters new to this accept (an accept of the rest after a word accept continues
+   * the same region) is returned.
    * @param {string} sid
    * @param {string} key
    * @param {number} start
@@ -127,11 +137,11 @@ class AcceptedRegions {
       region.echo = { offset: region.end, inserted: fresh.length };
       region.accepted += fresh;
       region.end += fresh.length;
-      return fresh.length;
+      return characters(fresh);
     }
     this.regions.set(sid, { key, start, end: start + text.length, accepted: text,
       echo: { offset: start, inserted: text.length } });
-    return text.length;
+    return characters(text);
   }
 
   /**
@@ -232,4 +242,4 @@ function statusFor(state) {
   };
 }
 
-module.exports = { AcceptedRegions, commonSubsequence, insertedAt, replySuggestions, requestFields, statusFor, typedThrough };
+module.exports = { AcceptedRegions, characters, commonSubsequence, insertedAt, replySuggestions, requestFields, statusFor, typedThrough };

@@ -17,6 +17,7 @@ const { startServers } = require('./servers');
 
 vscode.install();
 const { Cljassist, activate } = require('../src/extension');
+const { characters } = require('../src/suggestions');
 
 const SAMPLE = '(ns sample.core)\n\n(defn greet [name]\n  (str ))\n';
 const CURSOR = SAMPLE.indexOf('))\n'); // inside (str |)
@@ -29,6 +30,20 @@ async function until(condition, what, timeoutMs = 120000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/**
+ * The statistics the daemon recorded for suggestion `sid` (one JSON object a line).
+ * @param {string} sid
+ */
+function statsEvents(sid) {
+  let text = '';
+  try {
+    text = fs.readFileSync(servers.statsFile, 'utf8');
+  } catch (_notYet) {
+    return [];
+  }
+  return text.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line)).filter((e) => e.sid === sid);
 }
 
 /** @type {Awaited<ReturnType<typeof startServers>>} */
@@ -170,7 +185,7 @@ describe('with cljassist serve and an nREPL', () => {
     assert.ok(taken.length > 0 && shown.startsWith(taken), `took ${JSON.stringify(taken)} of ${JSON.stringify(shown)}`);
     const wordSent = extension.lastSent.get('accepted');
     assert.equal(wordSent?.fields.kind, 'word');
-    assert.equal(wordSent?.fields.chars, taken.length);
+    assert.equal(wordSent?.fields.chars, characters(taken));
     assert.equal(wordSent?.fields.prefix, SAMPLE.slice(0, CURSOR) + taken); // the text after the accept
     assert.equal(wordSent?.fields.sid, sid);
     assertAnswered('accepted', word);
@@ -183,7 +198,7 @@ describe('with cljassist serve and an nREPL', () => {
       const whole = await editor.tab();
       const wholeSent = extension.lastSent.get('accepted');
       assert.equal(wholeSent?.fields.kind, 'whole');
-      assert.equal(wholeSent?.fields.chars, shown.length - taken.length);
+      assert.equal(wholeSent?.fields.chars, characters(shown) - characters(taken));
       assertAnswered('accepted', whole);
     }
     assert.equal(editor.document.getText(), SAMPLE.slice(0, CURSOR) + shown + SAMPLE.slice(CURSOR));
@@ -194,9 +209,20 @@ describe('with cljassist serve and an nREPL', () => {
     editor.edit(0, 0, ';; hi\n');
     await until(() => extension.lastSent.has('retained'), 'the retained report', RETAINED_AFTER_MS + 30000);
     const retained = extension.lastSent.get('retained');
-    assert.deepEqual(retained?.fields, { sid, chars: shown.length - 1 });
+    const kept = characters(shown) - 1;
+    assert.deepEqual(retained?.fields, { sid, chars: kept });
     assertAnswered('retained', retained?.reply);
-    if ('retained' in ops) assert.equal(typeof retained?.reply.recorded, 'boolean');
+    if (!('retained' in ops)) return;
+    assert.equal(retained?.reply.recorded, true);
+    // what the daemon recorded for `cljassist stats`, as the extension reported it
+    await until(() => statsEvents(sid).some((e) => e.event === 'retained'), 'the statistics file', 30000);
+    const events = statsEvents(sid).map(({ event, kind, chars }) => ({ event, kind, chars }));
+    const accepts = taken.length < shown.length
+      ? [{ event: 'accepted', kind: 'word', chars: characters(taken) },
+         { event: 'accepted', kind: 'whole', chars: characters(shown) - characters(taken) }]
+      : [{ event: 'accepted', kind: 'word', chars: characters(taken) }];
+    assert.deepEqual(events, [{ event: 'shown', kind: undefined, chars: characters(shown) }, ...accepts,
+      { event: 'retained', kind: undefined, chars: kept }]);
   });
 
   test('the status bar item opens the status with what can be done', async () => {

@@ -8,7 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { test } = require('node:test');
 const { findPortFile, parsePortFile } = require('../src/daemon');
-const { AcceptedRegions, commonSubsequence, insertedAt, replySuggestions, requestFields, statusFor, typedThrough } =
+const { AcceptedRegions, characters, commonSubsequence, insertedAt, replySuggestions, requestFields, statusFor, typedThrough } =
   require('../src/suggestions');
 
 test('the port file is read as the daemon writes it, and anything else is no port file', () => {
@@ -72,6 +72,8 @@ test('the accepted characters still present are counted in order', () => {
   assert.equal(commonSubsequence('(inc x)', '(inc y)'), 6);
   assert.equal(commonSubsequence('(inc x)', ''), 0);
   assert.equal(commonSubsequence('abc', 'xaybzc'), 3);
+  assert.equal(commonSubsequence('"😀"', '"😀!"'), 3); // characters, as the daemon counts them
+  assert.equal(characters('(str "😀")'), 9);
 });
 
 test('accepted regions follow edits before, inside and after them', () => {
@@ -95,6 +97,12 @@ test('accepted regions follow edits before, inside and after them', () => {
   regions.accept('u', 'k', 2, 'abcdef');
   regions.edit('k', 0, 10, 1); // the whole region replaced
   assert.equal(regions.retained('u', 'z'), 0);
+
+  // an emoji is one character to the daemon, two UTF-16 units to VS Code
+  assert.equal(regions.accept('e', 'k', 0, '"😀'), 2);
+  assert.equal(regions.accept('e', 'k', 0, '"😀"'), 1);
+  regions.edit('k', 4, 0, 1); // typed after it
+  assert.equal(regions.retained('e', '"😀"x'), 3);
 });
 
 test('the status bar says whether the REPL checks are on', () => {

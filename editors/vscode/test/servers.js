@@ -68,8 +68,11 @@ async function startServers(files) {
     fs.mkdirSync(path.dirname(path.join(project, file)), { recursive: true });
     fs.writeFileSync(path.join(project, file), text);
   }
-  // HOME: no user config file applies; the model cache stays where the models were prepared.
-  const env = { HOME: project, XDG_CACHE_HOME: process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache') };
+  // HOME: no user config file applies; the statistics go to the project (stats.jsonl under
+  // state/); the model cache stays where the models were prepared.
+  const statsFile = path.join(project, 'state', 'cljassist', 'stats.jsonl');
+  const env = { HOME: project, XDG_STATE_HOME: path.join(project, 'state'),
+    XDG_CACHE_HOME: process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache') };
   /** @type {import('node:child_process').ChildProcess[]} */
   const started = [];
   try {
@@ -87,7 +90,7 @@ async function startServers(files) {
       project, /listening on 127\.0\.0\.1:(\d+)/, env);
     started.push(daemon.process);
     return {
-      project, nrepl, daemonLog: daemon.log,
+      project, nrepl, statsFile, daemonLog: daemon.log,
       async stop() {
         for (const child of started.reverse()) await stop(child);
         fs.rmSync(project, { recursive: true, force: true });
