@@ -456,6 +456,18 @@ def test_a_symlink_in_place_of_the_file_is_not_followed(stats_file, tmp_path):
     assert target.read_text() == ""
 
 
+@pytest.mark.security
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a directory another user's takes root")
+def test_a_directory_of_another_user_is_not_written_into(stats_file):
+    stats_file.parent.mkdir(parents=True)
+    os.chmod(stats_file.parent, 0o777)
+    os.chown(stats_file.parent, 65534, 65534)
+    with pytest.raises(OSError, match="belongs to another user"):
+        append_events(stats_file, [shown_event("o-1", 1.0)])
+    assert list(stats_file.parent.iterdir()) == []
+    assert stat.S_IMODE(stats_file.parent.stat().st_mode) == 0o777  # left as it was
+
+
 def test_the_writer_never_raises_and_warns_once_when_the_disk_fails(tmp_path, capsys):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")

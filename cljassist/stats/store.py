@@ -73,8 +73,13 @@ def generations(path: Path) -> list[Path]:
 
 
 def _private_directory(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    if directory.stat().st_mode & 0o777 != _DIRECTORY_MODE:
+    """`directory`, created if need be, owner-only; OSError when another user owns it (someone else's
+    directory in a shared $XDG_STATE_HOME must not receive our lines, nor be chmod-ed)."""
+    directory.mkdir(mode=_DIRECTORY_MODE, parents=True, exist_ok=True)
+    info = directory.stat()
+    if info.st_uid != os.geteuid():
+        raise OSError(f"{directory} belongs to another user (uid {info.st_uid})")
+    if info.st_mode & 0o777 != _DIRECTORY_MODE:
         os.chmod(directory, _DIRECTORY_MODE)
 
 
