@@ -1,5 +1,5 @@
-"""Suggestions by sid, while the daemon runs: each suggestion of a `complete` reply gets a sid, and
-`accepted` and `retained` name it.
+"""Suggestions by sid, while the daemon (or the nREPL proxy) runs: each suggestion of a completion
+reply gets a sid, and `accepted` and `retained` name it (frontends/feedback.py).
 
 What counts as shown: an editor shows the first suggestion of a reply as ghost text, so that one is
 recorded as shown when the reply goes out; the others are only offered (an editor may list them),
