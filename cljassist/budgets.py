@@ -112,6 +112,22 @@ LOOKUP_NGRAM = Budget(
     "model", "n-gram prompt lookup matches", 3, "tokens", "",
     "the last tokens looked up earlier in the prompt to guess what follows: shorter matches guessed "
     "wrong too often to pay for their pass here, longer ones are rarer and no surer in code")
+KV_STATES = Budget(
+    "model", "evaluated prompts kept", 8, "prompts", "",
+    "each buffer's evaluated prompt is kept (a copy of its KV cache), so going back to the buffer, a "
+    "second editor or a daemon's other clients evaluate nothing again; the least recently used goes first")
+KV_STATES_MEMORY = Budget(
+    "model", "memory of the evaluated prompts kept", 256 * 1024 * 1024, "bytes", "",
+    "a kept prompt costs its KV cache: 23 KB a token for SmolLM2, so 16 MB for 700 tokens (measured "
+    "here); with a draft model, each model keeps its own")
+KV_RESTORE_GAIN = Budget(
+    "model", "tokens a kept prompt must save", 32, "tokens", "",
+    "copying a kept prompt back costs the same however little of it is used (3 ms for 700 tokens of "
+    "SmolLM2 here): one that shares fewer tokens more than the evaluated context is not restored")
+SAME_BUFFER_SHARE = Budget(
+    "model", "share of two prompts that makes them one buffer's", 0.5, "of the shorter", "",
+    "typing changes the middle of a prompt, another file all of it: a prompt sharing this much of its "
+    "start and end with a kept one replaces it instead of being kept beside it")
 CANCEL_CHUNK = Budget(
     "model", "prompt chunk between cancel checks", 64, "tokens", "",
     "a newer keystroke cancels the request between chunks; smaller stops sooner, larger evaluates faster")

@@ -181,7 +181,9 @@ def test_cancel_stops_prompt_evaluation_and_generation_and_leaves_the_cache_usab
 
     long_prompt = ";; " + " ".join(f"(def v{i} {i})" for i in range(120)) + "\n" + PREFIX
     expected = default_model.generate_candidates(long_prompt, n=2, max_tokens=8, stop=never)
-    default_model.generate_candidates("(println 1)", n=1, max_tokens=1, stop=never)  # move the cache away
+    # move the cache away: another prompt, and the long one no longer kept aside either
+    default_model.generate_candidates("(println 1)", n=1, max_tokens=1, stop=never)
+    default_model.forget()
 
     polls = []
     with pytest.raises(Cancelled, match="prompt"):  # stops after two chunks of the prompt

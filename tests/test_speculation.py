@@ -41,7 +41,7 @@ def test_speculation_asks_the_draft_only_where_lookup_has_no_match():
     asked = []
 
     class Draft:
-        def propose(self, history, most):
+        def propose(self, history, most, cancelled=None):
             asked.append(list(history))
             return [42] * most
 

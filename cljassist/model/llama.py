@@ -9,7 +9,9 @@ greedily.  With token healing (``cljassist/model/healing.py``) the prompt is fir
 backed off to a clean token boundary, and the first tokens are held to the
 backed-off text until it is reproduced.  Between branches the context is rewound
 to the end of the prompt, so the prompt's KV cache is computed once per call.  Across calls, the longest
-common token prefix with what is already in the KV cache is kept.
+common token prefix with what is already in the KV cache is kept, and the prompts evaluated before
+(other buffers') are kept aside as copies of their KV cache (cljassist/model/kv_states.py): a prompt
+is evaluated from the kept one that shares the longest token prefix with it.
 
 Speculative decoding (cljassist/model/speculate.py): each pass of a branch also evaluates tokens
 guessed to follow (by prompt lookup or a draft model), with the logits after every one of them; as
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import itertools
 import os
 import sys
 import tempfile
@@ -34,12 +37,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW, SPECULATION_TIE
+from cljassist.budgets import CANCEL_CHUNK, CONTEXT_WINDOW, KV_RESTORE_GAIN, KV_STATES, KV_STATES_MEMORY, SPECULATION_TIE
 from cljassist.calibration import Calibration
 from cljassist.errors import Cancelled, ModelLoadError, ModelNotFound
 from cljassist.model.fim import FimFormat, detect_fim_format
 from cljassist.model.gguf_info import GgufMetadata, read_gguf_metadata
 from cljassist.model.healing import MOST_TOKENS_BACKED_OFF, NEXT_CODE, VocabularyIndex, start_kept, tokens_to_back_off
+from cljassist.model.kv_states import KvState, KvStates, common_prefix, continues
 from cljassist.model.speculate import DraftModel, Proposer, Speculation
 from cljassist.threads import default_threads
 from cljassist.types import Generation, Prompt, as_prompt, generation_counts
@@ -145,8 +149,12 @@ class LocalModel:
     ``last_stats`` after :meth:`generate_candidates`::
 
         prompt_tokens    tokens of the (possibly truncated) prompt
-        reused_tokens    prompt tokens whose KV cache was kept from the previous call
-        prompt_ms        time to evaluate the rest of the prompt
+        reused_tokens    prompt tokens whose KV cache was kept, from the previous call or aside
+        reused_from      where from: "context" (as the previous call left it), "kept N" (the
+                         prompt kept aside as number N, restored), or "" (nothing reused)
+        kept_prompts     evaluated prompts kept aside after this call, and kept_mib their memory
+        kv_copy_ms       time to copy the evaluated context aside and a kept one back (0 when none)
+        prompt_ms        time to evaluate the rest of the prompt (copies included)
         gen_ms           time of all branches
         truncated_tokens prompt tokens dropped (0 when none)
         truncation       how they were dropped (only when some were)
@@ -167,11 +175,15 @@ class LocalModel:
         speculate: bool = False,
         draft: LocalModel | None = None,
         lora: Path | None = None,
+        kept_prompts: int = KV_STATES.value,
+        kept_bytes: int = KV_STATES_MEMORY.value,
     ) -> None:
         """``calibration``: the named model's score table, when this file is a named model.
         ``speculate``: guess tokens ahead and check them in one pass (prompt lookup, and ``draft``,
         a smaller model of the same tokenizer, where lookup finds nothing); off: plain greedy.
-        ``lora``: a llama.cpp LoRA GGUF applied to every evaluation (a tuned named model's adapter)."""
+        The draft is then this model's: preloaded with it, cancelled with its request, closed with it.
+        ``lora``: a llama.cpp LoRA GGUF applied to every evaluation (a tuned named model's adapter).
+        ``kept_prompts``, ``kept_bytes``: how many evaluated prompts are kept aside, in how much memory."""
         self.path = Path(path)
         self.calibration = calibration
         self.token_healing = token_healing
@@ -239,7 +251,12 @@ class LocalModel:
         self._ending_cache: dict[Callable[[str], bool], np.ndarray] = {}
         # the last prompt evaluated and the next-token logits after it, while its KV cache is kept
         self._prompt_end: tuple[list[int], np.ndarray] | None = None
+        # the prompts evaluated before, kept aside; and the number the next one kept gets
+        self._kept = KvStates(kept_prompts, kept_bytes)
+        self._kept_numbers = itertools.count(1)
+        self._reuse: dict[str, Any] = {}  # where the last _load_prompt reused from, for last_stats
         self._proposer: Proposer | None = None
+        self._draft: LocalModel | None = draft if speculate else None
         if speculate:
             self._proposer = Speculation(DraftModel(draft) if draft is not None else None)
         self._batch: Any = None  # llama_batch for passes over guessed tokens, made on first need
@@ -415,14 +432,15 @@ class LocalModel:
         return [np.ctypeslib.as_array(lc.llama_get_logits_ith(llm.ctx, i), shape=(self._n_vocab,)).copy()
                 for i in range(n)]
 
-    def guess_after(self, history: Sequence[int], most: int) -> list[int]:
+    def guess_after(self, history: Sequence[int], most: int, cancelled: Callable[[], bool] | None = None) -> list[int]:
         """Up to ``most`` tokens this model picks greedily after ``history`` (ending before a stop
         token): a draft model's guesses.  What it evaluated stays, so the next guess, after a history
-        that shares most of this one, evaluates only what is new."""
+        that shares most of this one, evaluates only what is new.  ``cancelled`` is polled while the
+        history is evaluated (the first guess of a request evaluates the whole prompt)."""
         history = list(history)
         if most <= 0 or not history or len(history) + most >= self.n_ctx:
             return []
-        logits, _ = self._load_prompt(history)
+        logits, _ = self._load_prompt(history, cancelled)
         guessed: list[int] = []
         while True:
             tok = int(np.argmax(logits))
@@ -436,24 +454,77 @@ class LocalModel:
 
     def _load_prompt(self, ids: list[int], cancelled: Callable[[], bool] | None = None,
                      need_logits: bool = True) -> tuple[np.ndarray | None, int]:
-        """Make ``ids`` the evaluated context, reusing the common prefix; (logits, reused)."""
+        """Make ``ids`` the evaluated context, reusing the longest common prefix, of the evaluated
+        context or of a prompt kept aside; (logits, reused).  The evaluated prompt is kept aside
+        first where ``ids`` is another buffer's (:func:`continues`)."""
         llm = self._llm
-        cached = llm.input_ids[: llm.n_tokens]
-        # for logits, always evaluate at least the last token
-        limit = min(len(cached), len(ids) - 1 if need_logits else len(ids))
-        common = 0
-        if limit > 0:
-            a = np.asarray(cached[:limit])
-            b = np.asarray(ids[:limit], dtype=a.dtype)
-            diff = np.nonzero(a != b)[0]
-            common = int(diff[0]) if diff.size else limit
+        t0 = time.perf_counter()
+        most = len(ids) - 1 if need_logits else len(ids)  # for logits, always evaluate at least the last token
+        common = common_prefix(llm.input_ids[: llm.n_tokens], ids, most)
+        kept, shared = self._kept.best(ids, most)
+        if kept is not None and shared < common + KV_RESTORE_GAIN.value:
+            kept = None  # not worth its copy
+        if kept is not None:
+            if continues(kept.tokens, ids):
+                self._kept.drop(kept)  # ids goes on from it: what is evaluated now replaces it
+            else:
+                self._kept.used(kept)
+        evaluated = self._evaluated_prompt()
+        if evaluated and not continues(evaluated, ids):
+            self._keep_aside(evaluated)
+        source = "context"
+        if kept is not None and self._restore(kept):
+            common, source = shared, f"kept {kept.number}"
+        copy_ms = (time.perf_counter() - t0) * 1000.0
+        self._reuse = {"reused_from": source if common else "", "kept_prompts": len(self._kept),
+                       "kept_mib": round(self._kept.nbytes / (1 << 20), 1), "kv_copy_ms": round(copy_ms, 2)}
         if not need_logits and common == len(ids):
             return None, common  # all cached already: keep what follows too (the next prompt may share it)
         self._rewind(common)
         reused = int(llm.n_tokens)
+        # until the evaluation is complete the context ends no prompt (a cancelled one is kept
+        # aside as far as it got)
+        self._prompt_end = None
         logits = self._eval(ids[reused:], cancelled)
         self._prompt_end = (ids, logits)
         return logits, reused
+
+    def _evaluated_prompt(self) -> list[int]:
+        """The evaluated context's prompt: the last prompt evaluated while it is held (the tokens
+        generated after it left out), else the whole context."""
+        if self._prompt_end is not None:
+            return self._prompt_end[0]
+        return [int(t) for t in self._llm.input_ids[: self._llm.n_tokens]]
+
+    def _keep_aside(self, prompt: list[int]) -> None:
+        """Copy the KV cache of the evaluated ``prompt`` (the context's start) aside, with the
+        logits after it where they are held."""
+        lc, llm = self._lc, self._llm
+        self._rewind(len(prompt))
+        size = int(lc.llama_state_seq_get_size(llm.ctx, 0))
+        if not size or not self._kept.fits(size):
+            return
+        data = (ctypes.c_uint8 * size)()
+        if not lc.llama_state_seq_get_data(llm.ctx, data, size, 0):
+            return
+        logits = self._prompt_end[1] if self._prompt_end is not None else None
+        self._kept.keep(KvState(next(self._kept_numbers), np.asarray(prompt, dtype=llm.input_ids.dtype), data, logits))
+
+    def _restore(self, kept: KvState) -> bool:
+        """Make the kept prompt the evaluated context; False (the context empty) where llama.cpp
+        refused the copy."""
+        lc, llm = self._lc, self._llm
+        self._forget_context()
+        if not lc.llama_state_seq_set_data(llm.ctx, kept.data, len(kept.data), 0):
+            self._kept.drop(kept)
+            self._forget_context()
+            return False
+        n = len(kept.tokens)
+        llm.input_ids[:n] = kept.tokens
+        llm.n_tokens = n
+        if kept.logits is not None:
+            self._prompt_end = ([int(t) for t in kept.tokens], kept.logits)
+        return True
 
     def _prompt_logits(self, ids: list[int], cancelled: Callable[[], bool] | None = None) -> np.ndarray:
         """The next-token logits after ``ids`` made the evaluated context: as they were computed when
@@ -470,17 +541,35 @@ class LocalModel:
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         """Evaluate the start of a coming prompt ahead of time (what is already cached stays), so
-        that the prompt's evaluation overlaps other work; the number of tokens evaluated now."""
+        that the prompt's evaluation overlaps other work; the number of tokens evaluated now (by
+        this model: a draft model evaluates it too, afterwards)."""
         ids = self.tokenize(text, special=True, add_bos=True)
         if not ids or len(ids) >= self.n_ctx // 2:
             return 0  # a prompt start that long will be cut differently: leave it to the real call
         # the last token may merge with what follows once the prompt is complete: stop before it
-        _, reused = self._load_prompt(ids[:-1], cancelled, need_logits=False)
-        return max(0, len(ids) - 1 - reused)
+        evaluated = self._preload_ids(ids[:-1], cancelled)
+        if self._draft is not None:
+            self._draft._preload_ids(ids[:-1], cancelled)
+        return evaluated
+
+    def _preload_ids(self, ids: list[int], cancelled: Callable[[], bool] | None) -> int:
+        """Make ``ids`` (at least) the start of the evaluated context; the tokens evaluated now."""
+        _, reused = self._load_prompt(ids, cancelled, need_logits=False)
+        return max(0, len(ids) - reused)
 
     def forget(self) -> None:
-        """Drop the evaluated context (the next prompt is evaluated from its first token)."""
-        self._rewind(0)
+        """Drop the evaluated context and the prompts kept aside (the next prompt is evaluated from
+        its first token); a draft model's too."""
+        self._kept.clear()
+        self._forget_context()
+        if self._draft is not None:
+            self._draft.forget()
+
+    def _forget_context(self) -> None:
+        self._prompt_end = None
+        if self._mem is not None:
+            self._lc.llama_memory_seq_rm(self._mem, -1, 0, -1)
+        self._llm.n_tokens = 0
 
     # ------------------------------------------------------------------ generation
 
@@ -557,6 +646,7 @@ class LocalModel:
             "prompt_ms": (t1 - t0) * 1000.0,
             "gen_ms": 0.0,
             "truncated_tokens": dropped,
+            **self._reuse,
         }
         if dropped:
             stats["truncation"] = (
@@ -566,7 +656,9 @@ class LocalModel:
         if healed:
             stats["healed"] = prompt.healed
         self.last_stats = stats
-        if n == 0:
+        if n == 0:  # the prompt only, kept evaluated for the request to come (warming)
+            if self._draft is not None:
+                self._draft._preload_ids(ids, cancelled)
             return []
 
         lp0 = log_softmax(logits)
@@ -575,7 +667,7 @@ class LocalModel:
         for first, first_lp in self._first_tokens(lp0, n, healed):
             if end_at is not None and time.perf_counter() >= end_at and out:
                 break
-            steps = _Lookahead(self, ids, self._proposer, tally)
+            steps = _Lookahead(self, ids, self._proposer, tally, cancelled)
             out.append(self._branch(steps, first, first_lp, healed, max_tokens, stop, end_at, cancelled))
         stats["gen_ms"] = (time.perf_counter() - t1) * 1000.0
         if self._proposer is not None:
@@ -742,6 +834,13 @@ class LocalModel:
         )
 
     def close(self) -> None:
+        """Free the model, the prompts kept aside, and the draft model (this model's)."""
+        draft = getattr(self, "_draft", None)
+        if draft is not None:
+            draft.close()
+        kept = getattr(self, "_kept", None)
+        if kept is not None:
+            kept.clear()
         if getattr(self, "_batch", None) is not None:
             self._lc.llama_batch_free(self._batch)
             self._batch = None
@@ -786,8 +885,10 @@ class _Lookahead:
     keeping the logits after each: while the branch goes on as guessed, its next logits are already
     there.  Where it leaves the guesses, the guessed tokens it did not take are rewound."""
 
-    def __init__(self, model: LocalModel, prompt: list[int], proposer: Proposer | None, tally: _Tally) -> None:
+    def __init__(self, model: LocalModel, prompt: list[int], proposer: Proposer | None, tally: _Tally,
+                 cancelled: Callable[[], bool] | None = None) -> None:
         self.model, self.prompt, self.proposer, self.tally = model, prompt, proposer, tally
+        self.cancelled = cancelled  # the request's: a draft model's evaluation polls it
         self.known = 0  # the branch's tokens before the last pass
         self.guessed: list[int] = []  # what that pass evaluated after them, guessed
         self.logits: list[np.ndarray] = []  # the logits after the pass's branch tokens and each guess
@@ -833,7 +934,7 @@ class _Lookahead:
         model._back_to_prompt(len(self.prompt) + taken)
         fresh = toks[taken:]
         room = model.n_ctx - len(self.prompt) - len(toks) - 1
-        guessed = self.proposer.propose(self.prompt + toks, min(most - 1, room)) if self.proposer else []
+        guessed = self.proposer.propose(self.prompt + toks, min(most - 1, room), self.cancelled) if self.proposer else []
         self.tally.passes += 1
         self.tally.proposed += len(guessed)
         self.known, self.guessed = len(toks) - 1, guessed

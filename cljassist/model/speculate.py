@@ -12,7 +12,7 @@ where it has none.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -22,8 +22,10 @@ from cljassist.budgets import LOOKUP_NGRAM, SPECULATED_TOKENS
 class Proposer(Protocol):
     """Guesses of the tokens after ``history`` (the prompt's tokens and the candidate's so far)."""
 
-    def propose(self, history: Sequence[int], most: int) -> list[int]:
-        """At most ``most`` tokens guessed to follow ``history``; [] when there is no guess."""
+    def propose(self, history: Sequence[int], most: int, cancelled: Callable[[], bool] | None = None) -> list[int]:
+        """At most ``most`` tokens guessed to follow ``history``; [] when there is no guess.
+        ``cancelled``: the request's flag, polled by work that may take long (a draft model
+        evaluating the prompt); once true, :class:`cljassist.errors.Cancelled` is raised."""
         ...
 
 
@@ -34,7 +36,7 @@ class PromptLookup:
     def __init__(self, longest: int = LOOKUP_NGRAM.value, shortest: int = LOOKUP_NGRAM.value) -> None:
         self.longest, self.shortest = longest, shortest
 
-    def propose(self, history: Sequence[int], most: int) -> list[int]:
+    def propose(self, history: Sequence[int], most: int, cancelled: Callable[[], bool] | None = None) -> list[int]:
         if most <= 0:
             return []
         seq = np.asarray(history, dtype=np.int64)
@@ -50,7 +52,8 @@ class PromptLookup:
 
 
 class GreedyGuesser(Protocol):
-    def guess_after(self, history: Sequence[int], most: int) -> list[int]: ...
+    def guess_after(self, history: Sequence[int], most: int,
+                    cancelled: Callable[[], bool] | None = None) -> list[int]: ...
 
 
 class DraftModel:
@@ -60,8 +63,8 @@ class DraftModel:
     def __init__(self, model: GreedyGuesser) -> None:
         self.model = model
 
-    def propose(self, history: Sequence[int], most: int) -> list[int]:
-        return self.model.guess_after(history, most)
+    def propose(self, history: Sequence[int], most: int, cancelled: Callable[[], bool] | None = None) -> list[int]:
+        return self.model.guess_after(history, most, cancelled)
 
 
 class Speculation:
@@ -73,11 +76,11 @@ class Speculation:
         self.draft = draft
         self.per_pass = per_pass
 
-    def propose(self, history: Sequence[int], most: int) -> list[int]:
+    def propose(self, history: Sequence[int], most: int, cancelled: Callable[[], bool] | None = None) -> list[int]:
         most = min(most, self.per_pass)
         guessed = self.lookup.propose(history, most)
         if not guessed and self.draft is not None:
-            guessed = self.draft.propose(history, most)
+            guessed = self.draft.propose(history, most, cancelled)
         return guessed
 
 
