@@ -79,6 +79,8 @@ class DaemonConnection {
   /** @param {PortFile} portFile */
   constructor(portFile) {
     this.portFile = portFile;
+    /** @type {Set<DaemonConnection>} connections of one request each, open while it waits */
+    this.alone = new Set();
     /** @type {net.Socket | null} */
     this.socket = null;
     /** @type {Promise<net.Socket> | null} */
@@ -187,7 +189,28 @@ class DaemonConnection {
     });
   }
 
+  /**
+   * `request` on a connection of its own, closed once answered or given up: the daemon cancels
+   * what a closed connection waits for, so a request given up stops costing the model at once
+   * rather than when the next request for its buffer supersedes it.
+   * @param {string} op
+   * @param {{[key: string]: any}} fields
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<Reply | null>}
+   */
+  async requestAlone(op, fields, signal) {
+    const alone = new DaemonConnection(this.portFile);
+    this.alone.add(alone);
+    try {
+      return await alone.request(op, fields, signal);
+    } finally {
+      alone.close();
+      this.alone.delete(alone);
+    }
+  }
+
   close() {
+    for (const alone of this.alone) alone.close();
     const socket = this.socket;
     this.socket = null;
     if (socket) socket.destroy();

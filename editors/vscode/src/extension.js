@@ -225,7 +225,7 @@ class Cljassist {
       if (abort.signal.aborted) return undefined;
       let reply;
       try {
-        reply = await connection.request('complete', this.fieldsAt(document, offset), abort.signal);
+        reply = await connection.requestAlone('complete', this.fieldsAt(document, offset), abort.signal);
       } catch (err) {
         this.setState({ daemon: false, reason: err instanceof Error ? err.message : String(err) });
         return undefined;

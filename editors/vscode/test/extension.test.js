@@ -145,32 +145,35 @@ describe('with cljassist serve and an nREPL', () => {
     assert.match(extension.status.text, /cljassist: REPL/);
   });
 
-  test('typing the start of the suggestion keeps its rest without asking the daemon again', async () => {
+  test('typing the start of the suggestion keeps its rest without asking the daemon again', async (t) => {
     const shown = /** @type {any} */ (editor.ghost).insertText;
+    const sid = /** @type {any} */ (editor.ghost).command.arguments[0].sid;
+    assert.ok(shown.length > 1, `a suggestion to type through: ${JSON.stringify(shown)}`);
     const connection = extension.daemons.connectionFor(servers.project);
-    const requestsBefore = connection?.nextId;
+    assert.ok(connection);
+    const asked = t.mock.method(connection, 'requestAlone'); // passes through, counting
     editor.type(shown[0]);
     const items = await editor.trigger();
-    if (shown.length > 1) {
-      assert.equal(items[0].insertText, shown.slice(1));
-    } else {
-      assert.notEqual(items[0]?.insertText, ''); // typed all of it: a fresh request
-    }
-    if (shown.length > 1) assert.equal(connection?.nextId, requestsBefore);
+    assert.equal(items[0].insertText, shown.slice(1));
+    assert.equal(items[0].command.arguments[0].sid, sid); // still the same suggestion
+    assert.equal(asked.mock.callCount(), 0);
     editor.edit(CURSOR, 1, ''); // back to where it was
     editor.esc();
   });
 
-  test('a request VS Code cancels resolves to nothing at once, and the next one is answered', async () => {
+  test('a request VS Code cancels resolves to nothing at once, its connection closed, and the next one is answered', async () => {
     const connection = extension.daemons.connectionFor(servers.project);
     assert.ok(connection);
     editor.type('x'); // somewhere new: no suggestion shown fits
     const source = new vscode.CancellationTokenSource();
     const stale = editor.trigger({ source, kind: vscode.InlineCompletionTriggerKind.Invoke });
-    await until(() => connection.pending.size === 1, 'the request to be sent');
+    await until(() => [...connection.alone].some((c) => c.pending.size === 1), 'the request to be sent');
+    const [waiting] = connection.alone;
     source.cancel();
     assert.deepEqual(await stale, []);
-    assert.equal(connection.pending.size, 0); // its reply, when it comes, is dropped
+    // closed, which makes the daemon cancel the request (tests/test_daemon.py: a client that disconnects)
+    assert.equal(waiting.socket, null);
+    assert.equal(connection.alone.size, 0);
     editor.edit(CURSOR, 1, '');
     const items = await editor.trigger();
     assert.ok(items.length >= 1);
@@ -223,6 +226,27 @@ describe('with cljassist serve and an nREPL', () => {
       : [{ event: 'accepted', kind: 'word', chars: characters(taken) }];
     assert.deepEqual(events, [{ event: 'shown', kind: undefined, chars: characters(shown) }, ...accepts,
       { event: 'retained', kind: undefined, chars: kept }]);
+  });
+
+  test('accepting a line of the suggestion reports it as a line', async () => {
+    const text = '(ns sample.shout)\n\n(defn shout [s]\n  (str ))\n';
+    const other = vscode.openEditor(path.join(servers.project, 'src', 'sample', 'shout.clj'), text, text.indexOf('))'));
+    const items = await other.trigger();
+    assert.ok(items.length >= 1, 'a suggestion');
+    const shown = items[0].insertText;
+    const sid = items[0].command.arguments[0].sid;
+    const at = other.offset;
+    const reply = await vscode.commands.executeCommand('cljassist.acceptLine');
+    const taken = other.document.getText().slice(at, other.offset);
+    assert.ok(taken.length > 0 && shown.startsWith(taken) && !taken.slice(0, -1).includes('\n'), JSON.stringify(taken));
+    assert.deepEqual(extension.lastSent.get('accepted')?.fields.kind, 'line');
+    assert.deepEqual(extension.lastSent.get('accepted')?.fields.chars, characters(taken));
+    assertAnswered('accepted', reply);
+    if ('retained' in ops) {
+      await until(() => statsEvents(sid).some((e) => e.event === 'accepted'), 'the statistics file', 30000);
+      assert.deepEqual(statsEvents(sid).filter((e) => e.event === 'accepted').map(({ kind, chars }) => ({ kind, chars })),
+        [{ kind: 'line', chars: characters(taken) }]);
+    }
   });
 
   test('the status bar item opens the status with what can be done', async () => {
