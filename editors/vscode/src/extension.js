@@ -300,6 +300,9 @@ class Cljassist {
   async accepted(document, kind, sid, start, text) {
     const key = documentKey(document);
     const chars = sid ? this.regions.accept(sid, key, start, text) : characters(text);
+    // VS Code turns a word or line accept that takes all that is left into a whole accept (the
+    // item's command runs too): the second of the two reports finds nothing new.
+    if (sid && chars === 0) return null;
     const connection = this.connectionFor(document);
     if (!connection) return null;
     /** @type {{[key: string]: any}} */

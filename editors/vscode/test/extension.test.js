@@ -46,6 +46,20 @@ function statsEvents(sid) {
   return text.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line)).filter((e) => e.sid === sid);
 }
 
+/**
+ * Run a partial accept `command` in `editor` and wait for the extension's report of it (VS Code
+ * reports a part that is all that was left as a whole accept, through the item's command, which
+ * it does not wait for); the text it took.
+ * @param {import('./fake-vscode').Editor} editor @param {string} command
+ */
+async function acceptReported(editor, command) {
+  const before = extension.lastSent.get('accepted');
+  const at = editor.offset;
+  await vscode.commands.executeCommand(command);
+  await until(() => extension.lastSent.get('accepted') !== before, 'the accepted report', 30000);
+  return editor.document.getText().slice(at, editor.offset);
+}
+
 /** @type {Awaited<ReturnType<typeof startServers>>} */
 let servers;
 /** @type {InstanceType<typeof Cljassist>} */
@@ -110,7 +124,11 @@ describe('with cljassist serve and an nREPL', () => {
   let editor;
 
   before(async () => {
-    vscode.setCalva({ repl: { currentSessionKey: () => 'clj' }, document: { getNamespace: () => 'sample.core' } });
+    vscode.setCalva({
+      repl: { currentSessionKey: () => 'clj' },
+      // Calva reads the ns form
+      document: { getNamespace: (/** @type {any} */ d) => /^\(ns\s+([^\s)]+)/m.exec(d.getText())?.[1] ?? 'user' },
+    });
     extension = new Cljassist({ subscriptions }, { retainedAfterMs: RETAINED_AFTER_MS });
     ops = await daemonOps();
   });
@@ -183,18 +201,18 @@ describe('with cljassist serve and an nREPL', () => {
   test('Ctrl+Right takes a word and reports it; Tab takes the rest and reports that; what stays is reported later', async () => {
     const shown = /** @type {any} */ (editor.ghost).insertText;
     const sid = /** @type {any} */ (editor.ghost).command.arguments[0].sid;
-    const word = await vscode.commands.executeCommand('cljassist.acceptWord');
-    const taken = editor.document.getText().slice(CURSOR, editor.offset);
+    const taken = await acceptReported(editor, 'cljassist.acceptWord');
     assert.ok(taken.length > 0 && shown.startsWith(taken), `took ${JSON.stringify(taken)} of ${JSON.stringify(shown)}`);
-    const wordSent = extension.lastSent.get('accepted');
-    assert.equal(wordSent?.fields.kind, 'word');
-    assert.equal(wordSent?.fields.chars, characters(taken));
-    assert.equal(wordSent?.fields.prefix, SAMPLE.slice(0, CURSOR) + taken); // the text after the accept
-    assert.equal(wordSent?.fields.sid, sid);
-    assertAnswered('accepted', word);
-    assert.equal(typeof word.prefetching, 'number');
+    const partial = taken.length < shown.length; // else VS Code accepts it whole
+    const first = extension.lastSent.get('accepted');
+    assert.equal(first?.fields.kind, partial ? 'word' : 'whole');
+    assert.equal(first?.fields.chars, characters(taken));
+    assert.equal(first?.fields.prefix, SAMPLE.slice(0, CURSOR) + taken); // the text after the accept
+    assert.equal(first?.fields.sid, sid);
+    assertAnswered('accepted', first?.reply);
+    assert.equal(typeof first?.reply.prefetching, 'number');
 
-    if (taken.length < shown.length) {
+    if (partial) {
       // VS Code asks again after a partial accept: the rest is still the suggestion
       const rest = await editor.trigger();
       assert.equal(rest[0].insertText, shown.slice(taken.length));
@@ -220,32 +238,55 @@ describe('with cljassist serve and an nREPL', () => {
     // what the daemon recorded for `cljassist stats`, as the extension reported it
     await until(() => statsEvents(sid).some((e) => e.event === 'retained'), 'the statistics file', 30000);
     const events = statsEvents(sid).map(({ event, kind, chars }) => ({ event, kind, chars }));
-    const accepts = taken.length < shown.length
+    const accepts = partial
       ? [{ event: 'accepted', kind: 'word', chars: characters(taken) },
          { event: 'accepted', kind: 'whole', chars: characters(shown) - characters(taken) }]
-      : [{ event: 'accepted', kind: 'word', chars: characters(taken) }];
+      : [{ event: 'accepted', kind: 'whole', chars: characters(shown) }];
     assert.deepEqual(events, [{ event: 'shown', kind: undefined, chars: characters(shown) }, ...accepts,
       { event: 'retained', kind: undefined, chars: kept }]);
   });
 
-  test('accepting a line of the suggestion reports it as a line', async () => {
+  test('a line accept reports what it took once: as a line, or whole where it took all that was left', async () => {
     const text = '(ns sample.shout)\n\n(defn shout [s]\n  (str ))\n';
     const other = vscode.openEditor(path.join(servers.project, 'src', 'sample', 'shout.clj'), text, text.indexOf('))'));
     const items = await other.trigger();
     assert.ok(items.length >= 1, 'a suggestion');
     const shown = items[0].insertText;
     const sid = items[0].command.arguments[0].sid;
-    const at = other.offset;
-    const reply = await vscode.commands.executeCommand('cljassist.acceptLine');
-    const taken = other.document.getText().slice(at, other.offset);
+    const taken = await acceptReported(other, 'cljassist.acceptLine');
     assert.ok(taken.length > 0 && shown.startsWith(taken) && !taken.slice(0, -1).includes('\n'), JSON.stringify(taken));
-    assert.deepEqual(extension.lastSent.get('accepted')?.fields.kind, 'line');
-    assert.deepEqual(extension.lastSent.get('accepted')?.fields.chars, characters(taken));
-    assertAnswered('accepted', reply);
+    const kind = taken.length < shown.length ? 'line' : 'whole'; // all of it: VS Code accepts it whole
+    assert.equal(extension.lastSent.get('accepted')?.fields.kind, kind);
+    assert.equal(extension.lastSent.get('accepted')?.fields.chars, characters(taken));
+    assertAnswered('accepted', extension.lastSent.get('accepted')?.reply);
     if ('retained' in ops) {
       await until(() => statsEvents(sid).some((e) => e.event === 'accepted'), 'the statistics file', 30000);
       assert.deepEqual(statsEvents(sid).filter((e) => e.event === 'accepted').map(({ kind, chars }) => ({ kind, chars })),
-        [{ kind: 'line', chars: characters(taken) }]);
+        [{ kind, chars: characters(taken) }]);
+    }
+  });
+
+  test('accepting the first line of a multi-line suggestion reports a line', async (t) => {
+    vscode.configuration['cljassist.candidates'] = 3;
+    try {
+      const text = '(ns sample.shapes)\n\n(defn area [shape]\n  (case (:kind shape)\n    ))\n';
+      const other = vscode.openEditor(path.join(servers.project, 'src', 'sample', 'shapes.clj'), text,
+        text.indexOf('))\n'));
+      const items = await other.trigger();
+      const multi = items.find((i) => i.insertText.slice(0, -1).includes('\n'));
+      if (!multi) {
+        t.skip(`the model offered no multi-line suggestion here: ${JSON.stringify(items.map((i) => i.insertText))}`);
+        return;
+      }
+      other.ghost = multi; // Alt+] until it shows
+      const taken = await acceptReported(other, 'cljassist.acceptLine');
+      assert.equal(taken, multi.insertText.slice(0, multi.insertText.indexOf('\n') + 1));
+      const sent = extension.lastSent.get('accepted');
+      assert.deepEqual([sent?.fields.kind, sent?.fields.chars, sent?.fields.sid],
+        ['line', characters(taken), multi.command.arguments[0].sid]);
+      assertAnswered('accepted', sent?.reply);
+    } finally {
+      delete vscode.configuration['cljassist.candidates'];
     }
   });
 

@@ -257,9 +257,12 @@ class Editor {
     const item = this.ghost;
     if (!item) return;
     const length = howMuch(item.insertText);
+    if (length >= item.insertText.length) {
+      void this.tab(); // VS Code: a part that is all of it is a full accept (its command runs), not awaited
+      return;
+    }
     this.type(item.insertText.slice(0, length));
-    this.ghost = length < item.insertText.length
-      ? new InlineCompletionItem(item.insertText.slice(length), undefined, item.command) : null;
+    this.ghost = new InlineCompletionItem(item.insertText.slice(length), undefined, item.command);
   }
 }
 
