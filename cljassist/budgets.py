@@ -75,6 +75,10 @@ NEW_TOKENS = Budget(
 CANDIDATES = Budget(
     "model", "candidates", 3, "per request", "`:candidates`, `-n`",
     "each candidate is one more generation; three give the checks and the ranking a choice")
+KEYSTROKE_CANDIDATES = Budget(
+    "model", "candidates, as you type", 1, "per request", "`:candidates`, `-n`; a request's `n` asks for more",
+    "ghost text shows one suggestion: it is generated and checked alone, so it comes first; a request for more "
+    "at the same place reuses it (and the prompt's evaluation) and generates only the rest")
 CONTEXT_WINDOW = Budget(
     "model", "model context window", 4096, "tokens", "`:n-ctx`",
     "holds the prompt and the generated tokens with room to spare; larger costs memory, not speed")
@@ -99,7 +103,8 @@ DEADLINE = Budget(
     "explicit requests (`complete`, `watch`, bench cases) wait for every candidate")
 KEYSTROKE_DEADLINE = Budget(
     "model", "generation deadline, as you type", 200, "ms", "`:deadline-ms`, `--deadline-ms`",
-    "after the prompt is read: a suggestion later than this is typed over anyway")
+    "after the prompt is read: a suggestion later than this is typed over anyway. Past it no further candidate "
+    "is generated, and none checked in the REPL once one has passed; the result says which it cut")
 SPECULATED_TOKENS = Budget(
     "model", "tokens guessed ahead per model pass", 8, "tokens", "`:speculate false` turns guessing off",
     "speculative decoding checks this many guessed tokens in one pass; a pass over a few more tokens "

@@ -114,7 +114,19 @@ class RecentResults:
         return (request.file, request.namespace, n, len(request.prefix), around.digest())
 
     def get(self, request: "CompletionRequest", n: int) -> "CompletionResult | None":
-        key = self.key(request, n)
+        found = self._fresh(self.key(request, n))
+        return None if found is None else dataclasses.replace(found, source="recent")
+
+    def fewer(self, request: "CompletionRequest", n: int) -> "tuple[int, CompletionResult] | None":
+        """The result answered lately for this place with the most suggestions fewer than ``n`` asked
+        for, and how many were asked: a request for more starts from its candidates. None if none."""
+        for asked in range(n - 1, 0, -1):
+            found = self._fresh(self.key(request, asked))
+            if found is not None:
+                return asked, found
+        return None
+
+    def _fresh(self, key: tuple) -> "CompletionResult | None":
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -123,7 +135,7 @@ class RecentResults:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return dataclasses.replace(result, source="recent")
+        return result
 
     def put(self, request: "CompletionRequest", n: int, result: "CompletionResult") -> None:
         key = self.key(request, n)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cljassist.budgets import (
-    BACKEND_TIMEOUT, CANDIDATES, CONTEXT_WINDOW, CONTEXT_WINDOW_MAX, DEADLINE, KEYSTROKE_DEADLINE,
-    KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS, NEW_TOKENS_MAX, PROMPT_TOKENS_MIN, REPL_TIMEOUT, REQUEST_SUGGESTIONS,
+    BACKEND_TIMEOUT, CANDIDATES, CONTEXT_WINDOW, CONTEXT_WINDOW_MAX, DEADLINE, KEYSTROKE_CANDIDATES,
+    KEYSTROKE_DEADLINE, KEYSTROKE_PROMPT_TOKENS, NEW_TOKENS, NEW_TOKENS_MAX, PROMPT_TOKENS_MIN, REPL_TIMEOUT, REQUEST_SUGGESTIONS,
     SETTING_TIMEOUT_MAX,
 )
 from cljassist.errors import InputError
@@ -93,13 +93,15 @@ class Settings:
 # `bench --typing`) use these where neither the config nor a flag says otherwise: the budgets' as-you-type
 # prompt and deadline, and no REPL matches for the symbol being typed (measured here with bench --typing,
 # default model: without them warm p95 went from 786 ms to 247 ms, suggestions matching the typed text
-# from 10% to 5%). Explicit requests (complete, watch, bench cases) keep the full budget, matches, no time limit.
+# from 10% to 5%), and one candidate (ghost text shows one; an editor asks for more with a request's `n`).
+# Explicit requests (complete, watch, bench cases) keep the full budget, matches, candidates, no time limit.
 KEYSTROKE_DEFAULTS = {"max_prompt_tokens": KEYSTROKE_PROMPT_TOKENS.value, "deadline_ms": KEYSTROKE_DEADLINE.value,
-                      "context_matches": False}
+                      "context_matches": False, "candidates": KEYSTROKE_CANDIDATES.value}
 
 
 def for_keystrokes(settings: Settings) -> Settings:
-    """``settings`` with KEYSTROKE_DEFAULTS filled in where they are unset."""
+    """``settings`` with KEYSTROKE_DEFAULTS filled in where they are unset (None; a setting that always
+    has a value, as `candidates`, gets its as-you-type default from `load_settings(keystrokes=True)`)."""
     return dataclasses.replace(settings, **{k: v for k, v in KEYSTROKE_DEFAULTS.items() if getattr(settings, k) is None})
 
 
@@ -254,13 +256,16 @@ def registry_defaults(use: str) -> dict:
     return {"model": model.name, **settings}
 
 
-def load_settings(near: Path | None, home: Path | None = None, use: str | None = None) -> Settings:
+def load_settings(near: Path | None, home: Path | None = None, use: str | None = None,
+                  keystrokes: bool = False) -> Settings:
     """The config file found near `near` (project root, then home). `use` (registry.USES): where the
     config names no model, the registry's default for that use and its settings, beneath the config's
-    own values; None leaves the model unset (loading it then takes the one-shot default)."""
+    own values; None leaves the model unset (loading it then takes the one-shot default).
+    `keystrokes`: for a front-end asked on every keystroke, KEYSTROKE_DEFAULTS beneath all of those."""
+    beneath = dict(KEYSTROKE_DEFAULTS) if keystrokes else {}
     path = find_config_file(near, home)
     if path is None:
-        return Settings(**(registry_defaults(use) if use else {}))
+        return Settings(**{**beneath, **(registry_defaults(use) if use else {})})
     values = parse_config_text(read_source_file(path), str(path))
     model = values.get("model")
     if model and named_model(model) is None and not Path(model).is_absolute():
@@ -271,4 +276,5 @@ def load_settings(near: Path | None, home: Path | None = None, use: str | None =
         values["model_origin"] = f":model in {path}"
     if use and not values.get("model"):
         values = {**registry_defaults(use), **{k: v for k, v in values.items() if v is not None}}
+    values = {**beneath, **{k: v for k, v in values.items() if v is not None}}
     return Settings(config_file=str(path), **values)

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from cljassist.budgets import CROSSFILE_TIME, TimeBudget
 from cljassist.cache import RecentResults, TypeThroughCache
@@ -27,10 +27,12 @@ from cljassist.config import Settings
 from cljassist.crossfile import Definition, DefinitionFinder, Project, project_of
 from cljassist.errors import Cancelled, ReplNotAnswering, ReplTimeout, ReplUnavailable
 from cljassist.prompt import PromptInput, PromptLimits, assemble_prompt
-from cljassist.rank import rank, withhold_below
+from cljassist.rank import confidence, rank, withhold_below
 from cljassist.steer import known_names, steered_generations
-from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, ContextProvider, ReplStatus
-from cljassist.verify import repl_checks, structural_check
+from cljassist.types import (
+    CUT_VERIFICATION, Candidate, CompletionModel, CompletionRequest, CompletionResult, ContextProvider, ReplStatus,
+)
+from cljassist.verify import NOT_CHECKED_IN_TIME, repl_checks, structural_check
 from cljassist.verify.resolves import resolves_check
 
 if TYPE_CHECKING:
@@ -79,12 +81,13 @@ class Engine:
         started = time.perf_counter()
         n = self.settings.candidates if n is None else max(1, int(n))
 
-        # 0. Prefilter: a suggestion being typed through, or the same place answered lately.
+        # 0. Prefilter: a suggestion being typed through, or the same place answered lately (with
+        #    fewer suggestions asked for: its candidates are kept and only the rest are made).
         cached = self.cached(request, n)
         if cached is not None:
             return cached
 
-        result = self._run_pipeline(request, n, cancelled, started)
+        result = self._run_pipeline(request, n, cancelled, started, self._asked_fewer(request, n))
         stamp = self._repl_stamp()
         # an answer the REPL could not check is not kept: once it is back, the checks must run
         if self.settings.cache and stamp is not None and result.repl not in (ReplStatus.FAILED, ReplStatus.SKIPPED):
@@ -116,6 +119,20 @@ class Engine:
         ms = (time.perf_counter() - started) * 1000
         return dataclasses.replace(hit, ms=ms, timings={"cache": round(ms, 2)})
 
+    def _asked_fewer(self, request: CompletionRequest, n: int) -> list[Candidate]:
+        """Copies of the candidates of the answer given lately for this place when fewer suggestions
+        were asked for (one as you type, then more on request); none without one."""
+        if not self.settings.cache or n <= 1:
+            return []
+        stamp = self._repl_stamp()
+        with self._cache_lock:
+            if stamp is None or stamp != self._cache_stamp:
+                return []
+            earlier = self.recent.fewer(request, n)
+        if earlier is None:
+            return []
+        return [dataclasses.replace(c, checks=dict(c.checks), notes=list(c.notes)) for c in earlier[1].candidates]
+
     def clear_caches(self) -> None:
         """Forget cached results and shown context (e.g. after the REPL state changed a lot)."""
         with self._cache_lock:
@@ -135,8 +152,11 @@ class Engine:
         return self.repl.connection_stamp
 
     def _run_pipeline(
-        self, request: CompletionRequest, n: int, cancelled: Callable[[], bool] | None, started: float
+        self, request: CompletionRequest, n: int, cancelled: Callable[[], bool] | None, started: float,
+        kept: list[Candidate] = (),
     ) -> CompletionResult:
+        """``kept``: candidates made for this place by an earlier request for fewer suggestions: its
+        branches are not generated again, nor its names steered in, nor its checks run again."""
         timings: dict[str, float] = {}
         lap = _Lap(timings, cancelled)
 
@@ -192,8 +212,10 @@ class Engine:
                                  context_lines=live.lines if live else (), definitions=definitions)
         lap("prompt")
 
-        # 4. Model candidates, each ended by the stop rule as soon as its forms are complete.
+        # 4. Model candidates, each ended by the stop rule as soon as its forms are complete. The
+        #    deadline counts from the end of the prompt's evaluation, as the model counts it.
         deadline = self.settings.deadline_ms / 1000 if self.settings.deadline_ms else None
+        generating = time.perf_counter()
         generations = self.model.generate_candidates(
             prompt,
             n=n,
@@ -201,34 +223,55 @@ class Engine:
             stop=make_stop_rule(analysis.gap),
             deadline_s=deadline,
             cancelled=cancelled,
+            skip=sum(c.generated for c in kept),
         )
         lap("model")
         timings["model"] = round(timings["model"] + model_ms, 2)
+        _model_stages(timings, self.model.last_stats, model_ms)
+        past_deadline = None
+        if deadline is not None:
+            deadline_at = generating + self.model.last_stats.get("prompt_ms", 0.0) / 1000 + deadline
+
+            def past_deadline() -> bool:
+                return time.perf_counter() >= deadline_at
 
         # 4b. Steering: where a symbol is being typed, the names that complete it (locals, the
-        #     file's, the REPL's) scored by the model join its candidates.
+        #     file's, the REPL's) scored by the model join its candidates (kept ones were steered).
         known = known_names(analysis, live) if self.settings.steer else None
-        if known is not None:
+        if known is not None and not kept:
             generations = generations + steered_generations(self.model, prompt, known, cancelled)
             lap("steer")
 
-        # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval, then whether
-        #    the typed symbol resolves (after the REPL's checks, which it would otherwise skip).
-        candidates = [structural_check(g, analysis) for g in generations]
+        # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval, the likeliest
+        #    first (past the deadline, once one passed, the rest are not checked), then whether the
+        #    typed symbol resolves (after the REPL's checks, which it would otherwise skip).
+        done = [c for c in kept if c.cut != CUT_VERIFICATION]
+        fresh = [c for c in kept if c.cut == CUT_VERIFICATION] + [structural_check(g, analysis) for g in generations]
+        for c in fresh:
+            if c.cut == CUT_VERIFICATION:  # a kept one its request had no time to check: checked now
+                c.cut = None
+                c.notes = [note for note in c.notes if note != NOT_CHECKED_IN_TIME]
         if self.verifier is not None and self.settings.verify and repl_state is not ReplStatus.SKIPPED:
+            checking = time.perf_counter()
             try:
-                repl_checks(candidates, self.verifier, analysis, repl_budget)
+                repl_checks(sorted(fresh, key=confidence, reverse=True), self.verifier, analysis, repl_budget,
+                            past_deadline)
             except (ReplUnavailable, ReplTimeout) as exc:
                 # the structural verdicts stand; REPL checks stay None; the first trouble is the news
                 if repl_error is None:
                     repl_state = ReplStatus.SKIPPED if isinstance(exc, ReplNotAnswering) else ReplStatus.FAILED
                     repl_error = _waited(exc, repl_budget)
+            finally:
+                timings["repl_checks"] = round((time.perf_counter() - checking) * 1000, 2)
         if known is not None:
-            resolves_check(candidates, known)
+            resolves_check(fresh, known)
+        candidates = done + fresh
         lap("verify")
 
-        # 6. Ranking, then the score threshold.
-        ranked = rank(candidates, show_failing=self.settings.show_failing, calibration=self.calibration)
+        # 6. Ranking (of the candidates checked: one the deadline left unchecked is not offered),
+        #    then the score threshold.
+        ranked = rank([c for c in candidates if c.cut != CUT_VERIFICATION], show_failing=self.settings.show_failing,
+                      calibration=self.calibration)
         suggestions, held_back = withhold_below(ranked, self.min_score, limit=n)
         lap("rank")
         return CompletionResult(
@@ -323,6 +366,20 @@ class Engine:
             if pool is not None:
                 pool.shutdown(wait=True)
         self._gatherer = self._finder = None
+
+
+def _model_stages(timings: dict[str, float], stats: Mapping[str, Any], preload_ms: float) -> None:
+    """Where the model stage's time went, from what the model measured (a model that measures
+    nothing, a server, adds nothing): ``prompt_eval`` evaluating the prompt (its start read ahead
+    while the REPL answered included), ``generate`` the branches, and of that ``draft`` guessing tokens
+    ahead (speculative decoding)."""
+    if "prompt_ms" in stats:
+        timings["prompt_eval"] = round(stats["prompt_ms"] + preload_ms, 2)
+    if "gen_ms" in stats:
+        timings["generate"] = round(stats["gen_ms"], 2)
+    speculation = stats.get("speculation")
+    if isinstance(speculation, Mapping) and "propose_ms" in speculation:
+        timings["draft"] = round(speculation["propose_ms"], 2)
 
 
 def _waited(exc: Exception, budget: TimeBudget) -> str:

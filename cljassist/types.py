@@ -124,6 +124,13 @@ def checks_passed(checks: Mapping[str, CheckVerdict]) -> bool:
     return checks.get("balanced") is True and not any(v is False for v in checks.values())
 
 
+# What the deadline cut of a candidate (Candidate.cut): its generation (the text is what came before the
+# deadline, cut back to complete forms, and is checked as any other) or its verification (its REPL checks
+# were never started: it is not offered, and a later request for the same place checks it).
+CUT_GENERATION = "generation"
+CUT_VERIFICATION = "verification"
+
+
 @dataclass
 class Candidate:
     """A generation shaped to the gap, with its checks recorded by name (None: did not run)."""
@@ -136,6 +143,12 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # why a check failed, one line
     value: str | None = None  # printed value, when evaluated
+    cut: str | None = None  # CUT_GENERATION or CUT_VERIFICATION where the deadline cut it
+
+    @property
+    def generated(self) -> bool:
+        """A branch of the model's generation (not a name steering scored in)."""
+        return self.finish != "steered"
 
     @property
     def passed_all(self) -> bool:
@@ -206,6 +219,16 @@ class CompletionResult:
         self.repl = ReplStatus(self.repl)
 
     @property
+    def cut_by_deadline(self) -> dict[str, int]:
+        """How many candidates the deadline cut, by what it cut (CUT_GENERATION, CUT_VERIFICATION);
+        empty when it cut none."""
+        counts: dict[str, int] = {}
+        for c in self.candidates:
+            if c.cut is not None:
+                counts[c.cut] = counts.get(c.cut, 0) + 1
+        return counts
+
+    @property
     def nothing_offered(self) -> str:
         """Why there is no suggestion, as front-ends print it: "no suggestion passed the checks
         (3 withheld" or "no suggestion to offer (3 withheld, 2 of them scoring below min-score"; the
@@ -239,11 +262,13 @@ class CompletionModel(Protocol):
 
     def generate_candidates(self, prompt: "Prompt | str", n: int, max_tokens: int,
                             stop: Callable[[str], int | None], deadline_s: float | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+                            cancelled: Callable[[], bool] | None = None, skip: int = 0) -> list[Generation]:
         """Up to ``n`` candidates continuing ``prompt`` (a plain string is a finished prompt text:
         :meth:`Prompt.of_text`). ``stop(text)`` is called on each candidate's growing text; an int
         k ends it with ``text[:k]``. ``deadline_s`` bounds the generating time; ``cancelled`` is
-        polled and, once true, the call raises :class:`cljassist.errors.Cancelled`."""
+        polled and, once true, the call raises :class:`cljassist.errors.Cancelled`. ``skip``: the
+        first ``skip`` of the ``n`` are left out (an earlier call for the same prompt made them), so
+        at most ``n - skip`` come back."""
         ...
 
     def score_continuations(self, prompt: "Prompt | str", texts: Sequence[str], most: int,

@@ -32,10 +32,10 @@ class ScriptedModel:
 
     def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
                             deadline_s: float | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+                            cancelled: Callable[[], bool] | None = None, skip: int = 0) -> list[Generation]:
         self.prompts.append(as_prompt(prompt).text)
         generations = []
-        for output in self.outputs[:n]:
+        for output in self.outputs[skip:n]:
             raw, mean_logprob = output if isinstance(output, tuple) else (output, -0.3)
             text, finish = raw, "eos"
             for end in range(1, len(raw) + 1):
@@ -87,9 +87,10 @@ class RecordingModel:
 
     def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
                             deadline_s: float | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+                            cancelled: Callable[[], bool] | None = None, skip: int = 0) -> list[Generation]:
         self.prompts.append(as_prompt(prompt).text)
-        return self.model.generate_candidates(prompt, n, max_tokens, stop, deadline_s=deadline_s, cancelled=cancelled)
+        return self.model.generate_candidates(prompt, n, max_tokens, stop, deadline_s=deadline_s, cancelled=cancelled,
+                                              skip=skip)
 
     def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
                             ends: Callable[[str], bool] | None = None,

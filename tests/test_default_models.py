@@ -8,7 +8,7 @@ import pytest
 
 import cljassist.model.registry as registry
 from cljassist.cli import build_parser, main
-from cljassist.config import Settings, load_settings
+from cljassist.config import KEYSTROKE_DEFAULTS, Settings, load_settings
 from cljassist.errors import ModelNotFound
 from cljassist.frontends import common
 from cljassist.frontends.bootstrap import settings_from_args
@@ -24,7 +24,7 @@ def _entry(name: str, **extra) -> dict:
 def _split_table() -> dict:
     return {"model": [
         _entry("careful", default=[ONE_SHOT]),
-        _entry("quick", default=[AS_YOU_TYPE], default_settings={AS_YOU_TYPE: {"candidates": 1}}),
+        _entry("quick", default=[AS_YOU_TYPE], default_settings={AS_YOU_TYPE: {"candidates": 2}}),
         _entry("other"),
     ]}
 
@@ -73,7 +73,7 @@ def test_default_settings_only_for_a_use_the_model_is_default_for():
 
 def test_each_use_loads_its_own_default_with_its_settings(split_registry, tmp_path):
     assert load_settings(tmp_path, use=ONE_SHOT) == Settings(model="careful")
-    assert load_settings(tmp_path, use=AS_YOU_TYPE) == Settings(model="quick", candidates=1)
+    assert load_settings(tmp_path, use=AS_YOU_TYPE) == Settings(model="quick", candidates=2)
     assert load_settings(tmp_path).model is None  # no use: the model is left to the loader
 
 
@@ -91,21 +91,22 @@ def test_the_config_and_the_flags_win_over_the_defaults(split_registry, tmp_path
     project.mkdir()
     (project / ".cljassist.edn").write_text("{:candidates 4}")
     assert load_settings(project, use=AS_YOU_TYPE).model == "quick"
-    assert load_settings(project, use=AS_YOU_TYPE).candidates == 4  # the config's, not the default's 1
+    assert load_settings(project, use=AS_YOU_TYPE).candidates == 4  # the config's, not the default's 2
     (project / ".cljassist.edn").write_text('{:model "other"}')
     chosen = load_settings(project, use=AS_YOU_TYPE)
     assert (chosen.model, chosen.candidates) == ("other", Settings().candidates)  # its settings stay with it
 
     args = build_parser().parse_args(["serve", "--model", "other"])
     flagged = settings_from_args(args, tmp_path, keystrokes=True)
-    assert (flagged.model, flagged.candidates) == ("other", Settings().candidates)
+    # not quick's 2: as you type, the as-you-type default
+    assert (flagged.model, flagged.candidates) == ("other", KEYSTROKE_DEFAULTS["candidates"])
 
 
 def test_front_ends_pick_the_default_of_their_use(split_registry, tmp_path):
     one_shot = settings_from_args(build_parser().parse_args(["complete", "x.clj"]), tmp_path)
     typing = settings_from_args(build_parser().parse_args(["serve"]), tmp_path, keystrokes=True)
     assert (one_shot.model, one_shot.candidates) == ("careful", Settings().candidates)
-    assert (typing.model, typing.candidates) == ("quick", 1)
+    assert (typing.model, typing.candidates) == ("quick", 2)
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -133,7 +134,7 @@ def test_commands_load_the_default_of_their_use(split_registry, tmp_path, monkey
 
 def test_the_listing_says_which_default_each_model_is(split_registry):
     assert default_text(split_registry["careful"]) == "one-shot"
-    assert default_text(split_registry["quick"]) == "as-you-type (candidates 1)"
+    assert default_text(split_registry["quick"]) == "as-you-type (candidates 2)"
     assert default_text(split_registry["other"]) == "-"
 
 

@@ -57,7 +57,7 @@ class PromptCatcher:
     def count_tokens(self, text: str) -> int:
         return self.real.count_tokens(text)
 
-    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None):
+    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None, skip=0):
         self.prompts.append(as_prompt(prompt))
         return []
 

@@ -63,7 +63,7 @@ class GatedModel(ScriptedModel):
         self.release = threading.Event()
         self.saw_cancel = threading.Event()
 
-    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None):
+    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None, skip=0):
         self.started.set()
         deadline = time.monotonic() + WAIT
         while not self.release.wait(0.01):
@@ -72,7 +72,7 @@ class GatedModel(ScriptedModel):
                 raise Cancelled("cancelled during generation")
             if time.monotonic() > deadline:
                 raise AssertionError("GatedModel was never released")
-        return super().generate_candidates(prompt, n, max_tokens, stop, deadline_s, cancelled)
+        return super().generate_candidates(prompt, n, max_tokens, stop, deadline_s, cancelled, skip)
 
 
 @contextmanager

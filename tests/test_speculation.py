@@ -120,6 +120,21 @@ def test_prompt_lookup_gives_greedy_decodings_candidates(default_model, speculat
     assert stats["tokens"] == sum(len(c.token_ids) - 1 + (c.finish == "eos") for c in plain)
 
 
+@pytest.mark.integration
+def test_the_engine_says_where_the_models_time_went(default_model, speculating_smollm2):
+    from cljassist.config import Settings
+    from cljassist.engine import Engine
+    from cljassist.types import CompletionRequest
+
+    request = CompletionRequest(REPEATING, "")
+    plain = Engine(default_model, Settings(candidates=1, steer=False, max_new_tokens=16)).complete(request)
+    assert {"prompt_eval", "generate"} <= set(plain.timings) and "draft" not in plain.timings
+    speculated = Engine(speculating_smollm2, Settings(candidates=1, steer=False, max_new_tokens=16)).complete(request)
+    timings = speculated.timings
+    assert {"prompt_eval", "generate", "draft"} <= set(timings)
+    assert timings["draft"] > 0  # the guessing was timed (it is part of generating)
+
+
 @pytest.fixture(scope="module")
 def qwen_pair():
     """The Qwen2.5-Coder-0.5B twice: plain, and speculating with itself as the draft (the same

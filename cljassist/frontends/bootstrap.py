@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cljassist.config import Settings, check_window, checked_flags, for_keystrokes, load_settings
+from cljassist.config import Settings, check_window, checked_flags, load_settings
 from cljassist.frontends import common
 from cljassist.model.registry import AS_YOU_TYPE, ONE_SHOT
 
@@ -29,7 +29,7 @@ __all__ = ["FrontEnd", "open_frontend", "settings_from_args", "stop_on_signals",
 
 def settings_from_args(args, near: Path | None, keystrokes: bool = False) -> Settings:
     """The config file found near `near`, overridden by the command-line model options that were
-    given. `keystrokes`: a front-end asked on every keystroke (see config.for_keystrokes), whose
+    given. `keystrokes`: a front-end asked on every keystroke (config.KEYSTROKE_DEFAULTS), whose
     default model is the as-you-type one; the others take the one-shot default (registry.USES)."""
     use = None if args.model else (AS_YOU_TYPE if keystrokes else ONE_SHOT)
     flags = checked_flags(dict(
@@ -44,10 +44,10 @@ def settings_from_args(args, near: Path | None, keystrokes: bool = False) -> Set
         speculate=getattr(args, "speculate", None), draft_model=getattr(args, "draft_model", None),
         stats=getattr(args, "stats", None),
     ))
-    settings = load_settings(near, use=use).with_overrides(
+    settings = load_settings(near, use=use, keystrokes=keystrokes).with_overrides(
         model=args.model, model_origin="--model" if args.model else None, **flags)
     check_window(settings)
-    return for_keystrokes(settings) if keystrokes else settings
+    return settings
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

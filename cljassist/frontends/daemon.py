@@ -533,7 +533,7 @@ class Daemon:
         requires=COMPLETION_FIELDS, optional='"ns", "buffer", "n", "nrepl-safe"',
         returns='"suggestions" (each with its "text", "score" (an editor may hide low ones) and "sid", which '
                 '`accepted` and `retained` name), "namespace", "ms", "repl", "withheld", "below_min_score", '
-                '"calibrated"')
+                '"cut_by_deadline", "calibrated"')
     def _submit_completion(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
         safe = message.get("nrepl-safe") in (True, "true", 1)
         try:

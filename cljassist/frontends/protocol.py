@@ -55,11 +55,12 @@ def request_from_fields(fields: Mapping[str, Any]) -> tuple[CompletionRequest, s
 
 def result_reply(result: CompletionResult) -> dict[str, Any]:
     """The reply map: suggestions best first, each with its text, score, raw confidence, checks and
-    value/error; how many were withheld (and of those, for their score); whether scores are calibrated."""
+    value/error; how many were withheld (and of those, for their score, and what the deadline cut);
+    whether scores are calibrated."""
     suggestions = [suggestion_dict(s, score_digits=3) for s in result.suggestions]
     return {"suggestions": suggestions, "namespace": result.namespace, "ms": round(result.ms, 1),
             "repl": result.repl_label, "withheld": result.withheld, "below_min_score": result.below_min_score,
-            "calibrated": result.calibrated, "source": result.source}
+            "cut_by_deadline": result.cut_by_deadline, "calibrated": result.calibrated, "source": result.source}
 
 
 def nrepl_safe(value: Any) -> Any:

@@ -160,8 +160,9 @@ class LocalModel:
         truncation       how they were dropped (only when some were)
         speculation      with speculative decoding on: proposed and accepted guessed tokens,
                          acceptance (accepted / proposed), passes (model evaluations of the
-                         branches), tokens (decided from them) and tokens_per_pass (tokens /
+                         branches), tokens (decided from them), tokens_per_pass (tokens /
                          passes; 1.0 without guesses, less where near-ties were decided again)
+                         and propose_ms (of gen_ms, the time spent guessing)
     """
 
     def __init__(
@@ -610,9 +611,9 @@ class LocalModel:
 
     def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
                             deadline_s: float | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+                            cancelled: Callable[[], bool] | None = None, skip: int = 0) -> list[Generation]:
         """Up to ``n`` deterministic candidates continuing ``prompt.text`` (the parts are for servers
-        that take the prefix and suffix apart).
+        that take the prefix and suffix apart), the first ``skip`` of them left out.
 
         Branch i starts with the i-th most probable first token (stop tokens
         excluded), then continues greedily.  After each token, ``stop(text)`` is
@@ -664,7 +665,7 @@ class LocalModel:
         lp0 = log_softmax(logits)
         out: list[Generation] = []
         tally = _Tally()
-        for first, first_lp in self._first_tokens(lp0, n, healed):
+        for first, first_lp in self._first_tokens(lp0, n, healed)[max(0, skip):]:
             if end_at is not None and time.perf_counter() >= end_at and out:
                 break
             steps = _Lookahead(self, ids, self._proposer, tally, cancelled)
@@ -871,9 +872,10 @@ class _Tally:
     accepted: int = 0  # guessed tokens the branch then picked itself
     passes: int = 0  # model evaluations during the branches
     steps: int = 0  # tokens decided from those evaluations
+    propose_ms: float = 0.0  # time spent guessing (the draft model's passes, prompt lookup)
 
     def report(self) -> dict[str, Any]:
-        return {"proposed": self.proposed, "accepted": self.accepted,
+        return {"proposed": self.proposed, "accepted": self.accepted, "propose_ms": round(self.propose_ms, 2),
                 "acceptance": self.accepted / self.proposed if self.proposed else 0.0,
                 "passes": self.passes, "tokens": self.steps,
                 "tokens_per_pass": self.steps / self.passes if self.passes else 0.0}
@@ -934,7 +936,9 @@ class _Lookahead:
         model._back_to_prompt(len(self.prompt) + taken)
         fresh = toks[taken:]
         room = model.n_ctx - len(self.prompt) - len(toks) - 1
+        proposing = time.perf_counter()
         guessed = self.proposer.propose(self.prompt + toks, min(most - 1, room), self.cancelled) if self.proposer else []
+        self.tally.propose_ms += (time.perf_counter() - proposing) * 1000.0
         self.tally.passes += 1
         self.tally.proposed += len(guessed)
         self.known, self.guessed = len(toks) - 1, guessed

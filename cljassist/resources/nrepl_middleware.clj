@@ -268,7 +268,7 @@
                         "context" "CIDER's top-level form with __prefix__ where the symbol being typed stands."
                         "file" "Absolute path of the buffer's file (names the buffer)."
                         "ns" "The buffer's namespace, when the code does not start with its ns form."
-                        "n" "How many suggestions (1-10)."
+                        "n" "How many suggestions (1-10; as you type 1 unless asked): asking again at the same place for more keeps those already made and checked, and makes only the rest."
                         "buffer" "Buffer id: a newer request for the same buffer cancels the older one."}
              :returns {"suggestions" "Best first: maps of text, score (how likely it is exactly right, 0 to 1: calibrated for the model, see calibrated), confidence (the model's raw geometric-mean token probability), checks (\"true\", \"false\" or \"unknown\" per check), and value or error when known. An editor may hide those under a score of its own choosing."
                      "namespace" "The namespace completed in."
@@ -276,6 +276,7 @@
                      "repl" "How the REPL was used: used, ns-not-loaded, off, or failed: reason."
                      "withheld" "Candidates produced but not offered (they failed a check, or scored below min-score)."
                      "below_min_score" "Of those, how many passed their checks but scored below min-score."
+                     "cut_by_deadline" "What the deadline (deadline-ms) cut, by stage: {generation: candidates whose text it ended (offered when they pass), verification: candidates it left unchecked (not offered)}; empty when it cut nothing."
                      "calibrated" "true when scores are calibrated for the model; false: they are its raw confidence (a model without a calibration)."
                      "err" "What went wrong (with status error)."
                      "status" "done; with error when it failed."}}

@@ -98,8 +98,9 @@ class RemoteModel:
 
     def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
                             deadline_s: float | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
-        """Up to ``n`` distinct candidates, the greedy one first.
+                            cancelled: Callable[[], bool] | None = None, skip: int = 0) -> list[Generation]:
+        """Up to ``n`` distinct candidates, the greedy one first; the first ``skip`` left out (a server
+        gives no other way to them than making them again: they are made and dropped).
 
         Each HTTP exchange is bounded by the backend timeout and by what is left of ``deadline_s``.
         A server too slow for the timeout is a :class:`BackendError`; one too slow for the deadline
@@ -141,7 +142,7 @@ class RemoteModel:
                 out.append(generation)
         stats["http_ms"] = round(stats["http_ms"], 2)
         stats["total_ms"] = round((time.perf_counter() - started) * 1000.0, 2)
-        return out
+        return out[max(0, skip):]
 
     def _one(self, body: dict[str, Any], stop: Callable[[str], int | None], end_at: float | None,
              cancelled: Callable[[], bool] | None, stats: dict[str, Any]) -> Generation | None:
@@ -299,11 +300,11 @@ class FallbackModel:
 
     def generate_candidates(self, prompt: Prompt | str, n: int, max_tokens: int, stop: Callable[[str], int | None],
                             deadline_s: float | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+                            cancelled: Callable[[], bool] | None = None, skip: int = 0) -> list[Generation]:
         started = time.monotonic()
         if started >= self._skip_until:
             try:
-                out = self.remote.generate_candidates(prompt, n, max_tokens, stop, deadline_s, cancelled)
+                out = self.remote.generate_candidates(prompt, n, max_tokens, stop, deadline_s, cancelled, skip)
                 self.last_stats = self.remote.last_stats
                 return out
             except BackendError as exc:  # Cancelled goes through: it is no failure of the server
@@ -313,7 +314,7 @@ class FallbackModel:
         if deadline_s is not None:
             deadline_s = max(0.001, deadline_s - (time.monotonic() - started))
         out = local.generate_candidates(self._local_prompt(prompt, local.fim), n, max_tokens,
-                                        stop, deadline_s, cancelled)
+                                        stop, deadline_s, cancelled, skip)
         self.last_stats = {**local.last_stats, "backend": f"local (fallback: {self._reason})"}
         return out
 
