@@ -5,6 +5,7 @@
     cljassist bench CASES.jsonl [--limit N] [--json OUT] [--nrepl HOST:PORT | --no-repl]
     cljassist bench make SRC_DIR OUT.jsonl
     cljassist bench --typing FILE... [--forms K] [--no-pause] [--naive-every K] [--json OUT]   keystroke latency
+    cljassist bench --typing-bench-files K [--forms K] ...   the same over K files of the bench packages
     cljassist serve [--nrepl HOST:PORT] [--no-inject]       daemon for editors (.cljassist-port)
     cljassist proxy [--upstream HOST:PORT] [--port P]        nREPL proxy answering cljassist/complete
     cljassist repl [--nrepl HOST:PORT]                       terminal prompt with ghost text
@@ -148,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     typing = bench.add_argument_group("latency: replay typing (see cljassist/bench/typing.py)")
     typing.add_argument("--typing", nargs="+", metavar="FILE",
                         help="type top-level forms of these Clojure files key by key; ours vs a naive engine")
+    typing.add_argument("--typing-bench-files", type=int, metavar="K",
+                        help="replay K files of the bench packages (split.toml), picked by --seed; "
+                             "with or instead of --typing FILE...")
     typing.add_argument("--forms", type=int, default=DEFAULT_FORMS, metavar="K", help="forms per file (default %(default)s)")
     typing.add_argument("--max-form-chars", type=int, default=DEFAULT_MAX_FORM_CHARS, metavar="N",
                         help="prefer forms of at most N characters (default %(default)s)")
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return main_serve(Path(args.dir), [e for e in args.classpath.split(":") if e])
         if args.command == "bench":
-            if args.typing:
+            if args.typing or args.typing_bench_files is not None:
                 if args.cases is not None:
                     raise InputError(f"give either CASES.jsonl or --typing FILE..., not both ({args.cases})")
                 from cljassist.bench.typing import run_typing_command

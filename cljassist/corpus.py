@@ -90,6 +90,18 @@ def package_sources(package: str, cache_dir: Path | None = None, split: Split | 
     return _sources_in(package, root)
 
 
+# Build and data files of a library, not its code.
+BUILD_FILES = frozenset({"project.clj", "data_readers.clj", "data_readers.cljc", "deps.edn"})
+LOOSE_DIR = "_loose"  # where sources found outside the package's jars are extracted
+
+
+def library_sources(package: str, cache_dir: Path | None = None, split: Split | None = None) -> list[SourceFile]:
+    """The library's own code among the package's sources: those from its jars, without build files
+    (what the public benchmark is made of)."""
+    return [src for src in package_sources(package, cache_dir, split)
+            if not src.relative.startswith(LOOSE_DIR + "/") and src.relative.rsplit("/", 1)[-1] not in BUILD_FILES]
+
+
 def package_meta(package: str, cache_dir: Path | None = None, split: Split | None = None) -> PackageMeta:
     """Version and license of a package; a cache entry made before meta.json existed is re-fetched."""
     root, _ = ensure_package(package, cache_dir, split, require_meta=True)
@@ -189,7 +201,7 @@ def _fetch_and_extract(package: str, root: Path) -> None:
     for loose in sorted(unpacked.rglob("*")):
         if (loose.is_file() and not loose.is_symlink() and loose.suffix in CLOJURE_SOURCE_SUFFIXES
                 and "/usr/share/doc/" not in loose.as_posix()):
-            target = src / "_loose" / loose.relative_to(unpacked)
+            target = src / LOOSE_DIR / loose.relative_to(unpacked)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(loose, target)
     copyright_file = unpacked / "usr" / "share" / "doc" / package / "copyright"

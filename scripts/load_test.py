@@ -2,7 +2,7 @@
 that every request is answered, superseded requests come back cancelled, the daemon stays
 responsive (pings) and its memory stays flat.
 
-    python3 scripts/load_test.py [--clients 16] [--seconds 60] [--dir DIR]
+    python3 scripts/load_test.py [--clients 16] [--seconds 60] [--dir DIR] [--buffers B]
                                  [--no-repl | --local-nrepl | --nrepl HOST:PORT]
                                  [--model GGUF] [-n 1] [--max-new-tokens 16] [--json OUT.json]
 
@@ -17,7 +17,8 @@ What it does:
   open files are read from /proc as the "before" figures.
 * N client threads, loopback only, each with its own connection and buffer name, each bounded by
   --seconds and --max-requests. A loop picks a file of the project and a cursor (seeded, different
-  per client) and sends a `complete`; one loop in four (seeded) sends a second `complete` for the
+  per client) and sends a `complete` (with --buffers B, client i types in one file only, the
+  (i mod B)-th: N clients over B buffers, as editors sharing a few open files); one loop in four (seeded) sends a second `complete` for the
   same buffer in the same write, so the first must come back cancelled (superseded); then a `ping`,
   to see the daemon answer while it is busy. It waits for every reply (a missing one after
   --reply-timeout is an error), then sleeps a think time of 50-200 ms.
@@ -125,6 +126,11 @@ def pick_cursor(text: str, rng: random.Random) -> tuple[int, int]:
     return index + 1, rng.randint(indent + 1, len(line) + 1)
 
 
+def client_files(files: list[str], index: int, buffers: int) -> list[str]:
+    """The files client ``index`` types in: all of them, or with ``buffers`` B the (index mod B)-th alone."""
+    return [files[index % buffers]] if buffers else list(files)
+
+
 def namespace_of(text: str) -> str | None:
     match = re.search(r"^\(ns\s+([^\s()\[\]{}]+)", text, re.MULTILINE)
     return match.group(1) if match else None
@@ -214,7 +220,7 @@ class LoadClient(threading.Thread):
         self.port = port
         self.token = token
         self.sources = sources
-        self.files = sorted(sources)
+        self.files = client_files(sorted(sources), index, options.buffers)
         self.options = options
         self.deadline = deadline
         self.errors = errors
@@ -531,6 +537,7 @@ class Report:
     max_new_tokens: int
     seed: int
     files: int
+    buffers: int = 0  # the files the clients type in (0: every client in every file)
     loops: int = 0
     requests_sent: int = 0
     answered_with_suggestions: int = 0
@@ -633,6 +640,9 @@ def run_load(options: argparse.Namespace, work: Path) -> Report:
     sources = project_sources(project)
     if not sources:
         raise SetupFailed(f"no Clojure files ({', '.join(SOURCE_SUFFIXES)}) under {project}")
+    if len(sources) < options.buffers:
+        raise SetupFailed(f"--buffers {options.buffers}: {project} has only {len(sources)} Clojure file(s); "
+                          f"give a project with more (--dir)")
 
     nrepl_process = None
     repl_args = ["--no-repl"]
@@ -657,7 +667,7 @@ def _run_against_daemon(options: argparse.Namespace, work: Path, project: Path, 
     print(f"daemon pid {process.pid} on {LOOPBACK}:{info.port} in {project} (log {log})", flush=True)
     report = Report(clients=options.clients, seconds_asked=options.seconds, seconds_ran=0.0, model=None,
                     repl=None, candidates=options.candidates, max_new_tokens=options.max_new_tokens,
-                    seed=options.seed, files=len(sources))
+                    seed=options.seed, files=len(sources), buffers=options.buffers)
     errors = ErrorLog()
     try:
         first_path = sorted(sources)[0]
@@ -774,7 +784,8 @@ def format_report(report: Report) -> str:
              else "")
     lines = [
         f"cljassist daemon load test: {report.clients} clients for {report.seconds_asked:g} s "
-        f"(ran {report.seconds_ran:g} s incl. draining), {report.files} files, seed {report.seed}",
+        f"(ran {report.seconds_ran:g} s incl. draining), {report.files} files"
+        + (f", typed in {report.buffers} buffers" if report.buffers else "") + f", seed {report.seed}",
         f"  daemon        model {report.model}, REPL {report.repl}, -n {report.candidates}, "
         f"--max-new-tokens {report.max_new_tokens}",
         f"  requests      {report.requests_sent} complete sent in {report.loops} loops; answered {answered}: "
@@ -827,6 +838,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60, help="how long the clients start new requests (default 60)")
     p.add_argument("--max-requests", type=int, default=1000, help="complete requests per client at most (default 1000)")
     p.add_argument("--dir", help="project to serve in place (default: a temporary copy of fixtures/demo)")
+    p.add_argument("--buffers", type=int, default=0, metavar="B",
+                   help="the clients type in B files, client i in the (i mod B)-th (default: each in every file)")
     repl = p.add_mutually_exclusive_group()
     repl.add_argument("--no-repl", action="store_true", help="serve without a REPL (the default)")
     repl.add_argument("--local-nrepl", action="store_true",
@@ -853,8 +866,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    if options.clients < 1 or options.seconds <= 0 or options.max_requests < 1:
-        print("load_test: --clients, --seconds and --max-requests must be positive", file=sys.stderr)
+    if options.clients < 1 or options.seconds <= 0 or options.max_requests < 1 or options.buffers < 0:
+        print("load_test: --clients, --seconds and --max-requests must be positive, --buffers not negative",
+              file=sys.stderr)
         return EXIT_SETUP
     with tempfile.TemporaryDirectory(prefix="cljassist-load-") as tmp:
         work = Path(tmp)

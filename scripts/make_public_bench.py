@@ -22,20 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cljassist.bench.make_cases import CATEGORIES, assign_ids, interleave, make_cases, write_jsonl  # noqa: E402
-from cljassist.corpus import Split, package_sources  # noqa: E402
+from cljassist.corpus import Split, library_sources  # noqa: E402
 
 SEED = 20240601
 PER_FILE_LIMIT = 12  # candidates per file and category before the balanced pick
 XREF_EVERY = 3  # where a package has cross-file cases, every 3rd pick is one
-# Build and data files, not library code.
-SKIP_FILES = {"project.clj", "data_readers.clj", "data_readers.cljc", "deps.edn"}
 
 
 def _library_tree(package: str, dest: Path) -> Path:
     """Copy the package's jar sources (not loose copies, not build files) into `dest`."""
-    for src in package_sources(package):
-        if src.relative.startswith("_loose/") or src.relative.rsplit("/", 1)[-1] in SKIP_FILES:
-            continue
+    for src in library_sources(package):
         target = dest / src.relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src.path, target)

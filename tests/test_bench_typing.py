@@ -16,7 +16,7 @@ from cljassist.cli import EXIT_ERROR, main
 from cljassist.clojure_text.closers import auto_paired_closers
 from cljassist.clojure_text.reader import scan
 from cljassist.config import Settings
-from cljassist.types import CompletionResult, Suggestion
+from cljassist.types import CompletionRequest, CompletionResult, Suggestion
 from tests.fakes import ScriptedModel
 
 FILE = "(ns t.core)\n\n(a [b] \"c\")\n\n(def x 1)\n\n(defn g\n  [y]\n  (inc y))\n"
@@ -331,3 +331,100 @@ def test_typing_replay_on_the_real_model(default_model, tmp_path):
     assert report["speedup"]["warm_p50"] > 0 and report["speedup"]["warm_p95"] > 0
     assert all(r["source"] in ("model", "type-through", "recent") for r in report["records"]["ours"])
     assert "speedup naive/ours" in format_typing_table(dict(report, model_load_ms=None))
+
+
+# --- files of the bench packages, warmed and cold files, the stages ------------------------------
+
+
+def _package_cache(tmp_path, packages: dict[str, dict[str, str]]):
+    cache = tmp_path / "cache"
+    for package, files in packages.items():
+        for relative, text in files.items():
+            path = cache / package / "src" / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        (cache / package / ".complete").write_text("")
+    return cache
+
+
+def test_bench_package_files_are_typeable_library_files_of_the_bench_packages_taken_in_turn(tmp_path):
+    from cljassist.bench.typing import bench_package_files
+    from cljassist.corpus import Split
+
+    split = Split(train=("libtrain-clojure",), bench=("liba-clojure", "libb-clojure"),
+                  reserved=("libsecret-clojure",))
+    cache = _package_cache(tmp_path, {
+        "liba-clojure": {"a/one.clj": FILE, "a/two.clj": FILE, "a/only_ns.clj": "(ns a.only-ns)\n",
+                         "project.clj": "(defproject a \"1\")\n", "_loose/usr/share/a/x.clj": FILE},
+        "libb-clojure": {"b/one.cljc": FILE},
+        "libtrain-clojure": {"t/one.clj": FILE},
+    })
+    picked = bench_package_files(10, seed=0, split=split, cache_dir=cache)
+    names = [p.relative_to(cache).as_posix() for p in picked]
+    # never a build file, a loose copy, a file with nothing to type, or another split's package
+    assert sorted(names) == ["liba-clojure/src/a/one.clj", "liba-clojure/src/a/two.clj",
+                             "libb-clojure/src/b/one.cljc"]
+    assert names[1] == "libb-clojure/src/b/one.cljc"  # the packages take turns
+    first_two = bench_package_files(2, seed=0, split=split, cache_dir=cache)
+    assert first_two == picked[:2] and bench_package_files(2, seed=0, split=split, cache_dir=cache) == first_two
+    firsts = {bench_package_files(1, seed=seed, split=split, cache_dir=cache)[0].name for seed in range(8)}
+    assert firsts == {"one.clj", "two.clj"}  # the seed orders each package's files
+
+
+def test_every_other_file_is_warmed_before_its_first_keystroke_and_reported_apart():
+    files = [(f"{name}.clj", "(ns t)\n(f x)\n") for name in "abcd"]
+    plans = plan_typing(files, 1)
+    warmed = []
+    run = replay(FakeEngine(), plans, pause=False, warm=warmed.append)
+    assert [r.file for r in warmed] == ["b.clj", "d.clj"]
+    assert warmed[0] == CompletionRequest("(ns t)\n", "\n", "b.clj")  # the buffer as opened, before typing
+    firsts = [(r.file, r.warmed) for r in run.records if r.file_first]
+    assert firsts == [("a.clj", False), ("b.clj", True), ("c.clj", False), ("d.clj", True)]
+    summary = summarize_path(run.records)
+    assert summary["first_in_cold_file"]["n"] == 2 and summary["first_in_warmed_file"]["n"] == 2
+    cold_only = summarize_path(replay(FakeEngine(), plans, pause=False).records)
+    assert cold_only["first_in_cold_file"]["n"] == 4 and cold_only["first_in_warmed_file"]["p50_ms"] is None
+
+
+def test_the_keystrokes_that_ran_the_model_and_each_stage_are_summarized():
+    stages = {"context": 1.0, "prompt_eval": 20.0, "generate": 30.0, "draft": 5.0, "model": 52.0, "verify": 9.0,
+              "repl_checks": 8.0}
+    records = [record(100.0, cold=True, timings=stages), record(60.0, timings=stages),
+               record(2.0, source="type-through")]
+    s = summarize_path(records)
+    assert s["ran_model"] == {"n": 2, "p50_ms": 60.0, "p95_ms": 100.0}
+    assert s["ran_model_warm"] == {"n": 1, "p50_ms": 60.0, "p95_ms": 60.0}
+    assert s["stages"]["prompt_eval"]["p50_ms"] == 20.0 and s["stages"]["draft"]["p95_ms"] == 5.0
+    assert s["stages"]["steer"] == {"n": 2, "p50_ms": 0.0, "p95_ms": 0.0}  # a stage not run counts 0
+    report = {"model": "m", "repl": "off", "model_load_ms": 1.0, "options": {"naive_every": 4},
+              "forms": [{"file": "a.clj", "keystrokes": 3}], "paths": {"ours": s}}
+    table = format_typing_table(report)
+    for row in ("ran the model p50 / p95 ms", "prompt eval p50 / p95 ms", "of it draft", "of it REPL checks",
+                "first in a cold file", "first in a warmed file"):
+        assert row in table
+
+
+def test_cli_typing_over_files_of_the_bench_packages(tmp_path, capsys, monkeypatch):
+    from cljassist.bench import typing as typing_module
+    from cljassist.frontends import common
+
+    source = tmp_path / "lib" / "t.clj"
+    source.parent.mkdir()
+    source.write_text(FILE)
+    asked = []
+
+    def files(count, seed):
+        asked.append((count, seed))
+        return [source]
+
+    monkeypatch.setattr(typing_module, "bench_package_files", files)
+    monkeypatch.setattr(common, "load_model", lambda settings: ScriptedModel(["1)"]))
+    out = tmp_path / "typing.json"
+    code = main(["bench", "--typing-bench-files", "3", "--seed", "5", "--no-repl", "--no-pause", "--forms", "1",
+                 "--json", str(out)])
+    assert code == 0, capsys.readouterr()
+    assert asked == [(3, 5)]
+    report = json.loads(out.read_text())
+    assert report["options"]["bench_files"] == 3 and report["forms"][0]["file"] == str(source)
+    assert main(["bench", "--typing-bench-files", "0", "--no-repl"]) == EXIT_ERROR
+    assert "--typing-bench-files must be at least 1" in capsys.readouterr().err

@@ -86,6 +86,23 @@ def test_project_sources_strip_the_cursor_marker_and_skip_hidden_and_big_files(t
     assert lt.namespace_of(sources["src/a.clj"]) == "a" and lt.namespace_of("(+ 1 2)") is None
 
 
+def test_with_buffers_each_client_types_in_one_file_and_the_clients_share_them():
+    files = ["a.clj", "b.clj", "c.clj", "d.clj", "e.clj"]
+    assert lt.client_files(files, 6, 0) == files  # by default every client in every file
+    by_client = [lt.client_files(files, i, 4) for i in range(16)]
+    assert all(len(chosen) == 1 for chosen in by_client)
+    assert [chosen[0] for chosen in by_client[:5]] == ["a.clj", "b.clj", "c.clj", "d.clj", "a.clj"]
+    assert {chosen[0] for chosen in by_client} == {"a.clj", "b.clj", "c.clj", "d.clj"}  # 16 clients, 4 buffers
+    options = lt.build_parser().parse_args(["--buffers", "4"])
+    assert options.buffers == 4 and options.clients == 16 and options.seconds == 60
+
+
+def test_more_buffers_than_files_is_a_setup_error(tmp_path):
+    options = lt.build_parser().parse_args(["--buffers", "3"])  # the demo project has two files
+    with pytest.raises(lt.SetupFailed, match="--buffers 3: .* has only 2 Clojure file"):
+        lt.run_load(options, tmp_path)
+
+
 def test_think_range_parses_low_high():
     assert lt._think_range("50-200") == (50.0, 200.0)
     assert lt._think_range("10") == (10.0, 10.0)

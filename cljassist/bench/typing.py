@@ -40,6 +40,11 @@ Cold and warm
   "cold" keystrokes are the first one after the engine was built (also reported as "first
   suggestion after start"; the model's load time is reported apart) and the first keystroke of
   each replayed form (a new place in the file, nothing cached for it). All others are "warm".
+  The first keystroke in each file is also reported on its own: "first suggestion in a cold file".
+  With a warmer (`file_warmer`: an editor sends `warm` on visiting a file, and the engine then
+  evaluates that file's prompt ahead), every other file (the 2nd, 4th, ...) is warmed before its
+  first keystroke, outside the measured time, and its first keystroke is "first suggestion in a
+  warmed file" instead.
 
 Two paths, one run
   "ours": an Engine with the given settings (caches and prompt reuse on). "naive": an Engine with
@@ -51,12 +56,23 @@ Two paths, one run
   per-namespace context cache (which predates these settings) is shared by both paths.
 
 Numbers
-  Percentiles are nearest-rank (``bench.metrics.percentile``). Stage percentiles (context, model,
-  verify) are over the keystrokes that ran the pipeline (source "model"). Speedup = naive / ours
+  Percentiles are nearest-rank (``bench.metrics.percentile``). "ran the model" is the keystroke
+  time over the keystrokes that ran the pipeline (source "model"), all of them and the warm ones.
+  Stage percentiles are over those keystrokes too, a stage a keystroke did not run counting 0:
+  context (waiting for the REPL's context), prompt_eval (the model reading the prompt, its start
+  read while the REPL answered included), generate (the branches), draft (of generate, guessing
+  tokens ahead: speculative decoding), model (all the model did), steer, verify and repl_checks
+  (of verify, the REPL's checks). Speedup = naive / ours
   for the warm p50 and p95 (ours over all its warm keystrokes; the JSON also has the ratio over
   only the keystrokes both paths replayed). ``--json OUT.json`` writes the summaries, the chosen
-  forms and every keystroke's record. Ghost text shows one suggestion, so ``-n`` defaults to 1 and
-  ``--max-new-tokens`` to 24 here unless given.
+  forms and every keystroke's record. Ghost text shows one suggestion: ``-n`` is the as-you-type
+  default (1) and ``--max-new-tokens`` 24 here unless given.
+
+Files of the bench packages
+  ``--typing-bench-files K`` replays K files of the `bench` packages of shared/corpus/split.toml
+  (never a reserved one), picked by ``bench_package_files``: each package's library sources (as
+  the public benchmark reads them: `corpus.library_sources`), the files with a form to type,
+  taken one package after the other, each package's files in a seeded order (``--seed``).
 """
 
 from __future__ import annotations
@@ -79,9 +95,9 @@ DEFAULT_FORMS = 3
 DEFAULT_PAUSE_MS = 120.0
 DEFAULT_NAIVE_EVERY = 4
 DEFAULT_MAX_FORM_CHARS = 400
-TYPING_CANDIDATES = 1  # ghost text shows one suggestion
 TYPING_MAX_NEW_TOKENS = 24
-STAGES = ("context", "model", "verify")
+# the engine's timings (CompletionResult.timings) reported per stage; see "Numbers" above
+STAGES = ("context", "prompt_eval", "generate", "draft", "model", "steer", "verify", "repl_checks")
 CACHE_SOURCES = ("type-through", "recent")
 
 
@@ -121,6 +137,10 @@ class FormPlan:
     def request(self, key: Keystroke) -> CompletionRequest:
         return CompletionRequest(self.text[:self.start] + self.form_text[:key.end],
                                  key.closers + self.text[self.end:], self.file)
+
+    def opened(self) -> CompletionRequest:
+        """The buffer before the form's first keystroke: the file without the form, the cursor where it was."""
+        return CompletionRequest(self.text[:self.start], self.text[self.end:], self.file)
 
     def upcoming(self, key: Keystroke) -> str:
         """What the user types after this keystroke (the rest of the form)."""
@@ -216,6 +236,8 @@ class KeyRecord:
     matched: bool = False
     suggestion: str | None = None
     error: str | None = None
+    file_first: bool = False  # the first keystroke typed in its file
+    warmed: bool = False  # its file was warmed before it (file_first only)
 
 
 def suggestion_matches(suggestion: str | None, upcoming: str) -> bool:
@@ -230,19 +252,31 @@ class Replay:
 
 def replay(engine: CompletingEngine, plans: list[FormPlan], every: int = 1, pause: bool = True,
            sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.perf_counter,
-           progress: Callable[[str], None] | None = None, label: str = "") -> Replay:
+           progress: Callable[[str], None] | None = None, label: str = "",
+           warm: Callable[[CompletionRequest], object] | None = None) -> Replay:
     """Type every `every`-th keystroke of each form through `engine`, one at a time. Ctrl-C stops the
-    replay and keeps what was measured."""
+    replay and keeps what was measured. `warm`: called with the buffer as it is opened (the cursor
+    where the first form is typed) before the first keystroke of every other file, the 2nd, 4th, ..."""
     every = max(1, every)
     records: list[KeyRecord] = []
     owed_pause_ms = 0.0  # the intervals of the keystrokes skipped since the last replayed one
+    files: list[str] = []
     try:
         for form_no, plan in enumerate(plans):
+            file_first = plan.file not in files
+            warmed = False
+            if file_first:
+                files.append(plan.file)
+                if warm is not None and len(files) % 2 == 0:
+                    warm(plan.opened())
+                    warmed = True
             for key in plan.keystrokes:
                 owed_pause_ms += key.pause_ms
                 if key.index % every:
                     continue
                 record = _type_key(engine, plan, form_no, key, cold=not records or key.index == 0, clock=clock)
+                record.file_first, record.warmed = file_first, warmed
+                file_first = warmed = False
                 records.append(record)
                 if pause:
                     # owed_pause_ms includes this key's interval; the request's time counts against it.
@@ -302,9 +336,13 @@ def summarize_path(records: list[KeyRecord]) -> dict:
     return {
         "keystrokes": n,
         "first_suggestion_ms": _round(records[0].ms) if records else None,
+        "first_in_cold_file": _spread([r.ms for r in records if r.file_first and not r.warmed]),
+        "first_in_warmed_file": _spread([r.ms for r in records if r.file_first and r.warmed]),
         "all": _spread([r.ms for r in records]),
         "cold": _spread([r.ms for r in records if r.cold]),
         "warm": _spread([r.ms for r in records if not r.cold]),
+        "ran_model": _spread([r.ms for r in pipeline]),
+        "ran_model_warm": _spread([r.ms for r in pipeline if not r.cold]),
         "stages": {stage: _spread([r.timings.get(stage, 0.0) for r in pipeline]) for stage in STAGES},
         "pipeline_keystrokes": len(pipeline),
         "type_through": _spread([r.ms for r in records if r.source == "type-through"]),
@@ -371,18 +409,27 @@ class TypingRun:
         return result
 
 
+def file_warmer(engine) -> Callable[[CompletionRequest], object] | None:
+    """How the replay warms a file before typing in it, as an editor's `warm` op does when it visits
+    the file: the engine's warm, once the engine has one (the `warm` op of the daemon's contracts);
+    None until then, and every file is replayed cold ("first suggestion in a warmed file" stays empty)."""
+    return None
+
+
 def run_typing(model, settings, plans: list[FormPlan], provider=None, verifier=None,
                naive_every: int = DEFAULT_NAIVE_EVERY, pause: bool = True, naive: bool = True,
                progress: Callable[[str], None] | None = None, sleep: Callable[[float], None] = time.sleep,
-               engine_factory=None) -> TypingRun:
+               engine_factory=None, warmer=file_warmer) -> TypingRun:
     """Replay `plans` on our engine (settings as given), then on the naive one (every
-    `naive_every`-th keystroke), sharing the model, provider and verifier."""
+    `naive_every`-th keystroke), sharing the model, provider and verifier. `warmer(engine)`: what
+    warms a file on our engine before typing in it (None: nothing); the naive one warms nothing."""
     if engine_factory is None:
         from cljassist.engine import Engine
 
         engine_factory = Engine
     ours_engine = engine_factory(model, settings, provider, verifier)
-    ours = replay(ours_engine, plans, 1, pause, sleep=sleep, progress=progress, label="ours")
+    ours = replay(ours_engine, plans, 1, pause, sleep=sleep, progress=progress, label="ours",
+                  warm=warmer(ours_engine))
     naive_run = None
     if naive and not ours.interrupted:
         naive_settings = settings.with_overrides(cache=False, reuse_prompt=False, prefetch=False)
@@ -409,17 +456,30 @@ def _pair(spread: dict) -> str:
     return f"{_ms(spread['p50_ms'])} / {_ms(spread['p95_ms'])}"
 
 
+def _counted(spread: dict) -> str:
+    return f"{_pair(spread)} ({spread['n']})"
+
+
 TABLE_ROWS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("keystrokes replayed", lambda s: str(s["keystrokes"])),
     ("first suggestion after start, ms", lambda s: _ms(s["first_suggestion_ms"])),
+    ("first in a cold file p50 / p95 ms (files)", lambda s: _counted(s["first_in_cold_file"])),
+    ("first in a warmed file p50 / p95 ms (files)", lambda s: _counted(s["first_in_warmed_file"])),
     ("cold keystrokes", lambda s: str(s["cold"]["n"])),
     ("cold p50 / p95 ms", lambda s: _pair(s["cold"])),
     ("warm keystrokes", lambda s: str(s["warm"]["n"])),
     ("warm p50 / p95 ms", lambda s: _pair(s["warm"])),
     ("pipeline runs", lambda s: str(s["pipeline_keystrokes"])),
+    ("ran the model p50 / p95 ms", lambda s: _pair(s["ran_model"])),
+    ("  of them warm p50 / p95 ms", lambda s: _counted(s["ran_model_warm"])),
     ("  context p50 / p95 ms", lambda s: _pair(s["stages"]["context"])),
+    ("  prompt eval p50 / p95 ms", lambda s: _pair(s["stages"]["prompt_eval"])),
+    ("  generate p50 / p95 ms", lambda s: _pair(s["stages"]["generate"])),
+    ("    of it draft p50 / p95 ms", lambda s: _pair(s["stages"]["draft"])),
     ("  model p50 / p95 ms", lambda s: _pair(s["stages"]["model"])),
+    ("  steer p50 / p95 ms", lambda s: _pair(s["stages"]["steer"])),
     ("  verify p50 / p95 ms", lambda s: _pair(s["stages"]["verify"])),
+    ("    of it REPL checks p50 / p95 ms", lambda s: _pair(s["stages"]["repl_checks"])),
     ("type-through keystrokes", lambda s: str(s["type_through"]["n"])),
     ("type-through p50 / p95 ms", lambda s: _pair(s["type_through"])),
     ("from cache: type-through", lambda s: _pct(s["cache_share"]["type-through"])),
@@ -463,6 +523,34 @@ def _times(ratio) -> str:
 # Command
 
 
+def bench_package_files(count: int, seed: int = 0, split=None, cache_dir: Path | None = None) -> list[Path]:
+    """``count`` source files of the `bench` packages (split.toml), deterministically: the files
+    with a form to type besides the ns form, one package after the other in the split's order,
+    each package's files in a seeded order. Fewer when the packages have fewer."""
+    from cljassist.corpus import Split, library_sources
+    from cljassist.fileio import read_source_file
+
+    split = split or Split.load()
+    streams: list[list[Path]] = []
+    for package in split.bench:
+        paths = [src.path for src in library_sources(package, cache_dir, split)]
+        random.Random(f"{seed}|{package}").shuffle(paths)
+        streams.append(paths)
+    picked: list[Path] = []
+    while len(picked) < count and any(streams):
+        for stream in streams:
+            while stream and len(picked) < count:
+                path = stream.pop(0)
+                try:
+                    typeable = bool(candidate_forms(read_source_file(path)))
+                except CljassistError:  # too big, unreadable: not a file to type
+                    typeable = False
+                if typeable:
+                    picked.append(path)
+                    break
+    return picked
+
+
 def read_typing_files(names: list[str]) -> list[tuple[Path, str]]:
     from cljassist.fileio import read_source_file
 
@@ -484,10 +572,17 @@ def run_typing_command(args) -> int:
             raise InputError(f"--{flag} is for CASES.jsonl; it does not apply to --typing")
     if args.forms < 1 or args.naive_every < 1:
         raise InputError("--forms and --naive-every must be at least 1")
-    files = read_typing_files(args.typing)
-    # Ghost text shows one short suggestion: these defaults apply unless the flags were given.
-    if args.candidates is None:
-        args.candidates = TYPING_CANDIDATES
+    names = list(args.typing or [])
+    if args.typing_bench_files is not None:
+        if args.typing_bench_files < 1:
+            raise InputError("--typing-bench-files must be at least 1")
+        names += [str(p) for p in bench_package_files(args.typing_bench_files, args.seed)]
+        if not names:
+            raise InputError("--typing-bench-files: the bench packages have no Clojure sources here "
+                             "(they are fetched with apt-get download on first use)")
+    files = read_typing_files(names)
+    # Ghost text shows one short suggestion: a short limit unless the flag was given (-n is the
+    # as-you-type default, KEYSTROKE_CANDIDATES).
     if args.max_new_tokens is None:
         args.max_new_tokens = TYPING_MAX_NEW_TOKENS
     settings = settings_from_args(args, files[0][0], keystrokes=True)
@@ -504,7 +599,7 @@ def run_typing_command(args) -> int:
                          naive_every=args.naive_every, pause=not args.no_pause, progress=progress)
     run.repl = front.repl_label
     run.model_load_ms = model_load_ms
-    run.options = {"forms": args.forms, "seed": args.seed, "pause": not args.no_pause, "pause_ms": args.pause_ms,
+    run.options = {"forms": args.forms, "seed": args.seed, "bench_files": args.typing_bench_files, "pause": not args.no_pause, "pause_ms": args.pause_ms,
                    "max_form_chars": args.max_form_chars, "candidates": settings.candidates,
                    "max_new_tokens": settings.max_new_tokens, "cache": settings.cache,
                    "reuse_prompt": settings.reuse_prompt}
