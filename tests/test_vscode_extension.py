@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXTENSION = ROOT / "editors" / "vscode"
 NODE_TESTS = sorted(str(p.relative_to(EXTENSION)) for p in (EXTENSION / "test").glob("*.test.js"))
+SECURITY_TESTS = ["test/security.test.js"]  # hostile port files and peers; no daemon needed
 
 
 def node_missing_reason() -> str | None:
@@ -28,19 +29,27 @@ def node_missing_reason() -> str | None:
     return None
 
 
-@pytest.mark.integration
-def test_the_extension_passes_its_node_tests_against_a_real_daemon_and_nrepl(nrepl_server, default_model_file):
+def run_node_tests(files: list[str], env: dict[str, str] | None = None) -> None:
     reason = node_missing_reason()
     if reason:
         pytest.skip(reason)
-    assert NODE_TESTS, "no editors/vscode/test/*.test.js"
-    env = {**os.environ, "CLJASSIST_TEST_NREPL": f"{nrepl_server.host}:{nrepl_server.port}",
-           "CLJASSIST_PYTHON": sys.executable}
-    result = subprocess.run(["node", "--test", *NODE_TESTS], cwd=EXTENSION, env=env, capture_output=True, text=True,
-                            timeout=600)
+    assert files and all((EXTENSION / f).is_file() for f in files), files
+    result = subprocess.run(["node", "--test", *files], cwd=EXTENSION, env={**os.environ, **(env or {})},
+                            capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"node --test failed:\n{output[-8000:]}"
     assert re.search(r"^# fail 0$", output, re.M) and re.search(r"^# pass [1-9]", output, re.M), output[-3000:]
+
+
+@pytest.mark.integration
+def test_the_extension_passes_its_node_tests_against_a_real_daemon_and_nrepl(nrepl_server, default_model_file):
+    run_node_tests([f for f in NODE_TESTS if f not in SECURITY_TESTS],
+                   {"CLJASSIST_TEST_NREPL": f"{nrepl_server.host}:{nrepl_server.port}", "CLJASSIST_PYTHON": sys.executable})
+
+
+@pytest.mark.security
+def test_the_extension_follows_no_port_file_it_should_not_and_drops_a_peer_that_floods_it():
+    run_node_tests(SECURITY_TESTS)
 
 
 def test_package_sh_writes_a_vsix_of_the_extension_alone(tmp_path):

@@ -14,6 +14,11 @@ const path = require('path');
 const PORT_FILE_NAME = '.cljassist-port';
 // The daemon listens on the loopback interface only; the port file names no host.
 const DAEMON_HOST = '127.0.0.1';
+// The daemon writes a line of about 80 bytes; anything much larger is not its port file.
+const MAX_PORT_FILE_BYTES = 4096;
+// A reply holds a few suggestions; a peer that sends more than this without a newline is not the
+// daemon, and is dropped rather than buffered without end.
+const MAX_REPLY_BYTES = 16 * 1024 * 1024;
 
 /**
  * @typedef {{port: number, token: string, pid: number, file: string}} PortFile
@@ -38,8 +43,38 @@ function parsePortFile(text, file) {
 }
 
 /**
+ * The text of `file` if it can be the daemon's port file: a small regular file of this user's
+ * that nobody else may write (the daemon creates it owner-only). A file a cloned project carries,
+ * a FIFO that would block the read, or one another user could have written is not followed:
+ * the extension would send the buffer to whatever listens on the port it names.
+ * @param {string} file
+ * @returns {string | null}
+ */
+function readPortFile(file) {
+  let fd;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0) | (fs.constants.O_NOFOLLOW ?? 0));
+  } catch (_absent) {
+    return null;
+  }
+  try {
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile() || stat.size > MAX_PORT_FILE_BYTES) return null;
+    if (typeof process.getuid === 'function' && stat.uid !== process.getuid()) return null;
+    if (process.platform !== 'win32' && (stat.mode & 0o022) !== 0) return null;
+    const buffer = Buffer.alloc(MAX_PORT_FILE_BYTES);
+    return buffer.subarray(0, fs.readSync(fd, buffer, 0, MAX_PORT_FILE_BYTES, 0)).toString('utf8');
+  } catch (_unreadable) {
+    return null;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
  * The nearest `.cljassist-port` in `start` (a directory) or above it, as `cljassist serve`
- * writes it in the project root; null when there is none or it is unreadable.
+ * writes it in the project root; null when there is none, or the nearest is not one the daemon
+ * wrote (`readPortFile`).
  * @param {string} start
  * @returns {PortFile | null}
  */
@@ -47,13 +82,10 @@ function findPortFile(start) {
   let dir = path.resolve(start);
   for (;;) {
     const file = path.join(dir, PORT_FILE_NAME);
-    let text;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (_missing) {
-      text = null;
+    if (fs.lstatSync(file, { throwIfNoEntry: false })) {
+      const text = readPortFile(file);
+      return text === null ? null : parsePortFile(text, file);
     }
-    if (text !== null) return parsePortFile(text, file);
     const parent = path.dirname(dir);
     if (parent === dir) return null;
     dir = parent;
@@ -119,12 +151,19 @@ class DaemonConnection {
 
   /** @param {string} chunk */
   onData(chunk) {
-    this.received += chunk;
+    let start = 0;
     let end;
-    while ((end = this.received.indexOf('\n')) >= 0) {
-      const line = this.received.slice(0, end);
-      this.received = this.received.slice(end + 1);
+    while ((end = chunk.indexOf('\n', start)) >= 0) {
+      const line = this.received + chunk.slice(start, end);
+      this.received = '';
+      start = end + 1;
       if (line.trim()) this.onLine(line);
+    }
+    this.received += chunk.slice(start);
+    if (this.received.length > MAX_REPLY_BYTES) {
+      this.received = '';
+      this.failAll(new DaemonError(`a reply longer than ${MAX_REPLY_BYTES} bytes: not the cljassist daemon`));
+      this.socket?.destroy();
     }
   }
 
@@ -257,4 +296,5 @@ class DaemonDirectory {
   }
 }
 
-module.exports = { PORT_FILE_NAME, DaemonConnection, DaemonDirectory, DaemonError, findPortFile, parsePortFile };
+module.exports = { MAX_PORT_FILE_BYTES, MAX_REPLY_BYTES, PORT_FILE_NAME, DaemonConnection, DaemonDirectory, DaemonError, findPortFile,
+  parsePortFile };
