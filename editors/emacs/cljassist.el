@@ -355,12 +355,15 @@ by what was typed, or dismiss it."
 
 (defun cljassist--take (kind length-of)
   "Insert the first part of the suggestion shown that LENGTH-OF measures.
-KIND (\"whole\", \"word\" or \"line\") is reported to the daemon."
+KIND (\"word\" or \"line\") is reported to the daemon, or \"whole\" when
+the part is all that was left: the statistics count a suggestion taken
+to its end as taken whole, as other editors report it."
   (if (not (cljassist--visible-p))
       (message "cljassist: no suggestion to accept")
     (let* ((entry (cljassist--current))
            (text (car entry))
            (taken (substring text 0 (min (length text) (funcall length-of text))))
+           (kind (if (= (length taken) (length text)) "whole" kind))
            (start (overlay-start cljassist--overlay)))
       (goto-char start)
       (let ((cljassist--inserting t))

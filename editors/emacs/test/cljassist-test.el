@@ -416,7 +416,7 @@ each with the other fields the daemon sends, then done."
       (should (eobp)))
     (should (equal (mapcar (lambda (r) (cljassist-test-field r "kind"))
                            (cljassist-test-sent "cljassist/accepted"))
-                   '("word" "line" "word" "line")))
+                   '("word" "line" "word" "whole")))   ; the last took all that was left
     (should (equal (mapcar (lambda (r) (cljassist-test-field r "chars"))
                            (cljassist-test-sent "cljassist/accepted"))
                    '(1 1 3 8)))
