@@ -107,7 +107,6 @@ class Cljassist {
     this.status = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
     this.status.command = 'cljassist.status';
     this.renderStatus();
-    this.status.show();
 
     const provider = { provideInlineCompletionItems: this.provide.bind(this) };
     context.subscriptions.push(
@@ -123,11 +122,10 @@ class Cljassist {
       vscode.commands.registerCommand('cljassist.status', () => this.showStatus()),
       vscode.commands.registerCommand('cljassist.startServer', () => this.startServer()),
       vscode.workspace.onDidChangeTextDocument((event) => this.followEdits(event)),
-      vscode.window.onDidChangeActiveTextEditor((editor) => editor && this.visit(editor.document)),
+      vscode.window.onDidChangeActiveTextEditor((editor) => this.visit(editor?.document)),
       { dispose: () => this.dispose() },
     );
-    const active = vscode.window.activeTextEditor;
-    if (active) this.visit(active.document);
+    this.visit(vscode.window.activeTextEditor?.document);
   }
 
   get settings() {
@@ -349,12 +347,16 @@ class Cljassist {
   // -- warm and status --------------------------------------------------------------------------
 
   /**
-   * A Clojure document is shown in the editor: warm the daemon for it where the cursor is, and
-   * say what the daemon checks with.
-   * @param {vscode.TextDocument} document
+   * The editor now shows `document`: for a Clojure one, warm the daemon for it where the cursor
+   * is and say in the status bar what the daemon checks with; for others, no status bar item.
+   * @param {vscode.TextDocument | undefined} document
    */
   async visit(document) {
-    if (!servable(document) || !this.settings.enabled) return;
+    if (!document || !servable(document) || !this.settings.enabled) {
+      this.status.hide();
+      return;
+    }
+    this.status.show();
     const connection = this.connectionFor(document);
     if (!connection) {
       this.setState({ daemon: false, reason: null });

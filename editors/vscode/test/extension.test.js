@@ -106,7 +106,10 @@ describe('without a daemon', () => {
     const context = { subscriptions: /** @type {{dispose(): any}[]} */ ([]) };
     try {
       const alone = activate(context);
+      vscode.openEditor(path.join(lonely, 'notes.md'), '# notes\n', 0, 'markdown');
+      assert.equal(alone.status.visible, false); // only beside Clojure files
       const editor = vscode.openEditor(path.join(lonely, 'a.clj'), SAMPLE, CURSOR);
+      assert.equal(alone.status.visible, true);
       assert.deepEqual(await editor.trigger(), []);
       assert.match(alone.status.text, /circle-slash/);
       assert.match(alone.status.tooltip, /cljassist serve/);
