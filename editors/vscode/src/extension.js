@@ -134,6 +134,7 @@ class Cljassist {
       enabled: config.get('enable', true),
       idleDelayMs: config.get('idleDelayMs', 150),
       candidates: config.get('candidates', 0),
+      candidatesOnRequest: config.get('candidatesOnRequest', 3),
       serveCommand: config.get('serveCommand', 'cljassist serve'),
     };
   }
@@ -159,16 +160,18 @@ class Cljassist {
   }
 
   /**
-   * The request fields for `offset` in `document`.
+   * The request fields for `offset` in `document`, asking for `n` suggestions (null: as many as
+   * the daemon gives as you type).
    * @param {vscode.TextDocument} document
    * @param {number} offset
+   * @param {number | null} [n]
    */
-  fieldsAt(document, offset) {
+  fieldsAt(document, offset, n = null) {
     return requestFields(document.getText(), offset, {
       file: document.uri.scheme === 'file' ? document.uri.fsPath : undefined,
       ns: calvaNamespace(document),
       buffer: documentKey(document),
-      n: this.settings.candidates || null,
+      n,
     });
   }
 
@@ -205,8 +208,12 @@ class Cljassist {
     const key = documentKey(document);
     const text = document.getText();
     const offset = document.offsetAt(position);
+    // Asked explicitly (Alt+\, or Alt+] for the next one): more suggestions than ghost text needs.
+    // The daemon keeps what it made at the same place and generates only the rest.
+    const explicit = context.triggerKind === vscode.InlineCompletionTriggerKind.Invoke;
+    const n = (explicit ? Math.max(settings.candidatesOnRequest, settings.candidates) : settings.candidates) || null;
     const kept = typedThrough(this.shown, key, text, offset);
-    if (kept.length) return this.items(kept, key, position, offset);
+    if (kept.length && (n ?? 0) <= (this.shown?.asked ?? 0)) return this.items(kept, key, position, offset);
 
     const connection = this.connectionFor(document);
     if (!connection) {
@@ -217,13 +224,11 @@ class Cljassist {
     const listener = token.onCancellationRequested(() => abort.abort());
     if (token.isCancellationRequested) abort.abort();
     try {
-      if (context.triggerKind === vscode.InlineCompletionTriggerKind.Automatic) {
-        await pause(settings.idleDelayMs, abort.signal);
-      }
+      if (!explicit) await pause(settings.idleDelayMs, abort.signal);
       if (abort.signal.aborted) return undefined;
       let reply;
       try {
-        reply = await connection.requestAlone('complete', this.fieldsAt(document, offset), abort.signal);
+        reply = await connection.requestAlone('complete', this.fieldsAt(document, offset, n), abort.signal);
       } catch (err) {
         this.setState({ daemon: false, reason: err instanceof Error ? err.message : String(err) });
         return undefined;
@@ -235,7 +240,8 @@ class Cljassist {
       }
       this.setState({ daemon: true, repl: reply.repl, reason: null });
       const suggestions = replySuggestions(reply);
-      this.shown = { key, before: text.slice(0, offset), after: text.slice(offset), anchor: offset, suggestions };
+      this.shown = { key, before: text.slice(0, offset), after: text.slice(offset), anchor: offset, suggestions,
+        asked: n ?? 0 };
       return this.items(suggestions, key, position, offset);
     } finally {
       listener.dispose();
@@ -304,7 +310,7 @@ class Cljassist {
     const connection = this.connectionFor(document);
     if (!connection) return null;
     /** @type {{[key: string]: any}} */
-    const fields = { ...this.fieldsAt(document, start + text.length), kind, chars };
+    const fields = { ...this.fieldsAt(document, start + text.length, this.settings.candidates || null), kind, chars };
     if (sid) {
       fields.sid = sid;
       this.scheduleRetained(sid, connection);

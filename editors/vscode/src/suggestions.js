@@ -10,8 +10,10 @@
 
 /**
  * @typedef {{text: string, sid?: string, score?: number}} Suggestion
- * @typedef {{key: string, before: string, after: string, anchor: number, suggestions: Suggestion[]}} Shown
- *   suggestions shown at `anchor` in the document `key` whose text was `before` + `after` there
+ * @typedef {{key: string, before: string, after: string, anchor: number, suggestions: Suggestion[],
+ *            asked?: number}} Shown
+ *   suggestions shown at `anchor` in the document `key` whose text was `before` + `after` there;
+ *   `asked`: how many were asked for (0: the daemon's as-you-type number)
  */
 
 /**

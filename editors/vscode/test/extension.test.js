@@ -201,6 +201,21 @@ describe('with cljassist serve and an nREPL', () => {
     assert.equal(editor.ghost, items[0]);
   });
 
+  test('asked explicitly (Alt+\\, Alt+]), it asks the daemon for more suggestions once', async (t) => {
+    const shown = /** @type {any} */ (editor.ghost).insertText;
+    const connection = extension.daemons.connectionFor(servers.project);
+    assert.ok(connection);
+    const asked = t.mock.method(connection, 'requestAlone');
+    const items = await editor.trigger({ kind: vscode.InlineCompletionTriggerKind.Invoke });
+    assert.equal(asked.mock.callCount(), 1);
+    assert.equal(asked.mock.calls[0].arguments[1].n, 3); // cljassist.candidatesOnRequest
+    assert.ok(items.some((i) => i.insertText === shown), 'the one shown is still among them');
+    const again = await editor.trigger({ kind: vscode.InlineCompletionTriggerKind.Invoke });
+    assert.deepEqual(again.map((i) => i.insertText), items.map((i) => i.insertText));
+    assert.equal(asked.mock.callCount(), 1); // the same place: what was asked for is there
+    editor.ghost = items.find((i) => i.insertText === shown) || null;
+  });
+
   test('Ctrl+Right takes a word and reports it; Tab takes the rest and reports that; what stays is reported later', async () => {
     const shown = /** @type {any} */ (editor.ghost).insertText;
     const sid = /** @type {any} */ (editor.ghost).command.arguments[0].sid;

@@ -85,7 +85,7 @@ async function startServers(files) {
     // A generous deadline: a busy machine must not turn an answer into an empty one. Every
     // suggestion is shown whatever its score: this is about the plumbing.
     const daemon = await startCljassist(
-      ['serve', '--nrepl', nrepl, '--no-inject', '-n', '2', '--max-new-tokens', '32', '--deadline-ms', '60000',
+      ['serve', '--nrepl', nrepl, '--no-inject', '--max-new-tokens', '32', '--deadline-ms', '60000',
         '--min-score', '0'],
       project, /listening on 127\.0\.0\.1:(\d+)/, env);
     started.push(daemon.process);
