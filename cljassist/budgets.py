@@ -104,7 +104,8 @@ DEADLINE = Budget(
 KEYSTROKE_DEADLINE = Budget(
     "model", "generation deadline, as you type", 200, "ms", "`:deadline-ms`, `--deadline-ms`",
     "after the prompt is read: a suggestion later than this is typed over anyway. Past it no further candidate "
-    "is generated, and none checked in the REPL once one has passed; the result says which it cut")
+    "is generated (of the names steered in, the likeliest alone is scored), and none checked in the REPL once "
+    "one has passed; the result says which it cut")
 SPECULATED_TOKENS = Budget(
     "model", "tokens guessed ahead per model pass", 8, "tokens", "`:speculate false` turns guessing off",
     "speculative decoding checks this many guessed tokens in one pass; a pass over a few more tokens "

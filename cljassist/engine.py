@@ -228,18 +228,17 @@ class Engine:
         lap("model")
         timings["model"] = round(timings["model"] + model_ms, 2)
         _model_stages(timings, self.model.last_stats, model_ms)
-        past_deadline = None
+        deadline_at = None
         if deadline is not None:
             deadline_at = generating + self.model.last_stats.get("prompt_ms", 0.0) / 1000 + deadline
 
-            def past_deadline() -> bool:
-                return time.perf_counter() >= deadline_at
-
         # 4b. Steering: where a symbol is being typed, the names that complete it (locals, the
-        #     file's, the REPL's) scored by the model join its candidates (kept ones were steered).
+        #     file's, the REPL's) scored by the model join its candidates (kept ones were steered);
+        #     past the deadline only the likeliest name is scored.
         known = known_names(analysis, live) if self.settings.steer else None
         if known is not None and not kept:
-            generations = generations + steered_generations(self.model, prompt, known, cancelled)
+            left_s = None if deadline_at is None else max(0.0, deadline_at - time.perf_counter())
+            generations = generations + steered_generations(self.model, prompt, known, cancelled, left_s)
             lap("steer")
 
         # 5. Verification: structure, then (with a REPL) read, compile and opt-in eval, the likeliest
@@ -254,6 +253,7 @@ class Engine:
         if self.verifier is not None and self.settings.verify and repl_state is not ReplStatus.SKIPPED:
             checking = time.perf_counter()
             try:
+                past_deadline = None if deadline_at is None else (lambda: time.perf_counter() >= deadline_at)
                 repl_checks(sorted(fresh, key=confidence, reverse=True), self.verifier, analysis, repl_budget,
                             past_deadline)
             except (ReplUnavailable, ReplTimeout) as exc:

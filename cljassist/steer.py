@@ -93,11 +93,14 @@ def completed_symbol(prefix: str, text: str) -> str:
 
 
 def steered_generations(model: CompletionModel, prompt: Prompt, known: KnownNames,
-                        cancelled: Callable[[], bool] | None = None) -> list[Generation]:
+                        cancelled: Callable[[], bool] | None = None,
+                        deadline_s: float | None = None) -> list[Generation]:
     """The rests of the known names, scored by the model as continuations of ``prompt`` that end
-    the symbol there (the best STEER_SCORED of them; none for a model that cannot score)."""
+    the symbol there (the best STEER_SCORED of them, or fewer where ``deadline_s`` passes: the
+    best one is always scored; none for a model that cannot score)."""
     texts = [n[len(known.prefix):] for n in known.names if len(n) > len(known.prefix)][: REPL_MATCHES.value]
     if not texts:
         return []
-    scored = model.score_continuations(prompt, texts, STEER_SCORED.value, ends=ends_token, cancelled=cancelled)
+    scored = model.score_continuations(prompt, texts, STEER_SCORED.value, ends=ends_token, cancelled=cancelled,
+                                       deadline_s=deadline_s)
     return [g for g in scored if g is not None]

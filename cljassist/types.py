@@ -273,13 +273,15 @@ class CompletionModel(Protocol):
 
     def score_continuations(self, prompt: "Prompt | str", texts: Sequence[str], most: int,
                             ends: Callable[[str], bool] | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> "list[Generation | None]":
+                            cancelled: Callable[[], bool] | None = None,
+                            deadline_s: float | None = None) -> "list[Generation | None]":
         """Each of ``texts`` scored as a candidate continuing ``prompt``, one answer per text in
         order: a Generation (finish "steered") whose ``logprob`` and ``n_tokens`` are what generating
         that text would give (so its confidence compares with the generated candidates'), or None
         where it is not scored. At most ``most`` texts are scored, the most probable first.
         ``ends(ch)``: the text must also end before a character ``ends`` accepts (the probability
-        of that counts as one more token). A model that cannot score (a server) answers all None."""
+        of that counts as one more token). ``deadline_s``: seconds after which no further text is
+        scored (the most probable one always is). A model that cannot score (a server) answers all None."""
         ...
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:

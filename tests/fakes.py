@@ -23,6 +23,7 @@ class ScriptedModel:
         self.outputs = outputs
         self.scores = scores or {}
         self.scored: list[list[str]] = []  # the texts of every score_continuations call
+        self.scoring_deadlines: list[float | None] = []  # and its deadline_s
         self.fim = load_fim_table()[family]
         self.prompts: list[str] = []
         self.last_stats: dict[str, Any] = {}
@@ -50,8 +51,10 @@ class ScriptedModel:
 
     def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
                             ends: Callable[[str], bool] | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+                            cancelled: Callable[[], bool] | None = None,
+                            deadline_s: float | None = None) -> list[Generation | None]:
         self.scored.append(list(texts))
+        self.scoring_deadlines.append(deadline_s)
         ranked = sorted((t for t in texts if t in self.scores), key=lambda t: -self.scores[t])[:most]
         return [Generation(text=t, logprob=self.scores[t] * 2, n_tokens=2, finish="steered", ms=1.0)
                 if t in ranked else None for t in texts]
@@ -94,8 +97,9 @@ class RecordingModel:
 
     def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
                             ends: Callable[[str], bool] | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
-        return self.model.score_continuations(prompt, texts, most, ends, cancelled)
+                            cancelled: Callable[[], bool] | None = None,
+                            deadline_s: float | None = None) -> list[Generation | None]:
+        return self.model.score_continuations(prompt, texts, most, ends, cancelled, deadline_s)
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         return self.model.preload(text, cancelled)

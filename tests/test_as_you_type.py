@@ -125,7 +125,27 @@ def test_as_you_type_one_candidate_is_made_unless_asked():
     assert [c.text for c in result.candidates] == ["(inc x)"]
 
 
+def test_steering_is_given_what_is_left_of_the_deadline():
+    request = CompletionRequest("(defn f [counter]\n  (cou", ")\n")
+    model = ScriptedModel([("nter", -0.2)], scores={"nter": -0.1})
+    Engine(model, Settings(candidates=1, deadline_ms=5000)).complete(request)
+    [left] = model.scoring_deadlines
+    assert 0 < left <= 5.0
+    model = ScriptedModel([("nter", -0.2)], scores={"nter": -0.1})
+    Engine(model, Settings(candidates=1, deadline_ms=None)).complete(request)
+    assert model.scoring_deadlines == [None]
+
+
 # ------------------------------------------------------------------------------ the real model
+
+
+def test_past_the_deadline_only_the_likeliest_text_is_scored(default_model):
+    prompt = rendered_prompt(default_model, "(defn f [xs]\n  (wh")
+    every = default_model.score_continuations(prompt, ["en", "ile", "en-let"], most=3)
+    assert all(s is not None for s in every)
+    late = default_model.score_continuations(prompt, ["en", "ile", "en-let"], most=3, deadline_s=0.0)
+    [(i, scored)] = [(i, s) for i, s in enumerate(late) if s is not None]
+    assert scored.token_ids == every[i].token_ids and scored.logprob == pytest.approx(every[i].logprob)
 
 
 def test_skip_leaves_out_the_first_branches_and_reads_the_prompt_from_the_cache(default_model):

@@ -61,7 +61,7 @@ class PromptCatcher:
         self.prompts.append(as_prompt(prompt))
         return []
 
-    def score_continuations(self, prompt, texts, most, ends=None, cancelled=None):
+    def score_continuations(self, prompt, texts, most, ends=None, cancelled=None, deadline_s=None):
         return [None] * len(texts)
 
     def preload(self, text, cancelled=None) -> int:

@@ -677,7 +677,8 @@ class LocalModel:
 
     def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
                             ends: Callable[[str], bool] | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+                            cancelled: Callable[[], bool] | None = None,
+                            deadline_s: float | None = None) -> list[Generation | None]:
         """Each text scored as a candidate continuing ``prompt``: its tokens (as the tokenizer cuts
         the backed-off text followed by it), each with the log-probability a branch of
         :meth:`generate_candidates` gives it, the backed-off text's constraint and renormalization
@@ -689,7 +690,9 @@ class LocalModel:
         no step may take, come back None.
         ``ends``: the text must also end there, as the stop rule ends a symbol: the probability that
         the next token is a stop token or one whose text starts with a character ``ends`` accepts
-        is counted as one more token, as the token that triggers a stop is for a generated one."""
+        is counted as one more token, as the token that triggers a stop is for a generated one.
+        ``deadline_s``: seconds from now after which no further text is scored (the first is)."""
+        end_at = time.perf_counter() + deadline_s if deadline_s is not None else None
         prompt = self.heal(as_prompt(prompt))
         healed = (prompt.healed or "").encode("utf-8")
         paths = [self.tokenize(prompt.healed + text, special=False) if text else [] for text in texts]
@@ -700,9 +703,11 @@ class LocalModel:
         ranked = sorted((i for i, lp in firsts.items() if lp is not None), key=lambda i: -firsts[i])
         ending = self._ending_tokens(ends) if ends is not None else None
         out: list[Generation | None] = [None] * len(texts)
-        for i in ranked[: max(0, most)]:
+        for k, i in enumerate(ranked[: max(0, most)]):
             if cancelled is not None and cancelled():
                 raise Cancelled("cancelled while scoring")
+            if k and end_at is not None and time.perf_counter() >= end_at:
+                break
             out[i] = self._score_path(len(ids), paths[i], texts[i], healed, lp0, ending)
         self._back_to_prompt(len(ids))
         return out

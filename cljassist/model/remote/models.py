@@ -251,7 +251,8 @@ class RemoteModel:
 
     def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
                             ends: Callable[[str], bool] | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+                            cancelled: Callable[[], bool] | None = None,
+                            deadline_s: float | None = None) -> list[Generation | None]:
         """None for each: a completion server generates, it does not score given text."""
         return [None] * len(texts)
 
@@ -338,10 +339,11 @@ class FallbackModel:
 
     def score_continuations(self, prompt: Prompt | str, texts: Sequence[str], most: int,
                             ends: Callable[[str], bool] | None = None,
-                            cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+                            cancelled: Callable[[], bool] | None = None,
+                            deadline_s: float | None = None) -> list[Generation | None]:
         """The server's answer (None for each): the prompt is the server's, and which model last
         answered changes from one request to the next."""
-        return self.remote.score_continuations(prompt, texts, most, ends, cancelled)
+        return self.remote.score_continuations(prompt, texts, most, ends, cancelled, deadline_s)
 
     def preload(self, text: str, cancelled: Callable[[], bool] | None = None) -> int:
         """Nothing to do: the prompt's start is rendered for the server's format, and the local
