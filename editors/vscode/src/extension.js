@@ -285,7 +285,14 @@ class Cljassist {
     const before = document.getText();
     const offset = document.offsetAt(editor.selection.active);
     const offered = typedThrough(this.shown, documentKey(document), before, offset);
-    await vscode.commands.executeCommand(command);
+    try {
+      await vscode.commands.executeCommand(command);
+    } catch (err) { // an older VS Code than the command
+      const why = `cljassist: ${command} failed: ${err instanceof Error ? err.message : String(err)}`;
+      this.log(why);
+      void vscode.window.showWarningMessage(why);
+      return null;
+    }
     const inserted = insertedAt(before, document.getText(), offset, document.offsetAt(editor.selection.active));
     if (!inserted) return null;
     const taken = offered.find((s) => s.text.startsWith(inserted));

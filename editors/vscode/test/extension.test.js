@@ -308,6 +308,17 @@ describe('with cljassist serve and an nREPL', () => {
     }
   });
 
+  test('a partial accept VS Code does not have (an older version) is a warning, not a failure', async () => {
+    const original = vscode.commandHandlers.get('editor.action.inlineSuggest.acceptNextLine');
+    vscode.commandHandlers.delete('editor.action.inlineSuggest.acceptNextLine');
+    try {
+      assert.equal(await vscode.commands.executeCommand('cljassist.acceptLine'), null);
+      assert.match(vscode.warnings.at(-1) ?? '', /acceptNextLine failed: command .* not found/);
+    } finally {
+      vscode.commandHandlers.set('editor.action.inlineSuggest.acceptNextLine', /** @type {Function} */ (original));
+    }
+  });
+
   test('the status bar item opens the status with what can be done', async () => {
     assert.equal(extension.status.command, 'cljassist.status');
     await vscode.commands.executeCommand('cljassist.status');

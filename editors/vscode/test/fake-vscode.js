@@ -106,6 +106,8 @@ const configuration = {};
 const statusBarItems = [];
 /** @type {string[]} */
 const outputLines = [];
+/** @type {string[]} */
+const warnings = [];
 /** @type {{name: string, cwd: string, sent: string[]}[]} */
 const terminals = [];
 /** @type {any} */
@@ -128,6 +130,8 @@ const window = {
   },
   /** @param {string} _message @param {...string} _actions */
   async showInformationMessage(_message, ..._actions) { return undefined; },
+  /** @param {string} message */
+  async showWarningMessage(message) { warnings.push(message); return undefined; },
   /** @param {{name: string, cwd: string}} options */
   createTerminal(options) {
     const terminal = { ...options, sent: /** @type {string[]} */ ([]), show() {},
@@ -306,6 +310,6 @@ module.exports = {
   Position, Range, InlineCompletionItem, InlineCompletionTriggerKind, StatusBarAlignment, EventEmitter,
   CancellationTokenSource, Uri, window, workspace, languages, extensions, commands,
   // driving it from a test
-  install, openEditor, setCalva, Editor, TextDocument, configuration, statusBarItems, outputLines, terminals,
+  install, openEditor, setCalva, Editor, TextDocument, configuration, statusBarItems, outputLines, warnings, terminals,
   providers, commandHandlers,
 };
