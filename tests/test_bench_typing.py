@@ -396,11 +396,13 @@ def test_the_keystrokes_that_ran_the_model_and_each_stage_are_summarized():
     assert s["ran_model_warm"] == {"n": 1, "p50_ms": 60.0, "p95_ms": 60.0}
     assert s["stages"]["prompt_eval"]["p50_ms"] == 20.0 and s["stages"]["draft"]["p95_ms"] == 5.0
     assert s["stages"]["steer"] == {"n": 2, "p50_ms": 0.0, "p95_ms": 0.0}  # a stage not run counts 0
+    records[1].cut = {"verification": 2}
+    assert summarize_path(records)["deadline_cut_share"] == {"generation": 0.0, "verification": 0.5}
     report = {"model": "m", "repl": "off", "model_load_ms": 1.0, "options": {"naive_every": 4},
               "forms": [{"file": "a.clj", "keystrokes": 3}], "paths": {"ours": s}}
     table = format_typing_table(report)
     for row in ("ran the model p50 / p95 ms", "prompt eval p50 / p95 ms", "of it draft", "of it REPL checks",
-                "first in a cold file", "first in a warmed file"):
+                "first in a cold file", "first in a warmed file", "deadline cut: generation / checks"):
         assert row in table
 
 
@@ -428,3 +430,17 @@ def test_cli_typing_over_files_of_the_bench_packages(tmp_path, capsys, monkeypat
     assert report["options"]["bench_files"] == 3 and report["forms"][0]["file"] == str(source)
     assert main(["bench", "--typing-bench-files", "0", "--no-repl"]) == EXIT_ERROR
     assert "--typing-bench-files must be at least 1" in capsys.readouterr().err
+
+
+def test_what_the_deadline_cut_is_recorded_per_keystroke():
+    from cljassist.types import CUT_VERIFICATION, Candidate
+
+    class CuttingEngine(FakeEngine):
+        def complete(self, request):
+            result = super().complete(request)
+            result.candidates = [Candidate("x", -0.1, 1, "stop"), Candidate("y", -0.5, 1, "stop", cut=CUT_VERIFICATION)]
+            return result
+
+    records = replay(CuttingEngine(), plan_typing([("a.clj", "(ns a)\n(f x)\n")], 1), pause=False).records
+    assert records and all(r.cut == {"verification": 1} for r in records)
+    assert summarize_path(records)["deadline_cut_share"]["verification"] == 1.0

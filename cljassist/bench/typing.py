@@ -62,7 +62,8 @@ Numbers
   context (waiting for the REPL's context), prompt_eval (the model reading the prompt, its start
   read while the REPL answered included), generate (the branches), draft (of generate, guessing
   tokens ahead: speculative decoding), model (all the model did), steer, verify and repl_checks
-  (of verify, the REPL's checks). Speedup = naive / ours
+  (of verify, the REPL's checks); and the share of them where the deadline cut a candidate's
+  generation, or left one unchecked. Speedup = naive / ours
   for the warm p50 and p95 (ours over all its warm keystrokes; the JSON also has the ratio over
   only the keystrokes both paths replayed). ``--json OUT.json`` writes the summaries, the chosen
   forms and every keystroke's record. Ghost text shows one suggestion: ``-n`` is the as-you-type
@@ -88,7 +89,7 @@ from typing import Callable, Protocol
 from cljassist.bench.metrics import percentile
 from cljassist.clojure_text.closers import auto_paired_closers
 from cljassist.clojure_text.reader import ScanState, namespace_of_form, parse, scan
-from cljassist.types import CompletionRequest
+from cljassist.types import CUT_GENERATION, CUT_VERIFICATION, CompletionRequest
 from cljassist.errors import CljassistError, InputError
 
 DEFAULT_FORMS = 3
@@ -238,6 +239,7 @@ class KeyRecord:
     error: str | None = None
     file_first: bool = False  # the first keystroke typed in its file
     warmed: bool = False  # its file was warmed before it (file_first only)
+    cut: dict[str, int] = field(default_factory=dict)  # what the deadline cut (CompletionResult.cut_by_deadline)
 
 
 def suggestion_matches(suggestion: str | None, upcoming: str) -> bool:
@@ -307,6 +309,7 @@ def _type_key(engine: CompletingEngine, plan: FormPlan, form_no: int, key: Keyst
     top = result.suggestions[0].text if result.suggestions else None
     record.timings = dict(result.timings)
     record.source = result.source
+    record.cut = result.cut_by_deadline
     record.offered = top is not None
     record.suggestion = top
     record.matched = suggestion_matches(top, plan.upcoming(key))
@@ -345,6 +348,9 @@ def summarize_path(records: list[KeyRecord]) -> dict:
         "ran_model_warm": _spread([r.ms for r in pipeline if not r.cold]),
         "stages": {stage: _spread([r.timings.get(stage, 0.0) for r in pipeline]) for stage in STAGES},
         "pipeline_keystrokes": len(pipeline),
+        # of the keystrokes that ran the model, the share where the deadline cut something, by what it cut
+        "deadline_cut_share": {stage: _share(sum(bool(r.cut.get(stage)) for r in pipeline), len(pipeline))
+                               for stage in (CUT_GENERATION, CUT_VERIFICATION)},
         "type_through": _spread([r.ms for r in records if r.source == "type-through"]),
         "cache_share": {source: _share(sum(r.source == source for r in records), n) for source in CACHE_SOURCES},
         "offered_share": _share(sum(r.offered for r in records), n),
@@ -472,6 +478,8 @@ TABLE_ROWS: tuple[tuple[str, Callable[[dict], str]], ...] = (
     ("pipeline runs", lambda s: str(s["pipeline_keystrokes"])),
     ("ran the model p50 / p95 ms", lambda s: _pair(s["ran_model"])),
     ("  of them warm p50 / p95 ms", lambda s: _counted(s["ran_model_warm"])),
+    ("  deadline cut: generation / checks", lambda s: f"{_pct(s['deadline_cut_share'][CUT_GENERATION])} / "
+                                                      f"{_pct(s['deadline_cut_share'][CUT_VERIFICATION])}"),
     ("  context p50 / p95 ms", lambda s: _pair(s["stages"]["context"])),
     ("  prompt eval p50 / p95 ms", lambda s: _pair(s["stages"]["prompt_eval"])),
     ("  generate p50 / p95 ms", lambda s: _pair(s["stages"]["generate"])),
