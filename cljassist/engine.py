@@ -6,7 +6,8 @@
             -> prompt -> model candidates (+ names steered in) -> verification -> ranking -> suggestions
 
 Every front-end (CLI, benchmark, nREPL bridge, terminal prompt, file watcher) calls
-`Engine.complete` and nothing below it.
+`Engine.complete` and nothing below it. `Engine.warm` runs the same stages up to the prompt and has
+the model evaluate it and keep it, so that the first suggestion in a buffer opened is fast.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from cljassist.prompt import PromptInput, PromptLimits, assemble_prompt
 from cljassist.rank import confidence, rank, withhold_below
 from cljassist.steer import known_names, steered_generations
 from cljassist.types import (
-    CUT_VERIFICATION, Candidate, CompletionModel, CompletionRequest, CompletionResult, ContextProvider, ReplStatus,
+    CUT_VERIFICATION, Candidate, CompletionModel, CompletionRequest, CompletionResult, ContextProvider, Prompt,
+    ReplStatus, WarmResult,
 )
 from cljassist.verify import NOT_CHECKED_IN_TIME, repl_checks, structural_check
 from cljassist.verify.resolves import resolves_check
@@ -151,6 +153,22 @@ class Engine:
             return "off"
         return self.repl.connection_stamp
 
+    def warm(self, request: CompletionRequest, cancelled: Callable[[], bool] | None = None) -> WarmResult:
+        """Evaluate the prompt a completion at ``request`` would read (the same stages build it:
+        the REPL context and other files' definitions shown are remembered as for a completion) and
+        have the model keep it evaluated, without generating; ``cancelled`` as for :meth:`complete`."""
+        if not self.settings.reuse_prompt:
+            return WarmResult(0, "prompt reuse is off (:reuse-prompt false)")
+        timings: dict[str, float] = {}
+        staged = self._prompt_stages(request, cancelled, timings, _Lap(timings, cancelled))
+        self.model.generate_candidates(staged.prompt, n=0, max_tokens=self.settings.max_new_tokens,
+                                       stop=make_stop_rule(staged.analysis.gap), cancelled=cancelled)
+        stats = self.model.last_stats
+        if "prompt_tokens" not in stats:
+            return WarmResult(0, f"the model {self.model.name} keeps no evaluated prompt")
+        warmed = staged.preloaded + stats["prompt_tokens"] - stats.get("reused_tokens", 0)
+        return WarmResult(warmed, None if warmed else "its prompt is evaluated already")
+
     def _run_pipeline(
         self, request: CompletionRequest, n: int, cancelled: Callable[[], bool] | None, started: float,
         kept: list[Candidate] = (),
@@ -159,58 +177,9 @@ class Engine:
         branches are not generated again, nor its names steered in, nor its checks run again."""
         timings: dict[str, float] = {}
         lap = _Lap(timings, cancelled)
-
-        # 1. Text analysis, once for every stage: namespace, the symbol being typed, locals, the
-        #    reader state at the gap (references and file defs are read when first asked for).
-        analysis = analyze(request.prefix, request.suffix, request.namespace)
-        cursor = analysis.cursor
-        lap("analysis")
-
-        # 2. Live REPL context (optional: completion works without a REPL), asked for in the
-        #    background while the model evaluates the part of the prompt that does not depend on it.
-        #    The context and the checks share one REPL budget, however many candidates there are.
-        repl_budget = TimeBudget(self.settings.repl_timeout_ms / 1000)
-        pending = self._start_gather(analysis, repl_budget)
-        project = project_of(request.file, cursor.namespace) if self._repo_layout else None
-        shown_key = (request.file, cursor.namespace)
-        prompt_input = PromptInput(
-            request.prefix,
-            request.suffix,
-            file=request.file,
-            namespace=cursor.namespace,
-            form_start=cursor.top_level[0] if cursor.top_level else None,
-            repl_attached=self.repl is not None,
-            project=project.name if project is not None else None,
-            project_file=project.current if project is not None else "",
-        )
-        limits = PromptLimits.of(self.settings)
-        model_ms = 0.0
-        if not self.settings.reuse_prompt:
-            self.model.forget()  # the naive baseline: every prompt evaluated from its first token
-        elif pending is not None:
-            skeleton = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits,
-                                       definitions=self._shown_definitions.get(shown_key, ()))
-            t0 = time.perf_counter()
-            try:
-                self.model.preload(skeleton.stable, cancelled)
-            finally:
-                model_ms += (time.perf_counter() - t0) * 1000
-                lap.skip()
-        live, repl_state, repl_error, gather_ms = self._finish_gather(pending, cursor, request.file, repl_budget)
-        lap("context")
-        if gather_ms is not None:
-            timings["context_gather"] = round(gather_ms, 2)
-        definitions: tuple[Definition, ...] = ()
-        if project is not None:
-            definitions = self._find_definitions(project, analysis, live)
-            if self.settings.reuse_prompt:
-                definitions = self._steady_definitions(shown_key, definitions)
-            lap("definitions")
-
-        # 3. Prompt within the token budget.
-        prompt = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits,
-                                 context_lines=live.lines if live else (), definitions=definitions)
-        lap("prompt")
+        staged = self._prompt_stages(request, cancelled, timings, lap)
+        analysis, prompt, live, repl_budget = staged.analysis, staged.prompt, staged.live, staged.repl_budget
+        repl_state, repl_error, model_ms = staged.repl_state, staged.repl_error, staged.model_ms
 
         # 4. Model candidates, each ended by the stop rule as soon as its forms are complete. The
         #    deadline counts from the end of the prompt's evaluation, as the model counts it.
@@ -278,7 +247,7 @@ class Engine:
             suggestions=suggestions,
             ms=(time.perf_counter() - started) * 1000,
             timings=timings,
-            namespace=cursor.namespace,
+            namespace=analysis.cursor.namespace,
             repl=repl_state,
             withheld=len(candidates) - len(suggestions),
             below_min_score=len(held_back),
@@ -287,6 +256,63 @@ class Engine:
             candidates=candidates,
             repl_error=repl_error,
         )
+
+    def _prompt_stages(self, request: CompletionRequest, cancelled: Callable[[], bool] | None,
+                       timings: dict[str, float], lap: "_Lap") -> "_Staged":
+        """The stages up to the prompt, as :meth:`complete` and :meth:`warm` both run them."""
+        # 1. Text analysis, once for every stage: namespace, the symbol being typed, locals, the
+        #    reader state at the gap (references and file defs are read when first asked for).
+        analysis = analyze(request.prefix, request.suffix, request.namespace)
+        cursor = analysis.cursor
+        lap("analysis")
+
+        # 2. Live REPL context (optional: completion works without a REPL), asked for in the
+        #    background while the model evaluates the part of the prompt that does not depend on it.
+        #    The context and the checks share one REPL budget, however many candidates there are.
+        repl_budget = TimeBudget(self.settings.repl_timeout_ms / 1000)
+        pending = self._start_gather(analysis, repl_budget)
+        project = project_of(request.file, cursor.namespace) if self._repo_layout else None
+        shown_key = (request.file, cursor.namespace)
+        prompt_input = PromptInput(
+            request.prefix,
+            request.suffix,
+            file=request.file,
+            namespace=cursor.namespace,
+            form_start=cursor.top_level[0] if cursor.top_level else None,
+            repl_attached=self.repl is not None,
+            project=project.name if project is not None else None,
+            project_file=project.current if project is not None else "",
+        )
+        limits = PromptLimits.of(self.settings)
+        model_ms = 0.0
+        preloaded = 0
+        if not self.settings.reuse_prompt:
+            self.model.forget()  # the naive baseline: every prompt evaluated from its first token
+        elif pending is not None:
+            skeleton = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits,
+                                       definitions=self._shown_definitions.get(shown_key, ()))
+            t0 = time.perf_counter()
+            try:
+                preloaded = self.model.preload(skeleton.stable, cancelled)
+            finally:
+                model_ms += (time.perf_counter() - t0) * 1000
+                lap.skip()
+        live, repl_state, repl_error, gather_ms = self._finish_gather(pending, cursor, request.file, repl_budget)
+        lap("context")
+        if gather_ms is not None:
+            timings["context_gather"] = round(gather_ms, 2)
+        definitions: tuple[Definition, ...] = ()
+        if project is not None:
+            definitions = self._find_definitions(project, analysis, live)
+            if self.settings.reuse_prompt:
+                definitions = self._steady_definitions(shown_key, definitions)
+            lap("definitions")
+
+        # 3. Prompt within the token budget.
+        prompt = assemble_prompt(prompt_input, self.model.fim, self.model.count_tokens, limits,
+                                 context_lines=live.lines if live else (), definitions=definitions)
+        lap("prompt")
+        return _Staged(analysis, prompt, live, repl_budget, repl_state, repl_error, model_ms, preloaded)
 
     def _start_gather(self, analysis: Analysis, budget: TimeBudget) -> "Future | None":
         if self.repl is None:
@@ -380,6 +406,20 @@ def _model_stages(timings: dict[str, float], stats: Mapping[str, Any], preload_m
     speculation = stats.get("speculation")
     if isinstance(speculation, Mapping) and "propose_ms" in speculation:
         timings["draft"] = round(speculation["propose_ms"], 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Staged:
+    """What the stages up to the prompt give the rest of the pipeline."""
+
+    analysis: Analysis
+    prompt: Prompt
+    live: "LiveContext | None"
+    repl_budget: TimeBudget
+    repl_state: ReplStatus
+    repl_error: str | None
+    model_ms: float  # the model's time reading the prompt's start ahead, while the REPL answered
+    preloaded: int  # the prompt tokens it evaluated then
 
 
 def _waited(exc: Exception, budget: TimeBudget) -> str:

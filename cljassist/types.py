@@ -268,7 +268,9 @@ class CompletionModel(Protocol):
         k ends it with ``text[:k]``. ``deadline_s`` bounds the generating time; ``cancelled`` is
         polled and, once true, the call raises :class:`cljassist.errors.Cancelled`. ``skip``: the
         first ``skip`` of the ``n`` are left out (an earlier call for the same prompt made them), so
-        at most ``n - skip`` come back."""
+        at most ``n - skip`` come back. ``n`` 0: none, but the prompt is evaluated and kept as for a
+        generation (a model that keeps an evaluated prompt sets ``last_stats["prompt_tokens"]`` and
+        ``["reused_tokens"]``), so that the request to come there is fast (:meth:`CompletionEngine.warm`)."""
         ...
 
     def score_continuations(self, prompt: "Prompt | str", texts: Sequence[str], most: int,
@@ -327,6 +329,14 @@ class ContextProvider(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class WarmResult:
+    """What warming a buffer did: the prompt tokens the model evaluated now; where none, why."""
+
+    warmed: int
+    skipped: str | None = None
+
+
 @runtime_checkable
 class CompletionEngine(Protocol):
     """What front-ends use of :class:`cljassist.engine.Engine` (and what their test fakes provide)."""
@@ -340,4 +350,9 @@ class CompletionEngine(Protocol):
 
     def cached(self, request: CompletionRequest, n: int | None = None) -> CompletionResult | None:
         """The answer from the caches alone (type-through, recent), or None; safe from any thread."""
+        ...
+
+    def warm(self, request: CompletionRequest, cancelled: Callable[[], bool] | None = None) -> WarmResult:
+        """Build the prompt a completion at ``request`` would read and have the model evaluate and
+        keep it, generating nothing, so that the first suggestion there is fast."""
         ...

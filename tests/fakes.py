@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 
 from cljassist.config import Settings
 from cljassist.model.fim import load_fim_table
-from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, Generation, Prompt, as_prompt
+from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, Generation, Prompt, WarmResult, as_prompt
 
 
 class ScriptedModel:
@@ -125,3 +125,6 @@ class FakeEngine:
 
     def cached(self, request: CompletionRequest, n: int | None = None) -> CompletionResult | None:
         return None
+
+    def warm(self, request: CompletionRequest, cancelled: Callable[[], bool] | None = None) -> WarmResult:
+        return WarmResult(0, "a fake engine has no model to warm")

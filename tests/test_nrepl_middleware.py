@@ -23,7 +23,7 @@ import edn_format
 import pytest
 
 from cljassist.config import Settings
-from cljassist.types import CompletionResult, Suggestion
+from cljassist.types import CompletionResult, Suggestion, WarmResult
 from cljassist.errors import Cancelled
 from cljassist.frontends.bridge import COMPLETE_OP, MIDDLEWARE_VAR, export_middleware, inject_middleware
 from cljassist.frontends.daemon import Daemon
@@ -46,6 +46,8 @@ class RecordingEngine(FakeEngine):
     def __init__(self, label: str) -> None:
         self.label = label
         self.requests = []
+        self.warms = []  # the requests of the warms asked for
+        self.warmed = threading.Event()
         self.gate = threading.Event()
         self.started = threading.Event()
         self.model = type("FakeModel", (), {"name": f"fake-{label}"})()
@@ -62,6 +64,11 @@ class RecordingEngine(FakeEngine):
         suggestion = Suggestion(text=f"({self.label} x)", score=0.75,
                                 checks={"balanced": True, "reads": True, "compiles": None})
         return CompletionResult([suggestion], ms=2.5, namespace=request.namespace, repl="off")
+
+    def warm(self, request, cancelled=None):
+        self.warms.append(request)
+        self.warmed.set()
+        return WarmResult(len(request.prefix))
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +282,29 @@ def test_warm_reaches_the_daemons_op(client):
     warm = merged(client.request(WARM_OP, timeout=WAIT, code="(ns demo.x)\n(inc ", line=2, column=6, buffer="w"))
     assert warm["status"] == ["done"] and "warmed" in warm \
         or warm["status"] == ["done", "error"] and "'warm'" in warm["err"]
+
+
+def test_a_file_loaded_is_warmed_and_the_load_goes_on_unchanged(client, engine, tmp_path):
+    engine.warms.clear()
+    engine.warmed.clear()
+    source = tmp_path / "warmed.clj"
+    text = "(ns bridge.warmed)\n\n(defn twice [x] (* 2 x))\n(twice 21)"
+    loaded = client.load_file(text, file_path=str(source), file_name="warmed.clj", timeout=WAIT)
+    assert loaded.ok and loaded.values[-1] == "42"
+    assert engine.warmed.wait(WAIT), "the load-file sent no warm"
+    (request,) = engine.warms
+    assert (request.file, request.prefix, request.suffix) == (str(source), text, "")
+    # code loaded from the classpath (a relative path) is no buffer: nothing is warmed
+    engine.warmed.clear()
+    assert client.load_file("(+ 1 2)", file_path="bridge/x.clj", file_name="x.clj", timeout=WAIT).ok
+    assert not engine.warmed.wait(1.0) and len(engine.warms) == 1
+
+
+def test_a_load_file_goes_on_when_no_daemon_answers_the_warm(client, tmp_path):
+    configure(client, None)
+    loaded = client.load_file("(ns bridge.alone)\n(+ 40 2)", file_path=str(tmp_path / "alone.clj"),
+                              file_name="alone.clj", timeout=WAIT)
+    assert loaded.ok and loaded.values[-1] == "42"
 
 
 # ------------------------------------------------------------------------------- finding the daemon

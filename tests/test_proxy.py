@@ -31,6 +31,7 @@ from cljassist.frontends.proxy import (
     ACCEPTED_OP,
     COMPLETE_OP,
     RETAINED_OP,
+    WARM_OP,
     NreplProxy,
     claim_port_file,
     follow_upstream,
@@ -264,7 +265,7 @@ def test_non_ascii_round_trips_through_the_real_nrepl(client):
 @integration
 def test_describe_adds_cljassist_complete_to_the_upstream_ops(client, nrepl_client):
     direct, proxied = nrepl_client.describe(timeout=WAIT), client.describe(timeout=WAIT)
-    assert set(proxied["ops"]) == set(direct["ops"]) | {COMPLETE_OP, ACCEPTED_OP, RETAINED_OP}
+    assert set(proxied["ops"]) == set(direct["ops"]) | {COMPLETE_OP, ACCEPTED_OP, RETAINED_OP, WARM_OP}
     entry = proxied["ops"][COMPLETE_OP]
     assert "cljassist" in entry["doc"] and "requires" in entry and "code" in entry["optional"]
     assert proxied["versions"] == direct["versions"]

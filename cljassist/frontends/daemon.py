@@ -54,7 +54,10 @@ from cljassist.budgets import (
 from cljassist.errors import Cancelled, CljassistError, InputError
 from cljassist.fileio import write_atomic
 from cljassist.frontends.feedback import answer_accepted, answer_retained
-from cljassist.frontends.protocol import decode_line, encode_line, nrepl_safe, request_from_fields, result_reply
+from cljassist.frontends.protocol import (
+    decode_line, encode_line, nrepl_safe, request_from_fields, result_reply, warm_reply,
+)
+from cljassist.frontends.service import warm_result
 from cljassist.stats.store import ACCEPT_KINDS
 from cljassist.stats.tracker import SuggestionTracker, open_tracker
 
@@ -547,6 +550,33 @@ class Daemon:
         def answer(_future) -> None:
             conn.untrack(ticket)
             conn.send(_finish_reply(reply_id, self.suggestions.with_sids(_ticket_reply(ticket)), safe), fmt)
+
+        ticket.future.add_done_callback(answer)
+
+    @op("warm", doc="Evaluate the prompt a `complete` with these fields would read, in idle time, and keep it "
+                    "evaluated (with those of other buffers, cljassist/model/kv_states.py), so that the first "
+                    "suggestion there is fast. Editors send it on visiting a buffer, the proxy and the nREPL "
+                    "middleware on a load-file. Never delays a `complete`: a request for any buffer goes "
+                    "first, and one for this buffer drops the warm (it evaluates the prompt itself).",
+        requires=COMPLETION_FIELDS, optional='"ns", "buffer", "nrepl-safe"',
+        returns='"warmed": the prompt tokens evaluated now; with "skipped": why none were')
+    def _warm(self, conn: _Connection, message: dict, reply_id: dict, fmt: str) -> None:
+        safe = message.get("nrepl-safe") in (True, "true", 1)
+        try:
+            request, buffer, _ = request_from_fields(message)
+        except CljassistError as exc:
+            conn.send(_finish_reply(reply_id, _error_reply(exc), safe), fmt)
+            return
+        # not tracked: a warm goes on when its client leaves (what it evaluates serves whoever
+        # completes in that buffer next)
+        ticket = self.service.warm(request, buffer=buffer)
+
+        def answer(_future) -> None:
+            try:
+                body = warm_reply(warm_result(ticket))
+            except Exception as exc:
+                body = _error_reply(exc)
+            conn.send(_finish_reply(reply_id, body, safe), fmt)
 
         ticket.future.add_done_callback(answer)
 

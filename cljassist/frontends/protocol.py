@@ -17,7 +17,7 @@ import json
 from typing import Any, Mapping
 
 from cljassist.budgets import REQUEST_SUGGESTIONS
-from cljassist.types import CompletionRequest, CompletionResult, suggestion_dict
+from cljassist.types import CompletionRequest, CompletionResult, WarmResult, suggestion_dict
 from cljassist.errors import InputError
 
 CIDER_PREFIX_PLACEHOLDER = "__prefix__"
@@ -61,6 +61,11 @@ def result_reply(result: CompletionResult) -> dict[str, Any]:
     return {"suggestions": suggestions, "namespace": result.namespace, "ms": round(result.ms, 1),
             "repl": result.repl_label, "withheld": result.withheld, "below_min_score": result.below_min_score,
             "cut_by_deadline": result.cut_by_deadline, "calibrated": result.calibrated, "source": result.source}
+
+
+def warm_reply(result: WarmResult) -> dict[str, Any]:
+    """The reply map of a warm: the prompt tokens evaluated, and why none were where none were."""
+    return {"warmed": result.warmed, **({"skipped": result.skipped} if result.skipped else {})}
 
 
 def nrepl_safe(value: Any) -> Any:

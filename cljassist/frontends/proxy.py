@@ -14,6 +14,9 @@ Editors connect to the proxy (it writes `.nrepl-port` with its own port), and it
 * answers `cljassist/accepted` and `cljassist/retained` itself, as the daemon answers `accepted`
   and `retained` (frontends/feedback.py): each suggestion of a `cljassist/complete` reply carries
   a "sid" that they name, and what was kept is recorded on this machine unless `--no-stats`;
+* answers `cljassist/warm` itself, as the daemon answers `warm` (the prompt of a completion there
+  evaluated in idle time and kept), and warms a file loaded with `load-file` (which goes upstream
+  unchanged): a cursor at its end, where new code is most often written;
 * adds its ops to the `ops` of the upstream's `describe` replies.
 
 Per client connection there is one upstream connection and two threads, one per direction.
@@ -56,12 +59,14 @@ from cljassist.fileio import write_atomic
 from cljassist.frontends.common import ReplRuntime, runtime_from_versions
 from cljassist.frontends.complete_op import COMPLETE_OP, op_descriptor
 from cljassist.frontends.feedback import answer_accepted, answer_retained
-from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply
+from cljassist.frontends.protocol import nrepl_safe, request_from_fields, result_reply, warm_reply
+from cljassist.frontends.service import warm_result
+from cljassist.types import CompletionRequest
 from cljassist.stats.tracker import SuggestionTracker, open_tracker
 from cljassist.repl.bencode import BencodeError, MessageStream, decode, encode
 from cljassist.repl.discovery import PORT_FILE, find_port_file, parse_endpoint
 
-__all__ = ["COMPLETE_OP", "ACCEPTED_OP", "RETAINED_OP", "OP_DESCRIPTOR", "PROXY_OPS", "NreplProxy", "UpstreamInfo", "UpstreamPlan", "ProxyEngine",
+__all__ = ["COMPLETE_OP", "ACCEPTED_OP", "RETAINED_OP", "WARM_OP", "OP_DESCRIPTOR", "PROXY_OPS", "NreplProxy", "UpstreamInfo", "UpstreamPlan", "ProxyEngine",
            "PortFileClaim", "probe_upstream", "plan_for_upstream", "open_proxy_engine", "claim_port_file",
            "follow_upstream", "main_proxy"]
 
@@ -72,6 +77,7 @@ OP_DESCRIPTOR: dict[str, Any] = op_descriptor(
     "Replies with the suggestions, then done; errors come as err with status error.")
 ACCEPTED_OP = "cljassist/accepted"
 RETAINED_OP = "cljassist/retained"
+WARM_OP = "cljassist/warm"
 _SID = {"sid": "The suggestion's sid, from its cljassist/complete reply."}
 # The ops the proxy answers itself, as its describe replies add them to the upstream's.
 PROXY_OPS: dict[str, dict[str, Any]] = {
@@ -91,6 +97,13 @@ PROXY_OPS: dict[str, dict[str, Any]] = {
         "requires": {**_SID, "chars": "Accepted characters still in the buffer."},
         "optional": {},
         "returns": {"recorded": "Whether statistics are on."}},
+    WARM_OP: {
+        "doc": "Evaluate the prompt of a completion at this place in idle time and keep it, so that the first "
+               "suggestion in the buffer is fast (answered by the cljassist proxy; fields as cljassist/complete's). "
+               "A completion never waits for it.",
+        "requires": {},
+        "optional": {},
+        "returns": {"warmed": "Prompt tokens evaluated now (0 with skipped: why)."}},
 }
 _PROXY_OPS_RAW = {name.encode(): fastbencode.bdecode(encode(descriptor)) for name, descriptor in PROXY_OPS.items()}
 
@@ -240,6 +253,11 @@ class _Connection:
             if op in (ACCEPTED_OP, RETAINED_OP):
                 self._feedback(op, message)
                 return
+            if op == WARM_OP:
+                self._warm(message)
+                return
+            if op == "load-file":
+                self._warm_loaded_file(message)
             if op == "interrupt" and self._interrupt_completion(message):
                 return
             if message.get("id") is not None:
@@ -375,6 +393,41 @@ class _Connection:
             self._send_client(_error_reply(request_id, session, f"cljassist: {exc}"))
             return
         self._send_client(_reply(request_id, session, **nrepl_safe(body), status=["done"]))
+
+    def _warm(self, message: dict) -> None:
+        """cljassist/warm: one reply when the warm is done or dropped, ending with done."""
+        request_id, session = message.get("id"), message.get("session")
+        service = self.proxy.service
+        if service is None:
+            self._send_client(_error_reply(request_id, session, f"cljassist proxy: no completion engine is "
+                                           f"loaded, so {WARM_OP} is not available"))
+            return
+        try:
+            request, buffer, _ = request_from_fields(message)
+        except CljassistError as exc:
+            self._send_client(_error_reply(request_id, session, f"cljassist: {exc}"))
+            return
+        ticket = service.warm(request, self._session_buffer(message, request, buffer))
+
+        def answer(_future) -> None:
+            try:
+                reply = _reply(request_id, session, **warm_reply(warm_result(ticket)), status=["done"])
+            except Exception as exc:  # a bug: the client still gets its done, the details go to the log
+                _log(f"warm failed:\n{traceback.format_exc()}")
+                reply = _error_reply(request_id, session, f"cljassist: internal error: {type(exc).__name__}: {exc}")
+            # from a thread of its own: the engine's worker may be the one finishing the ticket
+            threading.Thread(target=self._send_client, args=(reply,), daemon=True,
+                             name=f"cljassist-proxy-{self.number}-warm").start()
+
+        ticket.future.add_done_callback(answer)
+
+    def _warm_loaded_file(self, message: dict) -> None:
+        """A load-file passing through: warm its file (its whole text before the cursor), quietly."""
+        service, text, path = self.proxy.service, message.get("file"), message.get("file-path")
+        if service is None or not isinstance(text, str) or not isinstance(path, str) or not Path(path).is_absolute():
+            return  # code loaded from the classpath or a scratch text: not a buffer the user types in
+        request = CompletionRequest(text, "", path)
+        service.warm(request, self._session_buffer(message, request, path))
 
     def _completion_finished(self, key: Any, request_id: Any, session: Any, ticket) -> None:
         """Runs on whichever thread finished the ticket; the reply is written from a thread of its own."""

@@ -5,7 +5,15 @@ is still waiting or already running (the engine polls the cancel flag inside gen
 Prefetches (`prefetch`, after the user accepted a suggestion) wait in a second queue that the worker
 serves only when no request waits; any request for the buffer cancels its prefetches. Their
 results are not sent anywhere: they land in the engine's recent-results cache, where the editor's
-next request finds them."""
+next request finds them.
+
+Warms (`warm`, a buffer opened: the engine evaluates its prompt and the model keeps it) wait in a
+third queue, served only when neither requests nor prefetches wait, so a warm never holds back a
+completion: a request for any buffer stops a running warm within one prompt chunk (what it evaluated
+stays kept, cljassist/model/kv_states.py), and the warm is queued again, or dropped where the
+request is for its own buffer (the request evaluates that prompt itself). A warm for a buffer that
+a request is already on its way for is dropped at once. A dropped warm's ticket answers
+WarmResult(0, skipped=why) (`warm_result`)."""
 
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 
 from cljassist.budgets import WORKER_STOP
-from cljassist.types import CompletionEngine, CompletionRequest, CompletionResult
+from cljassist.types import CompletionEngine, CompletionRequest, CompletionResult, WarmResult
 from cljassist.errors import Cancelled
 
 
@@ -32,6 +40,9 @@ class Ticket:
 
     reason: str = ""
     prefetch: bool = False
+    warm: bool = False
+    # a running warm asked to make way for a request (it is queued again, not cancelled)
+    _yield: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Stop this request: at once when still waiting, within one prompt chunk or token when running."""
@@ -43,6 +54,10 @@ class Ticket:
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def _stopping(self) -> bool:
+        """What the engine polls: cancelled, or (a warm) asked to make way."""
+        return self._cancel.is_set() or self._yield.is_set()
 
     def result(self, timeout: float | None = None) -> CompletionResult:
         """The result; raises Cancelled (with the reason) when cancelled, TimeoutError on timeout."""
@@ -58,6 +73,7 @@ class CompletionService:
         self._lock = threading.Condition()
         self._waiting: deque[Ticket] = deque()
         self._prefetching: deque[Ticket] = deque()
+        self._warming: deque[Ticket] = deque()
         self._latest: dict[str, Ticket] = {}
         self._closed = False
         self._running: Ticket | None = None
@@ -97,11 +113,22 @@ class CompletionService:
                 stale.append(running)
                 if _ahead_of(running.request, request):
                     self._prefetching.appendleft(Ticket(running.request, buffer, running.n, prefetch=True))
+            # Warms: this buffer's are done by this request; another buffer's running one makes way.
+            warms = [t for t in self._warming if t.buffer == buffer]
+            for waiting in warms:
+                self._warming.remove(waiting)
+            if running is not None and running.warm:
+                if running.buffer == buffer:
+                    stale.append(running)
+                else:
+                    running._yield.set()
             self._lock.notify()
         if older is not None:
             older.cancel(f"superseded by a newer request for {buffer}")
         for dropped in stale:
             dropped.cancel(f"a request for {buffer} came first")
+        for dropped in warms:
+            _drop(dropped, f"a request for {buffer} came first")
         return ticket
 
     def prefetch(self, requests, buffer: str, n: int | None = None) -> list[Ticket]:
@@ -114,15 +141,43 @@ class CompletionService:
             self._lock.notify()
         return tickets
 
+    def warm(self, request: CompletionRequest, buffer: str | None = None) -> Ticket:
+        """Have the engine evaluate this buffer's prompt when it is idle (see the module's doc); the
+        ticket's result is a WarmResult (`warm_result`)."""
+        buffer = buffer or request.file or "default"
+        ticket = Ticket(request, buffer, None, warm=True)
+        with self._lock:
+            if self._closed:
+                reason = "the completion service is shutting down"
+            elif buffer in self._latest:
+                reason = f"a request for {buffer} is on its way"
+            else:
+                reason = ""
+                older = [t for t in self._warming if t.buffer == buffer]
+                for t in older:
+                    self._warming.remove(t)
+                self._warming.append(ticket)
+                self._lock.notify()
+        if reason:
+            _drop(ticket, reason)
+            return ticket
+        for t in older:
+            _drop(t, f"superseded by a newer warm of {buffer}")
+        return ticket
+
     def close(self, timeout: float = WORKER_STOP.seconds) -> None:
         with self._lock:
             self._closed = True
             waiting = list(self._waiting) + list(self._prefetching)
+            warms = list(self._warming)
             self._waiting.clear()
             self._prefetching.clear()
+            self._warming.clear()
             self._lock.notify()
         for ticket in waiting:
             ticket.cancel("the completion service is shutting down")
+        for ticket in warms:
+            _drop(ticket, "the completion service is shutting down")
         for ticket in list(self._latest.values()):
             ticket.cancel("the completion service is shutting down")
         if threading.current_thread() is not self._worker:
@@ -131,17 +186,29 @@ class CompletionService:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._waiting and not self._prefetching and not self._closed:
+                while not self._waiting and not self._prefetching and not self._warming and not self._closed:
                     self._lock.wait()
                 if self._closed and not self._waiting:
                     return
-                ticket = self._waiting.popleft() if self._waiting else self._prefetching.popleft()
+                queue = self._waiting or self._prefetching or self._warming
+                ticket = queue.popleft()
                 self._running = ticket
             try:
-                if ticket.cancelled or not ticket.future.set_running_or_notify_cancel():
+                if ticket.cancelled:
+                    _drop(ticket, ticket.reason)
                     continue  # (the finally below still forgets it)
+                # a warm that made way for a request was started before: its future runs already
+                if not ticket.future.running() and not ticket.future.set_running_or_notify_cancel():
+                    continue
                 try:
-                    result = self.engine.complete(ticket.request, n=ticket.n, cancelled=ticket._cancel.is_set)
+                    if ticket.warm:
+                        result = self.engine.warm(ticket.request, cancelled=ticket._stopping)
+                    else:
+                        result = self.engine.complete(ticket.request, n=ticket.n, cancelled=ticket._cancel.is_set)
+                except Cancelled as exc:
+                    if ticket.warm and ticket._yield.is_set() and not ticket.cancelled and self._again(ticket):
+                        continue
+                    ticket.future.set_exception(Cancelled(ticket.reason or str(exc)) if ticket.warm else exc)
                 except BaseException as exc:  # every failure goes to the caller, the worker lives on
                     ticket.future.set_exception(exc)
                 else:
@@ -151,6 +218,34 @@ class CompletionService:
                     self._running = None
                     if self._latest.get(ticket.buffer) is ticket:
                         del self._latest[ticket.buffer]
+
+
+    def _again(self, warm: Ticket) -> bool:
+        """Queue a warm that made way for a request first among the warms; False once closed."""
+        with self._lock:
+            if self._closed:
+                return False
+            warm._yield.clear()
+            self._warming.appendleft(warm)
+            self._lock.notify()
+            return True
+
+
+def _drop(ticket: Ticket, reason: str) -> None:
+    """End a ticket no worker runs now: cancelled, its future told so even where it was started
+    before (a warm that made way and was queued again)."""
+    ticket.cancel(reason)  # a ticket never started ends here
+    if ticket.future.running():
+        ticket.future.set_exception(Cancelled(reason))
+
+
+def warm_result(ticket: Ticket) -> WarmResult:
+    """A warm ticket's outcome: the engine's WarmResult, or nothing warmed with why where the warm
+    was dropped or cancelled. Another failure is raised."""
+    try:
+        return ticket.result(0)
+    except Cancelled as exc:
+        return WarmResult(0, ticket.reason or str(exc))
 
 
 def _ahead_of(prefetched: CompletionRequest, request: CompletionRequest) -> bool:

@@ -638,7 +638,8 @@ class LocalModel:
         healed = (prompt.healed or "").encode("utf-8")
         ids, dropped, head = self._prompt_ids(prompt, max_tokens)
 
-        logits, reused = self._load_prompt(ids, cancelled)
+        # a warm (n 0) needs no logits: a prompt evaluated already is then evaluated no further
+        logits, reused = self._load_prompt(ids, cancelled, need_logits=n > 0)
         t1 = time.perf_counter()
         end_at = t1 + deadline_s if deadline_s is not None else None
         stats: dict[str, Any] = {

@@ -238,19 +238,34 @@
                                               :status #{:done :error})))))
   nil)
 
+(defn warm-loaded-file
+  "A file loaded (op load-file) is one the user works in: ask the daemon, on another thread, to
+  evaluate the prompt of a completion at its end (where new code is most often written) ahead of
+  the first keystroke. Only a file named by an absolute path (an editor's buffer; not code loaded
+  from the classpath); failures are silent: the load goes on as if nothing was asked."
+  [{:keys [file file-path]}]
+  (when (and (string? file) (string? file-path) (.isAbsolute ^File (io/file file-path)))
+    (future
+      (try (request-daemon "warm" {"file" file-path "prefix" file "suffix" ""})
+           (catch Throwable _ nil))))
+  nil)
+
 (defn wrap-cljassist
   "Middleware handling `cljassist/complete` and the other `daemon-ops`; every other op goes to
-  `handler`."
+  `handler`, a load-file after warming the daemon for its file (`warm-loaded-file`)."
   [handler]
   (fn [{:keys [op] :as msg}]
     (if (contains? daemon-ops (op-name op))
       (handle-daemon-op msg) ; a var call: reloading this file updates a stack built earlier
-      (handler msg))))
+      (do (when (= "load-file" (op-name op))
+            (warm-loaded-file msg))
+          (handler msg)))))
 
 (set-descriptor!
  #'wrap-cljassist
  {:requires #{"clone"}
-  :expects #{}
+  ;; ahead of nREPL's load-file middleware, which turns a load-file into an eval
+  :expects #{"load-file"}
   :handles {"cljassist/complete"
             {:doc (str "Code completion at the cursor from cljassist's local model, checked against this REPL. "
                        "Give the buffer as `code` with 1-based `line` and `column` (or a <CURSOR> marker in `code`), "
