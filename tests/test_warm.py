@@ -238,8 +238,9 @@ class WarmWatchedModel(RecordingModel):
         super().__init__(model)
         self.warmed = threading.Event()
 
-    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None):
-        out = super().generate_candidates(prompt, n, max_tokens, stop, deadline_s=deadline_s, cancelled=cancelled)
+    def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None, skip=0):
+        out = super().generate_candidates(prompt, n, max_tokens, stop, deadline_s=deadline_s, cancelled=cancelled,
+                                          skip=skip)
         if n == 0:
             self.warmed.set()
         return out
