@@ -16,7 +16,7 @@ from cljassist.cli import EXIT_ERROR, main
 from cljassist.clojure_text.closers import auto_paired_closers
 from cljassist.clojure_text.reader import scan
 from cljassist.config import Settings
-from cljassist.types import CompletionRequest, CompletionResult, Suggestion
+from cljassist.types import CompletionRequest, CompletionResult, Suggestion, WarmResult
 from tests.fakes import ScriptedModel
 
 FILE = "(ns t.core)\n\n(a [b] \"c\")\n\n(def x 1)\n\n(defn g\n  [y]\n  (inc y))\n"
@@ -39,6 +39,9 @@ class FakeEngine:
         text, source = self.answer(request)
         timings = {"cache": 0.1} if source != "model" else {"context": 1.0, "model": 10.0, "verify": 2.0}
         return CompletionResult([Suggestion(text, 0.5)] if text is not None else [], 1.0, timings, source=source)
+
+    def warm(self, request, cancelled=None):
+        return WarmResult(0, "a fake engine has no model")
 
 
 class FakeClock:

@@ -417,9 +417,8 @@ class TypingRun:
 
 def file_warmer(engine) -> Callable[[CompletionRequest], object] | None:
     """How the replay warms a file before typing in it, as an editor's `warm` op does when it visits
-    the file: the engine's warm, once the engine has one (the `warm` op of the daemon's contracts);
-    None until then, and every file is replayed cold ("first suggestion in a warmed file" stays empty)."""
-    return None
+    the file: the engine's warm (the daemon's `warm` op runs it)."""
+    return engine.warm
 
 
 def run_typing(model, settings, plans: list[FormPlan], provider=None, verifier=None,
