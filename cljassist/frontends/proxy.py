@@ -341,19 +341,31 @@ class _Connection:
 
     # -- cljassist/complete ----------------------------------------------
 
-    def _complete(self, message: dict) -> None:
-        request_id, session = message.get("id"), message.get("session")
+    def _service_for(self, op: str, message: dict):
+        """The completion service that answers ``op``; None (the client told so) without one."""
         service = self.proxy.service
         if service is None:
-            self._send_client(_error_reply(request_id, session, "cljassist proxy: no completion engine is "
-                                           "loaded, so cljassist/complete is not available"))
-            return
+            self._send_client(_error_reply(message.get("id"), message.get("session"), "cljassist proxy: no "
+                                           f"completion engine is loaded, so {op} is not available"))
+        return service
+
+    def _request_of(self, message: dict):
+        """(request, buffer as this connection names it, n) from a message's fields; None (the
+        client told why) where they are wrong."""
         try:
             request, buffer, n = request_from_fields(message)
         except CljassistError as exc:
-            self._send_client(_error_reply(request_id, session, f"cljassist: {exc}"))
+            self._send_client(_error_reply(message.get("id"), message.get("session"), f"cljassist: {exc}"))
+            return None
+        return request, self._session_buffer(message, request, buffer), n
+
+    def _complete(self, message: dict) -> None:
+        request_id, session = message.get("id"), message.get("session")
+        service = self._service_for(COMPLETE_OP, message)
+        fields = self._request_of(message) if service is not None else None
+        if fields is None:
             return
-        buffer = self._session_buffer(message, request, buffer)
+        request, buffer, n = fields
         try:
             ticket = service.submit(request, buffer, n)
         except Cancelled as exc:
@@ -378,10 +390,8 @@ class _Connection:
     def _feedback(self, op: str, message: dict) -> None:
         """cljassist/accepted and cljassist/retained: one reply, ending with done."""
         request_id, session = message.get("id"), message.get("session")
-        service = self.proxy.service
+        service = self._service_for(op, message)
         if service is None:
-            self._send_client(_error_reply(request_id, session, f"cljassist proxy: no completion engine is "
-                                           f"loaded, so {op} is not available"))
             return
         try:
             if op == ACCEPTED_OP:
@@ -397,17 +407,12 @@ class _Connection:
     def _warm(self, message: dict) -> None:
         """cljassist/warm: one reply when the warm is done or dropped, ending with done."""
         request_id, session = message.get("id"), message.get("session")
-        service = self.proxy.service
-        if service is None:
-            self._send_client(_error_reply(request_id, session, f"cljassist proxy: no completion engine is "
-                                           f"loaded, so {WARM_OP} is not available"))
+        service = self._service_for(WARM_OP, message)
+        fields = self._request_of(message) if service is not None else None
+        if fields is None:
             return
-        try:
-            request, buffer, _ = request_from_fields(message)
-        except CljassistError as exc:
-            self._send_client(_error_reply(request_id, session, f"cljassist: {exc}"))
-            return
-        ticket = service.warm(request, self._session_buffer(message, request, buffer))
+        request, buffer, _ = fields
+        ticket = service.warm(request, buffer)
 
         def answer(_future) -> None:
             try:
