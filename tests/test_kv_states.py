@@ -134,6 +134,20 @@ def test_going_back_to_a_buffer_restores_its_evaluated_prompt_and_answers_as_col
 
 
 @pytest.mark.integration
+def test_clients_taking_turns_over_four_buffers_evaluate_each_prompt_once(fresh_model):
+    model = fresh_model()
+    buffers = [ALPHA, BETA, GAMMA, ";; delta\n" + GAMMA.replace("gamma", "delta")]
+    for prompt in buffers:
+        model.generate_candidates(prompt, 1, 2, never_stop)
+    for _ in range(2):
+        for prompt in buffers:
+            model.generate_candidates(prompt, 1, 2, never_stop)
+            stats = model.last_stats
+            assert stats["reused_tokens"] == stats["prompt_tokens"] - 1, stats
+            assert stats["kept_prompts"] == 3  # the other buffers'; this one is the evaluated context
+
+
+@pytest.mark.integration
 def test_typing_in_one_buffer_keeps_no_copies_of_it(fresh_model):
     model = fresh_model()
     for typed in ("", "+", "+ ", "+ 0"):
