@@ -500,6 +500,8 @@ class LocalModel:
     def _keep_aside(self, prompt: list[int]) -> None:
         """Copy the KV cache of the evaluated ``prompt`` (the context's start) aside, with the
         logits after it where they are held."""
+        if len(prompt) < KV_RESTORE_GAIN.value:
+            return  # it could never save the tokens a restore must save
         lc, llm = self._lc, self._llm
         self._rewind(len(prompt))
         size = int(lc.llama_state_seq_get_size(llm.ctx, 0))
