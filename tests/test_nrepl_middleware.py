@@ -277,11 +277,13 @@ def test_accepted_and_retained_are_forwarded_and_the_daemon_prefetches(client, e
     assert too_many["status"] == ["done", "error"] and "more than" in too_many["err"]
 
 
-def test_warm_reaches_the_daemons_op(client):
-    """The reply is the daemon's own: its answer, or (a daemon without the op) its error naming it."""
+def test_warm_reaches_the_daemons_op(client, engine):
+    engine.warms.clear()
     warm = merged(client.request(WARM_OP, timeout=WAIT, code="(ns demo.x)\n(inc ", line=2, column=6, buffer="w"))
-    assert warm["status"] == ["done"] and "warmed" in warm \
-        or warm["status"] == ["done", "error"] and "'warm'" in warm["err"]
+    assert warm["status"] == ["done"] and "err" not in warm, warm.get("err")
+    assert "warmed" in warm
+    (request,) = engine.warms
+    assert (request.prefix, request.suffix) == ("(ns demo.x)\n(inc ", "")
 
 
 def test_a_file_loaded_is_warmed_and_the_load_goes_on_unchanged(client, engine, tmp_path):

@@ -57,6 +57,8 @@
             (insert cljassist-live-code)
             (cljassist-mode 1)                        ; warms the daemon for this buffer
             (should (nrepl-live-wait (lambda () (cljassist-live-done-p "cljassist/warm" 1))))
+            (should-not (cljassist-live-errors "cljassist/warm"))
+            (should (cljassist-live-field "cljassist/warm" "warmed"))
             (cljassist-complete)
             (should (nrepl-live-wait (lambda () (null cljassist--in-flight))))
             (should-not (cljassist-live-errors "cljassist/complete"))
