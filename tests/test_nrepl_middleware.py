@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from cljassist.repl.bencode import encode
 from cljassist.repl.client import NreplClient
 from cljassist.repl.local_server import base_classpath, start_local_nrepl
 from tests.fakes import FakeEngine
+from tests.emacs_live import assert_kept_as_emacs_reported, needs_emacs, run_live_emacs_test
 from tests.fixtures_repl import DEMO_SRC, TEST_JVM_OPTS, nrepl_missing_reason
 
 pytestmark = pytest.mark.integration
@@ -493,11 +493,10 @@ def test_end_to_end_real_model_repl_daemon_and_middleware(server, client, defaul
         assert imbalance(text[:offset] + s["text"] + text[offset:]) <= imbalance(text)
 
 
-@pytest.mark.skipif(shutil.which("emacs") is None, reason="emacs is not on PATH (apt-get install emacs-nox)")
+@needs_emacs
 def test_the_emacs_package_through_this_middleware_and_a_real_daemon(server, client, default_model, tmp_path):
-    """editors/emacs/test/cljassist-live-test.el in Emacs, its CIDER calls sent over a real nREPL
-    connection: warm, complete (SmolLM2), typing through, accepting a word and the rest, and the
-    reports; the daemon's statistics show what Emacs said it kept."""
+    """Warm, complete (SmolLM2), typing through, accepting a word and the rest, and the reports, from
+    Emacs through this middleware; the daemon's statistics show what Emacs said it kept."""
     from cljassist.frontends.common import open_engine
     from cljassist.stats.tracker import SuggestionTracker
 
@@ -506,31 +505,15 @@ def test_the_emacs_package_through_this_middleware_and_a_real_daemon(server, cli
     opened = open_engine(settings, explicit=True, model=default_model)
     service = CompletionService(opened.engine)
     events: list[dict] = []
-    tracker = SuggestionTracker("smollm2", events.append)
-    emacs_dir = Path(__file__).resolve().parents[1] / "editors" / "emacs"
     try:
-        with Daemon(service, tmp_path, repl_label=opened.repl_label, suggestions=tracker) as daemon:
+        with Daemon(service, tmp_path, repl_label=opened.repl_label,
+                    suggestions=SuggestionTracker("smollm2", events.append)) as daemon:
             assert "already present" in inject_middleware(client, "127.0.0.1", daemon.port, daemon.token)
-            run = subprocess.run(
-                ["emacs", "--batch", "-Q", "-L", str(emacs_dir / "test"), "-L", str(emacs_dir), "-l", "ert",
-                 "-l", "cljassist-live-test", "-f", "ert-run-tests-batch-and-exit"],
-                env={**os.environ, "CLJASSIST_TEST_NREPL": f"{server.host}:{server.port}"},
-                capture_output=True, text=True, timeout=300)
+            run_live_emacs_test(server.host, server.port)
     finally:
         service.close()
         opened.close()
-    output = run.stdout + run.stderr
-    assert run.returncode == 0 and "1 results as expected" in output and "skipped" not in output, output[-6000:]
-    shown = [e for e in events if e["event"] == "shown"]
-    assert len(shown) == 1, events
-    sid = shown[0]["sid"]
-    accepted = [e for e in events if e["event"] == "accepted"]
-    retained = [e for e in events if e["event"] == "retained"]
-    assert accepted and {e["sid"] for e in accepted} == {sid}, events
-    assert {e["kind"] for e in accepted} <= {"word", "whole"}
-    typed = shown[0]["chars"] - sum(e["chars"] for e in accepted)
-    assert typed in (0, 1)  # the first character may have been typed through, not accepted
-    assert [(e["sid"], e["chars"]) for e in retained] == [(sid, sum(e["chars"] for e in accepted))], events
+    assert_kept_as_emacs_reported(events)
 
 
 def test_cljassist_serve_injects_then_releases_on_sigterm(server, client, default_model_file, tmp_path):

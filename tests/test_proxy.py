@@ -43,6 +43,7 @@ from cljassist.repl.bencode import MessageStream, encode
 from cljassist.repl.client import NreplClient
 from cljassist.repl.discovery import PORT_FILE
 from cljassist.repl.local_server import base_classpath
+from tests.emacs_live import assert_kept_as_emacs_reported, needs_emacs, run_live_emacs_test
 from tests.fakes import ScriptedModel
 
 LOCAL = "127.0.0.1"
@@ -629,6 +630,27 @@ def test_end_to_end_real_model_and_real_nrepl_through_the_proxy(nrepl_server, de
         assert s["checks"]["balanced"] == "true"
         assert s["checks"]["reads"] in ("true", "false")  # checked in the upstream REPL
         assert float(s["score"]) > 0
+
+
+@needs_emacs
+def test_the_emacs_package_through_the_proxy_with_the_real_model(nrepl_server, default_model):
+    """Warm, complete (SmolLM2), typing through, accepting a word and the rest, and the reports, from
+    Emacs through the proxy; its statistics show what Emacs said it kept."""
+    from cljassist.stats.tracker import SuggestionTracker
+
+    upstream = (nrepl_server.host, nrepl_server.port)
+    settings = Settings(candidates=2, max_new_tokens=12, show_failing=True, min_score=0.0, prefetch=True)
+    engine = open_proxy_engine(settings, upstream, model=default_model)
+    service = CompletionService(engine.opened.engine)
+    events: list[dict] = []
+    try:
+        with NreplProxy(upstream, service, suggestions=SuggestionTracker("smollm2", events.append)) as proxy:
+            run_live_emacs_test(LOCAL, proxy.port)
+    finally:
+        service.close()
+        engine.opened.provider.close()
+        engine.opened.provider.client.close()  # the session's model stays loaded for other tests
+    assert_kept_as_emacs_reported(events)
 
 
 # ---------------------------------------------------------------------------- .nrepl-port
