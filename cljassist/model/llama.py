@@ -474,8 +474,10 @@ class LocalModel:
         if evaluated and not continues(evaluated, ids):
             self._keep_aside(evaluated)
         source = "context"
-        if kept is not None and self._restore(kept):
-            common, source = shared, f"kept {kept.number}"
+        if kept is not None:
+            restored = self._restore(kept)
+            common, source = (shared, f"kept {kept.number}") if restored else (0, "")
+        common = min(common, int(llm.n_tokens))  # a cache that could not be cut back was emptied
         copy_ms = (time.perf_counter() - t0) * 1000.0
         self._reuse = {"reused_from": source if common else "", "kept_prompts": len(self._kept),
                        "kept_mib": round(self._kept.nbytes / (1 << 20), 1), "kv_copy_ms": round(copy_ms, 2)}
