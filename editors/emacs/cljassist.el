@@ -26,7 +26,8 @@
 ;;   any other command        dismiss it
 ;;
 ;; `cljassist-mode' asks automatically after `cljassist-idle-delay' seconds
-;; of idle time, and warms the daemon for the buffer once when turned on:
+;; of idle time; at the first idle time in a buffer it also asks the daemon,
+;; once, to prepare for completing there (where point then is):
 ;;
 ;;   (add-hook 'clojure-mode-hook #'cljassist-mode)
 ;;
@@ -95,7 +96,7 @@ the suggestion."
   :group 'cljassist)
 
 (defcustom cljassist-type-through-commands
-  '(self-insert-command
+  '(self-insert-command newline
     paredit-open-round paredit-open-square paredit-open-curly
     paredit-close-round paredit-close-square paredit-close-curly
     paredit-doublequote)
@@ -137,7 +138,8 @@ the region of text that command inserted, contiguous, where START is
 the ghost's position; the symbol `other' once it changed anything else.")
 
 (defvar-local cljassist--warmed nil
-  "Non-nil once the daemon was asked to warm up for this buffer.")
+  "Non-nil once the daemon was asked to warm up for this buffer, or to
+complete in it (which warms it as well).")
 
 (defvar cljassist--inserting nil
   "Non-nil while the package itself inserts accepted text.")
@@ -497,7 +499,7 @@ Nothing is sent when the buffer was killed: where its text went is unknown."
           (set-marker (nth 1 region) nil))))))
 
 (defun cljassist--warm-once ()
-  "Ask the daemon, once per buffer, to prepare for completing here."
+  "Ask the daemon, once per buffer, to prepare for completing at point."
   (when (and (not cljassist--warmed) (ignore-errors (cider-connected-p)))
     (setq cljassist--warmed t)
     (cljassist--send-quietly (cljassist--request "cljassist/warm"))))
@@ -564,6 +566,7 @@ The request was sent from BUFFER at modification TICK and point POS."
 A reply to an earlier request is ignored from now on, and the daemon
 cancels that request: it is for the same buffer."
   (cljassist-dismiss)
+  (setq cljassist--warmed t)
   (let* ((serial (1+ cljassist--serial))
          (tick (buffer-chars-modified-tick))
          (callback (cljassist--callback (current-buffer) serial tick (point))))
@@ -612,13 +615,16 @@ new one: its reply would be ignored."
                  (not (minibufferp))
                  (apply #'derived-mode-p cljassist-modes)
                  (cider-connected-p))
-        (cljassist--warm-once)
-        (when (and (not buffer-read-only)
-                   (not (use-region-p))
-                   (not (cljassist--visible-p))
-                   (not (cljassist--in-flight-p))
-                   (cljassist--point-eligible-p))
-          (cljassist--send)))
+        ;; At idle time, not when the mode is turned on: a visited file's
+        ;; point is restored (`save-place-mode') only after its mode hooks,
+        ;; and the daemon keeps the prompt at point, which typing extends.
+        (if (and (not buffer-read-only)
+                 (not (use-region-p))
+                 (not (cljassist--visible-p))
+                 (not (cljassist--in-flight-p))
+                 (cljassist--point-eligible-p))
+            (cljassist--send)
+          (cljassist--warm-once)))
     (error (message "cljassist: %s" (error-message-string err)))))
 
 (defun cljassist--mode-buffers ()
@@ -634,18 +640,16 @@ new one: its reply would be ignored."
   "Show cljassist suggestions as ghost text after idle time.
 TAB accepts the suggestion shown, M-f or C-<right> its next word, C-e or
 M-RET the rest of its line; typing its next characters keeps the rest
-shown; any other command dismisses it.  Turning the mode on in a Clojure
-buffer asks the daemon, once, to prepare for completing there."
+shown; any other command dismisses it.  At its first idle time in a
+Clojure buffer, the mode asks the daemon, once, to prepare for completing
+there (a completion request does as well)."
   :lighter " cljassist"
   :group 'cljassist
   (if cljassist-mode
-      (progn
-        (unless (timerp cljassist--timer)
-          (setq cljassist--timer
-                (run-with-idle-timer cljassist-idle-delay t
-                                     #'cljassist--idle-fire)))
-        (when (apply #'derived-mode-p cljassist-modes)
-          (cljassist--warm-once)))
+      (unless (timerp cljassist--timer)
+        (setq cljassist--timer
+              (run-with-idle-timer cljassist-idle-delay t
+                                   #'cljassist--idle-fire)))
     (cljassist-dismiss)
     (setq cljassist--in-flight nil)
     (when (and (timerp cljassist--timer) (null (cljassist--mode-buffers)))

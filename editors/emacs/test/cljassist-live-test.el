@@ -55,10 +55,13 @@
             (switch-to-buffer buffer)
             (cljassist-live-clojure-mode)
             (insert cljassist-live-code)
-            (cljassist-mode 1)                        ; warms the daemon for this buffer
+            (cljassist-mode 1)
+            (goto-char (point-min))                   ; idle where there is nothing to complete:
+            (cljassist--idle-fire)                    ; the daemon is warmed for this buffer
             (should (nrepl-live-wait (lambda () (cljassist-live-done-p "cljassist/warm" 1))))
             (should-not (cljassist-live-errors "cljassist/warm"))
             (should (cljassist-live-field "cljassist/warm" "warmed"))
+            (goto-char (point-max))
             (cljassist-complete)
             (should (nrepl-live-wait (lambda () (null cljassist--in-flight))))
             (should-not (cljassist-live-errors "cljassist/complete"))

@@ -490,11 +490,12 @@ each with the other fields the daemon sends, then done."
       (setq cider-stub-responses
             (list (nrepl-dict "err" "unknown op \"accepted\"" "status" '("done" "error" "unknown-op"))
                   'not-a-dict))
-      (cljassist-mode 1)
       (cljassist-test-run-command 'cljassist-accept)
       (cljassist-test-wait-for "cljassist/retained")
-      (setq cider-stub-send-error "no connection")
       (setq cljassist--warmed nil)
+      (cljassist--warm-once)
+      (setq cider-stub-send-error "no connection"
+            cljassist--warmed nil)
       (cljassist--warm-once)
       (should (equal (buffer-string) (concat cljassist-test-code "x 1)")))
       (should (= 1 (length (cljassist-test-sent "cljassist/warm"))))
@@ -572,23 +573,39 @@ each with the other fields the daemon sends, then done."
 
 ;;;; Warming up
 
-(ert-deftest cljassist-warm-once-on-visiting ()
+(ert-deftest cljassist-warm-once-at-the-first-idle-time ()
   (cljassist-test-with-buffer
     (let ((cljassist-modes '(cljassist-test-clojure-mode)))
       (setq cider-stub-ns "demo.core")
       (cljassist-mode 1)
+      (should-not cider-stub-requests)             ; point is not yet where the user will be
+      (goto-char (point-min))
+      (forward-line 2)                             ; a line start: nothing to complete
+      (cljassist--idle-fire)
       (let ((sent (cljassist-test-sent "cljassist/warm")))
         (should (= 1 (length sent)))
         (let ((req (car sent)))
           (should (equal (cljassist-test-field req "code") cljassist-test-code))
-          (should (equal (cljassist-test-field req "line") 4))
-          (should (equal (cljassist-test-field req "column") 8))
+          (should (equal (cljassist-test-field req "line") 3))
+          (should (equal (cljassist-test-field req "column") 1))
           (should (equal (cljassist-test-field req "ns") "demo.core"))
           (should (equal (cljassist-test-field req "buffer") (buffer-name)))))
+      (cljassist--idle-fire)
       (cljassist-mode -1)
       (cljassist-mode 1)
       (cljassist--idle-fire)
-      (should (= 1 (length (cljassist-test-sent "cljassist/warm")))))))
+      (should (= 1 (length (cljassist-test-sent "cljassist/warm"))))
+      (should-not (cljassist-test-sent "cljassist/complete")))))
+
+(ert-deftest cljassist-no-warm-after-a-completion-request ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-modes '(cljassist-test-clojure-mode)))
+      (cljassist-mode 1)
+      (cljassist--idle-fire)                       ; at a spot to complete: that warms too
+      (should (= 1 (length (cljassist-test-sent "cljassist/complete"))))
+      (goto-char (point-min))
+      (cljassist--idle-fire)
+      (should-not (cljassist-test-sent "cljassist/warm")))))
 
 (ert-deftest cljassist-warm-waits-for-a-connection ()
   (cljassist-test-with-buffer
@@ -606,14 +623,16 @@ each with the other fields the daemon sends, then done."
   (cljassist-test-with-buffer
     (let ((cljassist-modes '(clojure-mode)))
       (cljassist-mode 1)
-      (should-not (cljassist-test-sent "cljassist/warm")))))
+      (goto-char (point-min))
+      (cljassist--idle-fire)
+      (should-not cider-stub-requests))))
 
 ;;;; Stale requests
 
 (ert-deftest cljassist-stale-request-does-not-hold-back-a-new-one ()
   (cljassist-test-with-buffer
     (let ((cljassist-modes '(cljassist-test-clojure-mode)))
-      (cljassist-mode 1)                           ; its warm request is answered
+      (cljassist-mode 1)
       (setq cider-stub-defer t
             cider-stub-responses (cljassist-test-reply "old)"))
       (cljassist--idle-fire)
@@ -705,6 +724,15 @@ each with the other fields the daemon sends, then done."
     (execute-kbd-macro (kbd "d e TAB"))
     (should (equal (buffer-string) (concat cljassist-test-code "(dec x))")))
     (should-not (cljassist-test-ghost))))
+
+(ert-deftest cljassist-typing-a-newline-through ()
+  (cljassist-test-with-window-buffer
+    (electric-indent-local-mode -1)
+    (setq cider-stub-responses (cljassist-test-reply "x)\n(dec x)"))
+    (cljassist-complete)
+    (execute-kbd-macro (kbd "C-e RET"))
+    (should (equal (buffer-string) (concat cljassist-test-code "x)\n")))
+    (should (equal (cljassist-test-ghost) "(dec x)"))))
 
 (ert-deftest cljassist-word-and-line-keys-through-command-loop ()
   (cljassist-test-with-window-buffer
