@@ -359,12 +359,13 @@ def test_bench_package_files_are_typeable_library_files_of_the_bench_packages_ta
     cache = _package_cache(tmp_path, {
         "liba-clojure": {"a/one.clj": FILE, "a/two.clj": FILE, "a/only_ns.clj": "(ns a.only-ns)\n",
                          "project.clj": "(defproject a \"1\")\n", "_loose/usr/share/a/x.clj": FILE},
-        "libb-clojure": {"b/one.cljc": FILE},
+        "libb-clojure": {"b/one.cljc": FILE, "b/table.clj": "(ns b.table)\n(def table [" + "1 " * 300 + "])\n"},
         "libtrain-clojure": {"t/one.clj": FILE},
     })
     picked = bench_package_files(10, seed=0, split=split, cache_dir=cache)
     names = [p.relative_to(cache).as_posix() for p in picked]
-    # never a build file, a loose copy, a file with nothing to type, or another split's package
+    # never a build file, a loose copy, a file with nothing to type (or only a data table longer
+    # than a typed form), or another split's package
     assert sorted(names) == ["liba-clojure/src/a/one.clj", "liba-clojure/src/a/two.clj",
                              "libb-clojure/src/b/one.cljc"]
     assert names[1] == "libb-clojure/src/b/one.cljc"  # the packages take turns
@@ -418,8 +419,8 @@ def test_cli_typing_over_files_of_the_bench_packages(tmp_path, capsys, monkeypat
     source.write_text(FILE)
     asked = []
 
-    def files(count, seed):
-        asked.append((count, seed))
+    def files(count, seed, forms, max_form_chars):
+        asked.append((count, seed, forms, max_form_chars))
         return [source]
 
     monkeypatch.setattr(typing_module, "bench_package_files", files)
@@ -428,7 +429,7 @@ def test_cli_typing_over_files_of_the_bench_packages(tmp_path, capsys, monkeypat
     code = main(["bench", "--typing-bench-files", "3", "--seed", "5", "--no-repl", "--no-pause", "--forms", "1",
                  "--json", str(out)])
     assert code == 0, capsys.readouterr()
-    assert asked == [(3, 5)]
+    assert asked == [(3, 5, 1, 400)]
     report = json.loads(out.read_text())
     assert report["options"]["bench_files"] == 3 and report["forms"][0]["file"] == str(source)
     assert main(["bench", "--typing-bench-files", "0", "--no-repl"]) == EXIT_ERROR

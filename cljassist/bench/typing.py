@@ -530,10 +530,13 @@ def _times(ratio) -> str:
 # Command
 
 
-def bench_package_files(count: int, seed: int = 0, split=None, cache_dir: Path | None = None) -> list[Path]:
+def bench_package_files(count: int, seed: int = 0, split=None, cache_dir: Path | None = None,
+                        forms: int = 1, max_form_chars: int | None = DEFAULT_MAX_FORM_CHARS) -> list[Path]:
     """``count`` source files of the `bench` packages (split.toml), deterministically: the files
-    with a form to type besides the ns form, one package after the other in the split's order,
-    each package's files in a seeded order. Fewer when the packages have fewer."""
+    with ``forms`` forms to type besides the ns form, each of at most ``max_form_chars`` (a file
+    whose only forms are data tables of thousands of characters is not what anyone types), one
+    package after the other in the split's order, each package's files in a seeded order. Fewer
+    when the packages have fewer."""
     from cljassist.corpus import Split, library_sources
     from cljassist.fileio import read_source_file
 
@@ -549,7 +552,8 @@ def bench_package_files(count: int, seed: int = 0, split=None, cache_dir: Path |
             while stream and len(picked) < count:
                 path = stream.pop(0)
                 try:
-                    typeable = bool(candidate_forms(read_source_file(path)))
+                    spans = candidate_forms(read_source_file(path))
+                    typeable = sum(max_form_chars is None or e - s <= max_form_chars for s, e in spans) >= forms
                 except CljassistError:  # too big, unreadable: not a file to type
                     typeable = False
                 if typeable:
@@ -583,7 +587,8 @@ def run_typing_command(args) -> int:
     if args.typing_bench_files is not None:
         if args.typing_bench_files < 1:
             raise InputError("--typing-bench-files must be at least 1")
-        names += [str(p) for p in bench_package_files(args.typing_bench_files, args.seed)]
+        names += [str(p) for p in bench_package_files(args.typing_bench_files, args.seed, forms=args.forms,
+                                                                max_form_chars=args.max_form_chars)]
         if not names:
             raise InputError("--typing-bench-files: the bench packages have no Clojure sources here "
                              "(they are fetched with apt-get download on first use)")
