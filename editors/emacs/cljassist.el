@@ -21,13 +21,18 @@
 ;;   TAB                      accept all of the suggestion shown
 ;;   M-f or C-<right>         accept its next word (as M-f would move)
 ;;   C-e or M-RET             accept the rest of its current line
-;;   M-n / M-p                show the next / previous suggestion
+;;   M-n / M-p                show the next / previous suggestion (the
+;;                            first press asks for more when fewer were asked)
 ;;   typing its next characters   keeps the rest of it shown
 ;;   any other command        dismiss it
 ;;
 ;; `cljassist-mode' asks automatically after `cljassist-idle-delay' seconds
-;; of idle time; at the first idle time in a buffer it also asks the daemon,
-;; once, to prepare for completing there (where point then is):
+;; of idle time, for `cljassist-candidates' suggestions (one: the daemon
+;; answers one soonest); M-n or M-p then asks, once, for
+;; `cljassist-candidates-on-request' at the same place, and the daemon makes
+;; only those it has not made yet.  At the first idle time in a buffer the
+;; mode also asks the daemon, once, to prepare for completing there (where
+;; point then is):
 ;;
 ;;   (add-hook 'clojure-mode-hook #'cljassist-mode)
 ;;
@@ -53,8 +58,19 @@
   "Face of the suggestion shown at point before it is accepted."
   :group 'cljassist)
 
-(defcustom cljassist-candidates 3
-  "Number of suggestions to ask for in each request."
+(defcustom cljassist-candidates 1
+  "Number of suggestions to ask for as you type (`cljassist-mode').
+One is answered soonest; `cljassist-next' asks for more at that place."
+  :type 'integer
+  :group 'cljassist)
+
+(defcustom cljassist-candidates-on-request 3
+  "Number of suggestions to ask for on request.
+`cljassist-complete' asks for this many (or `cljassist-candidates' if
+more); `cljassist-next' and `cljassist-previous' ask once for this many
+at the place of a suggestion for which fewer were asked.  The daemon
+keeps the candidates it already made and checked there, and makes only
+the rest."
   :type 'integer
   :group 'cljassist)
 
@@ -125,6 +141,9 @@ removed); SID identifies the suggestion to the daemon, or is nil.")
 
 (defvar-local cljassist--index 0
   "Index in `cljassist--suggestions' of the suggestion shown.")
+
+(defvar-local cljassist--asked 0
+  "How many suggestions the request answered by the ghost shown asked for.")
 
 (defvar-local cljassist--ghost-tick nil
   "`buffer-chars-modified-tick' when the ghost was last shown or moved.")
@@ -243,13 +262,15 @@ the same markers now: the common start and end, which cannot overlap."
     (overlay-put cljassist--overlay 'after-string
                  (cljassist--ghost-string (car (cljassist--current))))))
 
-(defun cljassist--show (suggestions)
-  "Show the first of SUGGESTIONS, (TEXT . SID) conses, as ghost text at point."
+(defun cljassist--show (suggestions asked)
+  "Show the first of SUGGESTIONS, (TEXT . SID) conses, as ghost text at point.
+ASKED is how many suggestions their request asked for."
   (cljassist-dismiss)
   (unless (memq 'cljassist--emulation-alist emulation-mode-map-alists)
     (push 'cljassist--emulation-alist emulation-mode-map-alists))
   (setq cljassist--suggestions suggestions
         cljassist--index 0
+        cljassist--asked asked
         cljassist--overlay (make-overlay (point) (point) nil nil nil)
         cljassist--ghost-active t
         cljassist--ghost-buffer (current-buffer))
@@ -297,6 +318,7 @@ moves to point; it is dismissed when the one shown has no rest left."
           (setq cljassist--overlay nil
                 cljassist--suggestions nil
                 cljassist--index 0
+                cljassist--asked 0
                 cljassist--typed nil
                 cljassist--ghost-active nil)
           (remove-hook 'after-change-functions #'cljassist--after-change t)))))
@@ -393,31 +415,64 @@ The newline is not inserted; the following lines stay shown."
   (interactive)
   (cljassist--take "line" #'cljassist--line-length))
 
+(defun cljassist--move (step)
+  "Show the suggestion STEP places after the one shown, and say which."
+  (setq cljassist--index (mod (+ cljassist--index step)
+                              (length cljassist--suggestions)))
+  (cljassist--render)
+  (message "cljassist: suggestion %d/%d"
+           (1+ cljassist--index) (length cljassist--suggestions)))
+
 (defun cljassist--cycle (step)
-  "Show the suggestion STEP places after the one shown."
-  (if (not (cljassist--visible-p))
-      (message "cljassist: no suggestion shown")
-    (setq cljassist--index (mod (+ cljassist--index step)
-                                (length cljassist--suggestions)))
-    (cljassist--render)
-    (message "cljassist: suggestion %d/%d"
-             (1+ cljassist--index) (length cljassist--suggestions))))
+  "Show the suggestion STEP places after the one shown.
+When fewer than `cljassist-candidates-on-request' were asked for, ask
+for that many first (the ghost stays meanwhile); their reply moves it."
+  (cond
+   ((not (cljassist--visible-p))
+    (message "cljassist: no suggestion shown"))
+   ((cljassist--in-flight-p)
+    (message "cljassist: asking for more suggestions..."))
+   ((< cljassist--asked cljassist-candidates-on-request)
+    (message "cljassist: asking for more suggestions...")
+    (cljassist--send cljassist-candidates-on-request step))
+   (t (cljassist--move step))))
 
 (defun cljassist-next ()
-  "Show the next suggestion."
+  "Show the next suggestion (asking for more first, if fewer were asked)."
   (interactive)
   (cljassist--cycle 1))
 
 (defun cljassist-previous ()
-  "Show the previous suggestion."
+  "Show the previous suggestion (asking for more first, if fewer were asked)."
   (interactive)
   (cljassist--cycle -1))
 
+(defun cljassist--with-shown-first (shown entries)
+  "ENTRIES, (TEXT . SID) conses, with SHOWN's text first and SHOWN's sid,
+when ENTRIES hold its text; else nil.  The sid stays: the suggestion is
+the one shown, perhaps partly accepted already."
+  (when (assoc (car shown) entries)
+    (let (others)
+      (dolist (entry entries)
+        (unless (equal (car entry) (car shown)) (push entry others)))
+      (cons shown (nreverse others)))))
+
+(defun cljassist--show-more (entries asked step)
+  "Replace the suggestions shown by ENTRIES, the reply to a request for
+ASKED at the same place, then move STEP places from the one shown.
+When ENTRIES no longer hold it, the first of ENTRIES is shown instead."
+  (let ((kept (cljassist--with-shown-first (cljassist--current) entries)))
+    (setq cljassist--suggestions (or kept entries)
+          cljassist--index 0
+          cljassist--asked asked)
+    (cljassist--move (if kept step 0))))
+
 ;;;; Requests
 
-(defun cljassist--request (op)
+(defun cljassist--request (op &optional n)
   "The nREPL request OP for point in this buffer, as a flat list.
-Every op about a position carries the same fields as cljassist/complete."
+Every op about a position carries the same fields as cljassist/complete;
+\"n\" is N, or `cljassist-candidates' (what the daemon prefetches)."
   (save-restriction
     (widen)
     (let ((ns (ignore-errors (cider-current-ns)))
@@ -426,7 +481,7 @@ Every op about a position carries the same fields as cljassist/complete."
                  "line" (line-number-at-pos (point) t)
                  "column" (1+ (- (point) (line-beginning-position)))
                  "code" (buffer-substring-no-properties (point-min) (point-max))
-                 "n" cljassist-candidates
+                 "n" (or n cljassist-candidates)
                  "buffer" (or buffer-file-name (buffer-name)))))
       (when (and (stringp ns) (not (string= ns "")))
         (setq request (append request (list "ns" ns))))
@@ -523,8 +578,10 @@ Nothing is sent when the buffer was killed: where its text went is unknown."
               (eql tick (buffer-chars-modified-tick))
               (eql pos (point))))))
 
-(defun cljassist--handle (response buffer serial tick pos)
-  "Handle one RESPONSE to request SERIAL sent from BUFFER at TICK and POS."
+(defun cljassist--handle (response buffer serial tick pos asked step)
+  "Handle one RESPONSE to request SERIAL sent from BUFFER at TICK and POS.
+The request asked for ASKED suggestions; STEP is nil for a new ghost, or
+the cycling step of a request for more suggestions than the ghost shown."
   (let ((err (nrepl-dict-get response "err"))
         (status (nrepl-dict-get response "status"))
         (suggestions (nrepl-dict-get response "suggestions"))
@@ -545,35 +602,46 @@ Nothing is sent when the buffer was killed: where its text went is unknown."
     (when (and suggestions (cljassist--current-p buffer serial tick pos))
       (let ((entries (cljassist--suggestion-entries suggestions)))
         (with-current-buffer buffer
-          (if entries
-              (cljassist--show entries)
-            (cljassist-dismiss)))))
+          (cond
+           ((not step)
+            (if entries
+                (cljassist--show entries asked)
+              (cljassist-dismiss)))
+           ;; Dismissed meanwhile without an edit or a move: no more wanted.
+           ((not (cljassist--visible-p)))
+           (entries (cljassist--show-more entries asked step))
+           (t (setq cljassist--asked asked)
+              (cljassist--move step))))))
     (when (and (member "done" status) (buffer-live-p buffer))
       (with-current-buffer buffer
         (when (eql serial (car cljassist--in-flight))
           (setq cljassist--in-flight nil))))))
 
-(defun cljassist--callback (buffer serial tick pos)
+(defun cljassist--callback (buffer serial tick pos asked step)
   "A response handler that never signals, for request SERIAL.
-The request was sent from BUFFER at modification TICK and point POS."
+The request was sent from BUFFER at modification TICK and point POS, for
+ASKED suggestions; STEP as `cljassist--handle' takes it."
   (lambda (response)
     (condition-case err
-        (cljassist--handle response buffer serial tick pos)
+        (cljassist--handle response buffer serial tick pos asked step)
       (error (message "cljassist: bad reply: %s" (error-message-string err))))))
 
-(defun cljassist--send ()
-  "Send a completion request for point; return its serial number.
+(defun cljassist--send (n &optional step)
+  "Send a request for N suggestions at point; return its serial number.
 A reply to an earlier request is ignored from now on, and the daemon
-cancels that request: it is for the same buffer."
-  (cljassist-dismiss)
+cancels that request: it is for the same buffer.  Without STEP the ghost
+shown is dismissed and the reply shows a new one; with STEP the request
+asks for more at the ghost's place, and its reply moves the ghost STEP
+places (see `cljassist--cycle'), without hiding it meanwhile."
+  (unless step (cljassist-dismiss))
   (setq cljassist--warmed t)
   (let* ((serial (1+ cljassist--serial))
          (tick (buffer-chars-modified-tick))
-         (callback (cljassist--callback (current-buffer) serial tick (point))))
+         (callback (cljassist--callback (current-buffer) serial tick (point) n step)))
     (setq cljassist--serial serial
           cljassist--in-flight (list serial (float-time) tick (point)))
     (condition-case err
-        (cider-nrepl-send-request (cljassist--request "cljassist/complete") callback)
+        (cider-nrepl-send-request (cljassist--request "cljassist/complete" n) callback)
       (error
        (when (eql serial (car cljassist--in-flight))
          (setq cljassist--in-flight nil))
@@ -581,11 +649,12 @@ cancels that request: it is for the same buffer."
     serial))
 
 (defun cljassist-complete ()
-  "Ask cljassist for a suggestion at point and show it as ghost text."
+  "Ask cljassist for suggestions at point and show the best as ghost text.
+It asks for `cljassist-candidates-on-request' (M-n shows the next)."
   (interactive)
   (if (not (cider-connected-p))
       (message "cljassist: CIDER is not connected")
-    (cljassist--send)))
+    (cljassist--send (max cljassist-candidates-on-request cljassist-candidates))))
 
 ;;;; Idle completion
 
@@ -623,7 +692,7 @@ new one: its reply would be ignored."
                  (not (cljassist--visible-p))
                  (not (cljassist--in-flight-p))
                  (cljassist--point-eligible-p))
-            (cljassist--send)
+            (cljassist--send cljassist-candidates)
           (cljassist--warm-once)))
     (error (message "cljassist: %s" (error-message-string err)))))
 

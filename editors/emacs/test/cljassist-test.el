@@ -646,6 +646,122 @@ each with the other fields the daemon sends, then done."
       (cider-stub-deliver 0)
       (should (equal (cljassist-test-ghost) "1)")))))
 
+;;;; One suggestion as you type, more on request
+
+(defun cljassist-test-idle-ghost (&rest entries)
+  "In `cljassist-mode', an idle request answered by ENTRIES, (TEXT . SID)."
+  (setq cider-stub-responses (apply #'cljassist-test-reply-sids entries))
+  (cljassist-mode 1)
+  (let ((cljassist-modes '(cljassist-test-clojure-mode)))
+    (cljassist--idle-fire)))
+
+(ert-deftest cljassist-one-candidate-as-you-type-more-on-request ()
+  (should (= 1 (default-value 'cljassist-candidates)))
+  (should (= 3 (default-value 'cljassist-candidates-on-request)))
+  (cljassist-test-with-buffer
+    (cljassist-test-idle-ghost '("x 1)" . "a1"))
+    (should (equal (cljassist-test-field (car cider-stub-requests) "n") 1))
+    (should (equal (cljassist-test-ghost) "x 1)"))
+    (cljassist-complete)
+    (should (equal (cljassist-test-field (car cider-stub-requests) "n") 3))
+    (let ((cljassist-candidates 5))                ; asking for fewer than typing does: never
+      (cljassist-complete))
+    (should (equal (cljassist-test-field (car cider-stub-requests) "n") 5))))
+
+(ert-deftest cljassist-next-asks-once-for-more-at-the-same-place ()
+  (cljassist-test-with-buffer
+    (cljassist-test-idle-ghost '("x 1)" . "a1"))
+    (let ((overlay cljassist--overlay)
+          (first (car cider-stub-requests)))
+      (setq cider-stub-defer t
+            cider-stub-responses (cljassist-test-reply-sids
+                                  '("x)" . "b1") '("x 1)" . "b2") '("2)" . "b3")))
+      (cljassist-test-run-command 'cljassist-next)
+      (let ((sent (cljassist-test-sent "cljassist/complete")))
+        (should (= 2 (length sent)))
+        (should (equal (cljassist-test-field (cadr sent) "n") 3))
+        (dolist (key '("line" "column" "code" "buffer"))
+          (should (equal (cljassist-test-field (cadr sent) key)
+                         (cljassist-test-field first key)))))
+      (should (equal (cljassist-test-ghost) "x 1)")) ; still shown while it asks: no flicker
+      (cljassist-test-run-command 'cljassist-next)  ; asked already: no second request
+      (should (= 2 (length (cljassist-test-sent "cljassist/complete"))))
+      (cider-stub-deliver)
+      (should (eq overlay cljassist--overlay))
+      (should (equal cljassist--suggestions      ; the one shown first, with its sid
+                     '(("x 1)" . "a1") ("x)" . "b1") ("2)" . "b3"))))
+      (should (equal (cljassist-test-ghost) "x)"))  ; then the next
+      (should (string-match-p "suggestion 2/3\n\\'" (cljassist-test-messages)))
+      (cljassist-test-run-command 'cljassist-next)
+      (should (equal (cljassist-test-ghost) "2)"))
+      (cljassist-test-run-command 'cljassist-next)
+      (should (equal (cljassist-test-ghost) "x 1)"))
+      (should (= 2 (length (cljassist-test-sent "cljassist/complete"))))
+      (cljassist-test-run-command 'cljassist-accept)
+      (should (equal (cljassist-test-field (car (cljassist-test-sent "cljassist/accepted")) "sid")
+                     "a1")))))
+
+(ert-deftest cljassist-previous-asks-for-more-then-shows-the-last ()
+  (cljassist-test-with-buffer
+    (cljassist-test-idle-ghost '("x 1)" . "a1"))
+    (setq cider-stub-responses (cljassist-test-reply-sids
+                                '("x 1)" . "b1") '("x)" . "b2") '("2)" . "b3")))
+    (cljassist-test-run-command 'cljassist-previous)
+    (should (equal (cljassist-test-ghost) "2)"))
+    (should (= 2 (length (cljassist-test-sent "cljassist/complete"))))))
+
+(ert-deftest cljassist-more-without-the-one-shown-shows-their-first ()
+  (cljassist-test-with-buffer
+    (cljassist-test-idle-ghost '("x 1)" . "a1"))
+    (setq cider-stub-responses (cljassist-test-reply-sids '("x)" . "b1") '("2)" . "b2")))
+    (cljassist-test-run-command 'cljassist-next)
+    (should (equal cljassist--suggestions '(("x)" . "b1") ("2)" . "b2"))))
+    (should (equal (cljassist-test-ghost) "x)"))))
+
+(ert-deftest cljassist-more-answered-with-one-is-not-asked-again ()
+  (cljassist-test-with-buffer
+    (cljassist-test-idle-ghost '("x 1)" . "a1"))
+    (setq cider-stub-responses (cljassist-test-reply-sids '("x 1)" . "b1")))
+    (cljassist-test-run-command 'cljassist-next)
+    (should (equal cljassist--suggestions '(("x 1)" . "a1"))))
+    (should (equal (cljassist-test-ghost) "x 1)"))
+    (should (string-match-p "suggestion 1/1\n\\'" (cljassist-test-messages)))
+    (cljassist-test-run-command 'cljassist-next)
+    (should (= 2 (length (cljassist-test-sent "cljassist/complete"))))))
+
+(ert-deftest cljassist-no-more-asked-when-typing-asks-for-enough ()
+  (cljassist-test-with-buffer
+    (let ((cljassist-candidates 3))
+      (cljassist-test-idle-ghost '("x 1)" . "a1") '("x)" . "a2"))
+      (should (equal (cljassist-test-field (car cider-stub-requests) "n") 3))
+      (cljassist-test-run-command 'cljassist-next)
+      (should (equal (cljassist-test-ghost) "x)"))
+      (should (= 1 (length (cljassist-test-sent "cljassist/complete")))))))
+
+(ert-deftest cljassist-more-failing-keeps-the-ghost-and-asks-again ()
+  (cljassist-test-with-buffer
+    (cljassist-test-idle-ghost '("x 1)" . "a1"))
+    (setq cider-stub-responses (list (nrepl-dict "err" "model failed\n" "status" '("done" "error"))))
+    (cljassist-test-run-command 'cljassist-next)
+    (should (equal (cljassist-test-ghost) "x 1)"))
+    (should (string-match-p "cljassist: model failed\n\\'" (cljassist-test-messages)))
+    (setq cider-stub-responses (cljassist-test-reply-sids '("x 1)" . "b1") '("x)" . "b2")))
+    (cljassist-test-run-command 'cljassist-next)
+    (should (= 3 (length (cljassist-test-sent "cljassist/complete"))))
+    (should (equal (cljassist-test-ghost) "x)"))))
+
+(ert-deftest cljassist-more-ignored-once-dismissed ()
+  (cljassist-test-with-buffer
+    (cljassist-test-idle-ghost '("x 1)" . "a1"))
+    (setq cider-stub-defer t
+          cider-stub-responses (cljassist-test-reply-sids '("x)" . "b1") '("x 1)" . "b2")))
+    (cljassist-test-run-command 'cljassist-next)
+    (cljassist-test-run-command 'ignore)           ; any other command: dismissed, no edit, no move
+    (should-not (cljassist-test-ghost))
+    (cider-stub-deliver)
+    (should-not (cljassist-test-ghost))
+    (should-not cljassist--in-flight)))
+
 ;;;; Typing through the ghost
 
 (defmacro cljassist-test-with-window-buffer (&rest body)
@@ -711,6 +827,27 @@ each with the other fields the daemon sends, then done."
     (should (equal (cljassist-test-ghost) ")"))
     (execute-kbd-macro (kbd "M-n"))
     (should (equal (cljassist-test-ghost) " 1)"))))
+
+(ert-deftest cljassist-more-ignored-once-typed-through ()
+  (cljassist-test-with-window-buffer
+    (let ((cljassist-modes '(cljassist-test-clojure-mode)))
+      (setq cider-stub-responses (cljassist-test-reply "x 1)"))
+      (cljassist-mode 1)
+      (cljassist--idle-fire)
+      (setq cider-stub-defer t
+            cider-stub-responses (cljassist-test-reply-sids '("x)" . "b1") '("x 1)" . "b2")))
+      (execute-kbd-macro (kbd "M-n x"))            ; asked for more, then typed on
+      (should (= 2 (length (cljassist-test-sent "cljassist/complete"))))
+      (cider-stub-deliver)                          ; for the place before x: ignored
+      (should (equal cljassist--suggestions '((" 1)" . "s1"))))
+      (should (equal (cljassist-test-ghost) " 1)"))
+      (setq cider-stub-defer nil
+            cider-stub-responses (cljassist-test-reply-sids '(")" . "c1") '(" 1)" . "c2")))
+      (execute-kbd-macro (kbd "M-n"))              ; asks at the new place
+      (should (equal (cljassist-test-ghost) ")"))
+      (let ((sent (cljassist-test-sent "cljassist/complete")))
+        (should (= 3 (length sent)))
+        (should (equal (cljassist-test-field (nth 2 sent) "column") 9))))))
 
 (ert-deftest cljassist-typing-through-with-a-pair-inserter ()
   "An opener whose closer `electric-pair-mode' adds: no closer twice."
