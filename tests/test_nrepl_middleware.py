@@ -495,7 +495,7 @@ def test_end_to_end_real_model_repl_daemon_and_middleware(server, client, defaul
 
 @needs_emacs
 def test_the_emacs_package_through_this_middleware_and_a_real_daemon(server, client, default_model, tmp_path):
-    """Warm, complete (SmolLM2), typing through, accepting a word and the rest, and the reports, from
+    """Warm, complete (SmolLM2), M-n asking for more, typing through, accepting a word and the rest, and the reports, from
     Emacs through this middleware; the daemon's statistics show what Emacs said it kept."""
     from cljassist.frontends.common import open_engine
     from cljassist.stats.tracker import SuggestionTracker

@@ -634,7 +634,7 @@ def test_end_to_end_real_model_and_real_nrepl_through_the_proxy(nrepl_server, de
 
 @needs_emacs
 def test_the_emacs_package_through_the_proxy_with_the_real_model(nrepl_server, default_model):
-    """Warm, complete (SmolLM2), typing through, accepting a word and the rest, and the reports, from
+    """Warm, complete (SmolLM2), M-n asking for more, typing through, accepting a word and the rest, and the reports, from
     Emacs through the proxy; its statistics show what Emacs said it kept."""
     from cljassist.stats.tracker import SuggestionTracker
 

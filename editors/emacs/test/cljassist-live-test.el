@@ -39,7 +39,7 @@
       (when (nrepl-dict-get r key) (setq value (nrepl-dict-get r key))))
     value))
 
-(ert-deftest cljassist-live-suggest-type-through-accept-and-report ()
+(ert-deftest cljassist-live-suggest-more-type-through-accept-and-report ()
   (let ((address (getenv "CLJASSIST_TEST_NREPL")))
     (skip-unless address)
     (cider-stub-reset)
@@ -48,7 +48,6 @@
     (nrepl-live-connect (match-string 1 address) (string-to-number (match-string 2 address)))
     (let ((cljassist-modes '(cljassist-live-clojure-mode))
           (cljassist-retained-delay 0.5)
-          (cljassist-candidates 2)
           (buffer (get-buffer-create "*cljassist-live*")))
       (unwind-protect
           (save-window-excursion
@@ -62,7 +61,7 @@
             (should-not (cljassist-live-errors "cljassist/warm"))
             (should (cljassist-live-field "cljassist/warm" "warmed"))
             (goto-char (point-max))
-            (cljassist-complete)
+            (cljassist--idle-fire)                    ; as you type: one suggestion asked for
             (should (nrepl-live-wait (lambda () (null cljassist--in-flight))))
             (should-not (cljassist-live-errors "cljassist/complete"))
             (should (cljassist--visible-p))           ; the model's suggestion, as ghost text
@@ -72,6 +71,20 @@
                    (accepts 0))
               (message "cljassist-live: suggestion %S, sid %S" text sid)
               (should (stringp sid))
+              (should (equal (cljassist-live-asked) '(1)))
+              (execute-kbd-macro (kbd "M-n"))         ; asks for more at the same place
+              (should (nrepl-live-wait (lambda () (null cljassist--in-flight))))
+              (should-not (cljassist-live-errors "cljassist/complete"))
+              (should (equal (cljassist-live-asked) '(1 3)))
+              (message "cljassist-live: after M-n %S" cljassist--suggestions)
+              ;; The daemon keeps the candidate it made and checked there: the
+              ;; one shown stays first, and the model made others.
+              (should (equal (car cljassist--suggestions) (cons text sid)))
+              (should (> (length cljassist--suggestions) 1))
+              (should (= 1 cljassist--index))
+              (execute-kbd-macro (kbd "M-p"))         ; back to it: no request
+              (should (equal (cljassist--current) (cons text sid)))
+              (should (equal (cljassist-live-asked) '(1 3)))
               (when (and (> (length text) 1) (>= first ?\s))
                 (execute-kbd-macro (string first))    ; typed through: the rest stays
                 (should (equal (car (cljassist--current)) (substring text 1)))
@@ -83,15 +96,14 @@
                 (execute-kbd-macro (kbd "TAB"))
                 (cl-incf accepts))
               (should (equal (buffer-string) (concat cljassist-live-code text)))
-              (should (= 1 (length (cljassist-test-live-sent "cljassist/complete"))))
+              (should (= 2 (length (cljassist-test-live-sent "cljassist/complete"))))
               (should (nrepl-live-wait (lambda () (cljassist-live-done-p "cljassist/accepted" accepts))))
               (should-not (cljassist-live-errors "cljassist/accepted"))
               (should (cljassist-live-field "cljassist/accepted" "prefetching"))
               (should (nrepl-live-wait (lambda () (cljassist-live-done-p "cljassist/retained" 1))))
               (should-not (cljassist-live-errors "cljassist/retained"))
               (should (cljassist-live-field "cljassist/retained" "recorded"))
-              (should-not (string-match-p "^cljassist: "    ; nothing for the user to read
-                                          (with-current-buffer (messages-buffer) (buffer-string))))))
+              (should-not (cljassist-live-complaints))))
         (with-current-buffer buffer
           (cljassist-mode -1))
         (kill-buffer buffer)
@@ -101,6 +113,20 @@
   "The requests of OP sent, oldest first."
   (cl-remove-if-not (lambda (request) (equal (cadr (member "op" request)) op))
                     (reverse cider-stub-requests)))
+
+(defun cljassist-live-asked ()
+  "The \"n\" of each completion request sent, oldest first."
+  (mapcar (lambda (request) (cadr (member "n" request)))
+          (cljassist-test-live-sent "cljassist/complete")))
+
+(defun cljassist-live-complaints ()
+  "The package's messages other than cycling's: errors the user would read."
+  (cl-remove-if
+   (lambda (line)
+     (or (not (string-prefix-p "cljassist: " line))
+         (string-match-p "\\`cljassist: \\(suggestion [0-9]+/[0-9]+\\|asking for more suggestions\\.\\.\\.\\)\\'"
+                         line)))
+   (split-string (with-current-buffer (messages-buffer) (buffer-string)) "\n")))
 
 (provide 'cljassist-live-test)
 ;;; cljassist-live-test.el ends here
