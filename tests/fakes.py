@@ -3,11 +3,14 @@ the real GGUF model and the real nREPL instead."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Sequence
 
 from cljassist.config import Settings
+from cljassist.errors import Cancelled
 from cljassist.model.fim import load_fim_table
 from cljassist.types import CompletionModel, CompletionRequest, CompletionResult, Generation, Prompt, WarmResult, as_prompt
+from tests.waiting import wait_until
 
 
 class ScriptedModel:
@@ -128,3 +131,16 @@ class FakeEngine:
 
     def warm(self, request: CompletionRequest, cancelled: Callable[[], bool] | None = None) -> WarmResult:
         return WarmResult(0, "a fake engine has no model to warm")
+
+
+def generate_until_released(release: threading.Event, cancelled: Callable[[], bool] | None) -> None:
+    """Stand in for a long generation: return once the test sets `release`, raise Cancelled as soon as
+    `cancelled()` says so (the real model polls it between tokens)."""
+
+    def released_or_cancelled() -> str | None:
+        if release.is_set():
+            return "released"
+        return "cancelled" if cancelled is not None and cancelled() else None
+
+    if wait_until(released_or_cancelled, "the test to release the engine", interval=0.01) == "cancelled":
+        raise Cancelled("cancelled during generation")

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import edn_format
@@ -27,7 +26,8 @@ from cljassist.frontends import daemon as daemon_module
 from cljassist.frontends.daemon import PORT_FILE_NAME, Daemon, DaemonAlreadyRunning, PortFile, read_port_file
 from cljassist.frontends.protocol import decode_line
 from cljassist.frontends.service import CompletionService
-from tests.fakes import FakeEngine, ScriptedModel
+from tests.fakes import FakeEngine, ScriptedModel, generate_until_released
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT = 30.0  # generous: only there so a broken daemon fails the test instead of hanging it
@@ -76,12 +76,11 @@ class GatedEngine(FakeEngine):
     def complete(self, request, n=None, cancelled=None):
         self.calls.append(request.prefix)
         self.started.set()
-        deadline = time.monotonic() + WAIT
-        while not self.release.is_set() and time.monotonic() < deadline:
-            if cancelled is not None and cancelled():
-                self.cancelled_seen.set()
-                raise Cancelled("cancelled during generation")
-            time.sleep(0.01)
+        try:
+            generate_until_released(self.release, cancelled)
+        except Cancelled:
+            self.cancelled_seen.set()
+            raise
         return CompletionResult([Suggestion(text="(inc x)", score=0.9, checks={"balanced": True, "compiles": None})],
                                 ms=1.0)
 
@@ -399,9 +398,7 @@ def test_accepted_prefetches_the_next_line_when_prefetch_is_on(tmp_path):
             after = {"prefix": "(defn f [x]\n  (inc x)", "suffix": ")\n", "file": "a.clj"}
             client.send_json({"op": "accepted", "token": daemon.token, "id": 1, **after})
             assert client.read() == {"id": 1, "prefetching": 2}
-            deadline = time.monotonic() + WAIT
-            while len(model.prompts) < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: len(model.prompts) >= 2, "both prefetches to reach the model")
             client.send_json({"op": "complete", "token": daemon.token, "id": 2, "file": "a.clj",
                               "prefix": after["prefix"] + "\n  ", "suffix": ")\n", "n": 1})
             reply = client.read()

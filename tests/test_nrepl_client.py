@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from cljassist.repl.bencode import MessageStream, encode
 from cljassist.repl.client import EvalResult, NreplClient
 from cljassist.repl.local_server import base_classpath, start_local_nrepl
 from tests.fixtures_repl import DEMO_SRC, TEST_JVM_OPTS, nrepl_missing_reason
+from tests.waiting import wait_until
 
 # Generous: tests must not flake on a loaded 2-core CI machine.
 WAIT = 30.0
@@ -332,13 +332,13 @@ def test_load_file(nrepl_client):
 def test_interrupt_frees_session(nrepl_client):
     session = nrepl_client.clone()
     pending = nrepl_client.send("eval", code="(Thread/sleep 60000)", session=session)
-    deadline = time.monotonic() + WAIT
-    while True:  # the eval may not have started yet: then the session is still idle
+
+    def interrupted():  # the eval may not have started yet: then the session is still idle
         status = nrepl_client.interrupt(session, pending.id)
-        if "session-idle" not in status or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert "done" in status and "session-idle" not in status
+        return None if "session-idle" in status else status
+
+    status = wait_until(interrupted, "the eval to start, so that an interrupt finds it", interval=0.1)
+    assert "done" in status
     replies = pending.result(WAIT)
     assert "interrupted" in EvalResult.from_replies(pending.id, replies).status
     assert nrepl_client.eval("(+ 1 2)", session=session, timeout=WAIT).values == ["3"]
@@ -355,20 +355,17 @@ def test_timeout_raises_repl_timeout(nrepl_client):
     assert nrepl_client.eval("(+ 2 2)", session=session, timeout=WAIT).values == ["4"]
 
 
-def wait_for_port_file(path: Path, expected: str) -> str:
+def wait_for_port_file(path: Path, expected: str) -> None:
     """nREPL writes .nrepl-port just after printing its port (and the file may
     briefly exist empty), so poll for the expected content for a while."""
-    deadline = time.monotonic() + WAIT
-    content = None
-    while time.monotonic() < deadline:
+
+    def content() -> str | None:
         try:
-            content = path.read_text().strip()
+            return path.read_text().strip()
         except FileNotFoundError:
-            content = None
-        if content == expected:
-            break
-        time.sleep(0.05)
-    return content
+            return None
+
+    wait_until(lambda: content() == expected, f"{path} to hold {expected}", interval=0.05)
 
 
 @integration
@@ -397,7 +394,7 @@ def test_start_failure_is_one_line(tmp_path):
 @integration
 def test_port_file_written(nrepl_server):
     port = str(nrepl_server.port)
-    assert wait_for_port_file(nrepl_server.port_file, port) == port
+    wait_for_port_file(nrepl_server.port_file, port)
 
 
 @integration
@@ -454,7 +451,7 @@ def test_main_serve_until_ctrl_c(tmp_path):
         assert line.startswith("nREPL on 127.0.0.1:"), line
         assert f"(.nrepl-port written in {tmp_path})" in line
         port = int(line.split(":")[1].split()[0])
-        assert wait_for_port_file(tmp_path / ".nrepl-port", str(port)) == str(port)
+        wait_for_port_file(tmp_path / ".nrepl-port", str(port))
         with NreplClient.connect("127.0.0.1", port) as client:
             assert client.eval("(+ 20 22)", timeout=WAIT).values == ["42"]
         proc.send_signal(signal.SIGINT)

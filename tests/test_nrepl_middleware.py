@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import edn_format
@@ -23,16 +22,16 @@ import pytest
 
 from cljassist.config import Settings
 from cljassist.types import CompletionResult, Suggestion, WarmResult
-from cljassist.errors import Cancelled
 from cljassist.frontends.bridge import COMPLETE_OP, MIDDLEWARE_VAR, export_middleware, inject_middleware
 from cljassist.frontends.daemon import Daemon
 from cljassist.frontends.service import CompletionService
 from cljassist.repl.bencode import encode
 from cljassist.repl.client import NreplClient
 from cljassist.repl.local_server import base_classpath, start_local_nrepl
-from tests.fakes import FakeEngine
+from tests.fakes import FakeEngine, generate_until_released
 from tests.emacs_live import assert_kept_as_emacs_reported, needs_emacs, run_live_emacs_test
 from tests.fixtures_repl import DEMO_SRC, TEST_JVM_OPTS, nrepl_missing_reason
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 WAIT = 60.0  # generous: only there so a broken bridge fails a test instead of hanging it
@@ -56,11 +55,7 @@ class RecordingEngine(FakeEngine):
         self.requests.append(request)
         if SLOW in request.prefix + request.suffix:
             self.started.set()
-            deadline = time.monotonic() + WAIT
-            while not self.gate.is_set() and time.monotonic() < deadline:
-                if cancelled is not None and cancelled():
-                    raise Cancelled("cancelled during generation")
-                time.sleep(0.01)
+            generate_until_released(self.gate, cancelled)
         suggestion = Suggestion(text=f"({self.label} x)", score=0.75,
                                 checks={"balanced": True, "reads": True, "compiles": None})
         return CompletionResult([suggestion], ms=2.5, namespace=request.namespace, repl="off")
@@ -266,10 +261,7 @@ def test_accepted_and_retained_are_forwarded_and_the_daemon_prefetches(client, e
                                      sid=sid, kind="word", chars=2))
     assert accepted["status"] == ["done"] and "err" not in accepted, accepted.get("err")
     assert accepted["prefetching"] >= 1 and accepted["recorded"] == "false"  # the test daemon records nothing
-    deadline = time.monotonic() + WAIT
-    while not engine.requests and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert engine.requests, "the daemon computed nothing ahead"
+    wait_until(lambda: engine.requests, "the daemon to compute ahead")
     assert engine.requests[0].prefix == "(ns demo.x)\n(defn f [x]\n  (inc x))"
     retained = merged(client.request(RETAINED_OP, timeout=WAIT, sid=sid, chars=2))
     assert retained["status"] == ["done"] and retained["recorded"] == "false", retained.get("err")

@@ -45,6 +45,7 @@ from cljassist.repl.discovery import PORT_FILE
 from cljassist.repl.local_server import base_classpath
 from tests.emacs_live import assert_kept_as_emacs_reported, needs_emacs, run_live_emacs_test
 from tests.fakes import ScriptedModel
+from tests.waiting import wait_until
 
 LOCAL = "127.0.0.1"
 WAIT = 60.0  # generous: only to avoid hangs on a loaded 2-core machine, never a timing assertion
@@ -140,13 +141,6 @@ def merged(replies: list[dict]) -> dict:
             else:
                 out[key] = value
     return out
-
-
-def wait_until(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class FakeUpstream:
@@ -246,11 +240,9 @@ def test_sessions_clone_and_close_through_the_proxy(client):
 def test_interrupting_a_long_eval_through_the_proxy(client):
     session = client.clone(timeout=WAIT)
     long_eval = client.send("eval", code="(Thread/sleep 600000)", session=session)
-    deadline = time.monotonic() + WAIT
     # The eval may not have started when the first interrupt arrives ("session-idle"): try again.
-    while "session-idle" in client.interrupt(session, long_eval.id, timeout=WAIT):
-        assert time.monotonic() < deadline, "the eval never started"
-        time.sleep(0.05)
+    wait_until(lambda: "session-idle" not in client.interrupt(session, long_eval.id, timeout=WAIT),
+               "the eval to start, so that an interrupt finds it", interval=0.05)
     assert "interrupted" in merged(long_eval.result(WAIT))["status"]
     assert client.eval("(+ 1 2)", session=session, timeout=WAIT).values == ["3"]  # the session lives on
 

@@ -41,6 +41,7 @@ from cljassist.model.remote import (
 from cljassist.prompt import build_prompt
 from cljassist.types import CompletionRequest, Generation, Prompt
 from tests.fakes import ScriptedModel
+from tests.waiting import wait_until
 
 # ------------------------------------------------------------------------------- scripted server
 
@@ -176,16 +177,6 @@ def stop_at_newline(text: str) -> int | None:
     """A stop rule in the engine's shape: end the candidate before its first newline."""
     i = text.find("\n")
     return i if i >= 0 else None
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """Poll `condition` until it holds (a generous bound only against hanging)."""
-    end = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def free_port() -> int:
@@ -373,7 +364,7 @@ def test_streamed_reply_is_cut_and_the_server_hung_up_on(scripted):
     [after] = model.generate_candidates("p", n=1, max_tokens=16, stop=stop_at_newline)
     assert after.text == "next"
     assert len(set(server.client_ports)) == 2  # we hung up, so the next request came on a new connection
-    assert wait_for(lambda: server.hung_up == 1)  # and the server saw it before writing all its events
+    wait_until(lambda: server.hung_up == 1, "the server to see the hang-up")  # before writing all its events
 
 
 def test_streamed_infill_counts_pieces_as_tokens_and_keeps_the_connection(scripted):

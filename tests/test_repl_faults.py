@@ -33,6 +33,7 @@ from cljassist.types import CompletionRequest, ReplStatus
 from cljassist.verify import repl_compile
 from tests.fakes import ScriptedModel
 from tests.fixtures_repl import TEST_JVM_OPTS, nrepl_missing_reason
+from tests.waiting import wait_until
 
 CODE = "(ns faults.core (:require [clojure.string :as str]))\n\n(defn shout [s]\n  "
 SUFFIX = ")\n"
@@ -47,16 +48,6 @@ def request(i: int) -> CompletionRequest:
     return CompletionRequest(CODE + f";; edit {i}\n  ", SUFFIX)
 
 
-def until(condition, what: str, timeout: float = WAIT):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def require_nrepl() -> None:
     reason = nrepl_missing_reason()
     if reason:
@@ -67,7 +58,7 @@ def start_nrepl_in(directory):
     """A dedicated nREPL in `directory`, once its .nrepl-port names it (nREPL writes the file
     just after it says it started)."""
     server = start_local_nrepl(directory, timeout=120, jvm_opts=TEST_JVM_OPTS)
-    until(lambda: port_file_locator(directory)() == (server.host, server.port), f"{server} to write its port file")
+    wait_until(lambda: port_file_locator(directory)() == (server.host, server.port), f"{server} to write its port file")
     return server
 
 
@@ -125,10 +116,10 @@ def test_health_marks_the_repl_and_a_background_probe_clears_it():
         assert not health.answering and NOT_ANSWERING.match(health.reason), health.reason
         with pytest.raises(ReplNotAnswering, match="REPL not answering since"):
             health.check()
-        until(lambda: len(probed) >= 2, "a second probe")  # retried while the REPL stays silent
+        wait_until(lambda: len(probed) >= 2, "a second probe")  # retried while the REPL stays silent
         assert not health.answering and all(t == 0.05 for t in probed)
         answers.set()
-        until(lambda: health.answering, "the probe to clear the mark")
+        wait_until(lambda: health.answering, "the probe to clear the mark")
         health.check()
     finally:
         health.close()
@@ -143,7 +134,7 @@ def test_a_refused_probe_waits_its_interval_and_a_closed_health_stops_probing():
 
     health = ReplHealth(probe, interval_s=0.2)
     health.mark_not_answering()
-    until(lambda: len(probed) >= 2, "a second probe")
+    wait_until(lambda: len(probed) >= 2, "a second probe")
     health.close()
     count = len(probed)
     assert probed[1] - probed[0] >= 0.2 * 0.9  # not a busy loop on a refused port
@@ -217,7 +208,7 @@ def test_a_frozen_repl_costs_one_budget_then_is_skipped_until_it_answers_again(t
                 os.kill(server.process.pid, signal.SIGCONT)
 
             # the probe in flight is answered once the JVM runs again; a later request uses the REPL
-            back = until(lambda: (r := complete(4)).repl is ReplStatus.USED and r, "the REPL to be used again")
+            back = wait_until(lambda: (r := complete(4)).repl is ReplStatus.USED and r, "the REPL to be used again")
             assert [s.checks["compiles"] for s in back.suggestions] == [True] * len(CANDIDATES)
     finally:
         os.kill(server.process.pid, signal.SIGCONT)  # never leave a stopped JVM behind
@@ -286,10 +277,10 @@ def test_serve_follows_a_repl_restarted_on_another_port_and_an_explicit_one_stay
                 assert second.port != first.port
 
                 # `repl`'s evaluation reconnects to the new port, and the user reloads there
-                until(lambda: _evaluates(terminal.client, CODE + "s)"), "the prompt's client to reconnect")
+                wait_until(lambda: _evaluates(terminal.client, CODE + "s)"), "the prompt's client to reconnect")
                 assert terminal.client.endpoint == second.endpoint and terminal.from_port_file
 
-                after = until(lambda: (r := line.complete(2))["repl"] == "used" and r, "serve to use the new REPL")
+                after = wait_until(lambda: (r := line.complete(2))["repl"] == "used" and r, "serve to use the new REPL")
                 assert after["suggestions"][0]["checks"]["compiles"] is True, after
                 assert front.provider.client.endpoint == second.endpoint
 

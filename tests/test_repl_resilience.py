@@ -2,8 +2,6 @@
 
 The model is a scripted fake here: these tests are about the REPL side of the engine."""
 
-import time
-
 import pytest
 
 from cljassist.config import Settings
@@ -15,6 +13,7 @@ from cljassist.types import CompletionRequest, ReplStatus
 from cljassist.verify.repl_compile import ReplVerifier
 from tests.fakes import ScriptedModel
 from tests.fixtures_repl import TEST_JVM_OPTS
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +24,6 @@ SUFFIX = ")\n"
 def engine_for(client: NreplClient) -> Engine:
     model = ScriptedModel(["(str/upper-case s)", "(str/no-such-fn s)"])
     return Engine(model, Settings(candidates=2), ReplContextProvider(client, timeout_s=5), ReplVerifier(client, timeout_s=5))
-
-
-def wait_until_disconnected(client: NreplClient, timeout_s: float = 10.0) -> None:
-    """The client's reader sees the dead server's end of the socket a moment after the kill."""
-    end = time.monotonic() + timeout_s
-    while client.connected and time.monotonic() < end:
-        time.sleep(0.01)
 
 
 def test_completion_survives_a_repl_restart(tmp_path):
@@ -50,7 +42,8 @@ def test_completion_survives_a_repl_restart(tmp_path):
 
         first.process.kill()
         first.process.wait(30)
-        wait_until_disconnected(client)
+        # the client's reader sees the dead server's end of the socket a moment after the kill
+        wait_until(lambda: not client.connected, "the client to see the server gone")
         during = engine.complete(request)
         assert during.repl is ReplStatus.FAILED and "127.0.0.1" in during.repl_error
         assert during.repl_label == f"failed: {during.repl_error}"

@@ -30,6 +30,7 @@ from cljassist.frontends.service import CompletionService
 from cljassist.frontends.watch import MarkerFiller, Status
 from cljassist.types import CompletionResult, Suggestion
 from tests.fakes import ScriptedModel
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
 
@@ -329,9 +330,7 @@ def test_connections_past_the_cap_are_told_and_closed(served, monkeypatch):
     extra = Client(served.port)
     assert "too many connections" in extra.read()["error"] and extra.at_eof()
     clients.pop().close()
-    deadline = time.monotonic() + WAIT
-    while served.connection_count >= 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: served.connection_count < 3, "the daemon to forget the closed connection")
     assert Client(served.port).ask(ping(served))["pong"] is True
 
 
@@ -376,10 +375,7 @@ def test_a_client_that_never_reads_is_dropped_at_the_queue_bound(served, monkeyp
             sent += 1
     except OSError:
         pass  # the daemon dropped us mid-way: what the test wants
-    deadline = time.monotonic() + WAIT
-    while served.connection_count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert served.connection_count == 0
+    wait_until(lambda: served.connection_count == 0, "the daemon to drop the connection")
     assert "dropped: more than 1048576 bytes of replies unread" in capfd.readouterr().err
     received = 0
     try:

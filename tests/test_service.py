@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from cljassist.errors import Cancelled, InputError
 from cljassist.frontends.service import CompletionService
 from cljassist.types import CompletionRequest, CompletionResult, Suggestion
-from tests.fakes import FakeEngine
+from tests.fakes import FakeEngine, generate_until_released
+from tests.waiting import wait_until
 
 
 class GatedEngine(FakeEngine):
@@ -31,9 +31,7 @@ class GatedEngine(FakeEngine):
             self.max_active = max(self.max_active, self.active)
         try:
             self.started.set()
-            while not self.release.wait(0.01):
-                if cancelled is not None and cancelled():
-                    raise Cancelled("cancelled during generation")
+            generate_until_released(self.release, cancelled)
             if request.prefix == "boom":
                 raise InputError("bad request")
             return CompletionResult([Suggestion(request.prefix + "!", 0.5, {"balanced": True})], 1.0)
@@ -178,9 +176,7 @@ def test_a_running_prefetch_yields_to_the_user_and_is_queued_again_when_still_ah
             ahead.result(10)
         engine.release.set()
         mine.result(10)
-        deadline = time.monotonic() + 10
-        while len(engine.calls) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(engine.calls) >= 3, "the prefetch to run again")
         assert [r.prefix for r, _ in engine.calls] == ["(f x)\n", "(f x)", "(f x)\n"]
     finally:
         engine.release.set()
@@ -234,7 +230,5 @@ def test_a_request_cancelled_while_waiting_is_forgotten(engine_and_service):
     waiting.cancel("the client disconnected")
     engine.release.set()
     busy.result(10)
-    deadline = time.monotonic() + 10
-    while (service._latest or service._running is not None) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not service._latest and service._running is None, "the service to be idle")
     assert service._latest == {} and service._running is None  # nothing of it kept

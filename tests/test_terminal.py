@@ -33,20 +33,11 @@ from cljassist.repl.evaluator import Evaluator
 from cljassist.repl.local_server import start_local_nrepl
 from tests import fakes
 from tests.fixtures_repl import TEST_JVM_OPTS
+from tests.waiting import wait_until
 
 WAIT_S = 30  # generous: only there so a broken test fails instead of hanging
 ENTER, ESC, TAB, CTRL_C, CTRL_D = "\r", "\x1b", "\t", "\x03", "\x04"
 RIGHT, LEFT = "\x1b[C", "\x1b[D"
-
-
-def wait_until(predicate, what: str, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,8 +434,7 @@ def test_a_keystroke_cancels_the_request_in_flight(drive):
         def complete(self, request, n=None, cancelled=None):
             if request.prefix == "(ma":
                 self.requests.append(request)
-                while not cancelled():  # stands in for a long generation
-                    time.sleep(0.01)
+                wait_until(cancelled, "the keystroke to cancel the request", interval=0.01)  # a long generation
                 self.cancelled_prefixes.append(request.prefix)
                 raise Cancelled("cancelled during generation")
             return super().complete(request, n, cancelled)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TMUX = shutil.which("tmux")
 STARTUP_S = 120  # generous: loading the model on a busy 2-core machine takes a while
@@ -45,13 +47,14 @@ class Tmux:
         return self.run("capture-pane", "-p", "-t", "repl", check=False)
 
     def wait_for(self, predicate, what: str, timeout: float = STEP_S) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def matching_screen() -> str | None:
             screen = self.screen()
-            if predicate(screen):
-                return screen
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; the screen:\n{self.screen()}")
+            return screen if predicate(screen) else None
+
+        try:
+            return wait_until(matching_screen, what, timeout, interval=0.2)
+        except AssertionError as timed_out:
+            raise AssertionError(f"{timed_out}; the screen:\n{self.screen()}") from None
 
     def kill(self) -> None:
         self.run("kill-server", check=False)

@@ -16,8 +16,9 @@ from cljassist.errors import Cancelled
 from cljassist.frontends.daemon import Daemon
 from cljassist.frontends.service import CompletionService, warm_result
 from cljassist.types import CompletionRequest, CompletionResult, WarmResult
-from tests.fakes import FakeEngine, RecordingModel
+from tests.fakes import FakeEngine, RecordingModel, generate_until_released
 from tests.test_daemon import LineClient
+from tests.waiting import wait_until
 
 WAIT = 60.0  # only there so that a broken service fails a test instead of hanging it
 
@@ -33,12 +34,11 @@ class GatedEngine(FakeEngine):
 
     def _gate(self, kind: str, request: CompletionRequest, cancelled) -> None:
         self._running.release()
-        deadline = time.monotonic() + WAIT
-        while not self.release.wait(0.01):
-            if cancelled is not None and cancelled():
-                self.calls.append((kind, request.prefix, "stopped"))
-                raise Cancelled(f"{kind} cancelled")
-            assert time.monotonic() < deadline, "never released"
+        try:
+            generate_until_released(self.release, cancelled)
+        except Cancelled:
+            self.calls.append((kind, request.prefix, "stopped"))
+            raise
         self.calls.append((kind, request.prefix, "done"))
 
     def started(self) -> None:
@@ -108,7 +108,7 @@ def test_a_request_for_the_warms_own_buffer_drops_it_running_or_waiting(gated):
     service.submit(_request("(v1", "v.clj"))
     assert warm_result(_done(waiting)) == WarmResult(0, "a request for v.clj came first")
     engine.release.set()
-    _until(lambda: len(engine.calls) == 3)
+    wait_until(lambda: len(engine.calls) == 3, "the warm and both requests to end")
     assert [(kind, prefix) for kind, prefix, _ in engine.calls] == [
         ("warm", "(w"), ("complete", "(w1"), ("complete", "(v1")]
 
@@ -146,15 +146,8 @@ def test_a_warm_that_made_way_and_waits_again_is_answered_when_dropped(gated):
 
 
 def _done(ticket):
-    _until(ticket.future.done)  # whatever the outcome
+    wait_until(ticket.future.done, "the ticket to be done")  # whatever the outcome
     return ticket
-
-
-def _until(condition) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 # ------------------------------------------------------------------ the real engine and SmolLM2

@@ -36,6 +36,7 @@ from cljassist.frontends.watch import (
 )
 from cljassist.types import CompletionResult, Suggestion
 from tests.fakes import ScriptedModel
+from tests.waiting import wait_until
 
 DEMO = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 MARKER = "<CURSOR>"
@@ -80,15 +81,6 @@ class FakeEngine:
 def filler_for(engine, tmp_path, dry_run=False):
     out, err = io.StringIO(), io.StringIO()
     return MarkerFiller(engine, dry_run=dry_run, out=out, err=err, root=tmp_path), out, err
-
-
-def wait_until(predicate, timeout: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def save_by_rename(path: Path, text: str) -> None:
@@ -417,7 +409,7 @@ def test_watcher_fills_a_saved_file_and_ignores_its_own_write(tmp_path, running)
 
     path.write_text("(def a <CURSOR>)\n(def b <CURSOR>)\n")  # the written result still holds a marker
 
-    assert wait_until(lambda: Status.FILLED in statuses(watcher))
+    wait_until(lambda: Status.FILLED in statuses(watcher), "a fill")
     assert watcher.wait_idle(quiet_s=1.0, timeout=WAIT_S)
     assert engine.calls == 2  # one fill of two markers, and not again for our own write
     assert statuses(watcher) == [Status.FILLED, Status.OWN_WRITE]
@@ -432,7 +424,7 @@ def test_watcher_debounces_ten_rapid_saves_into_one_fill(tmp_path, running):
     for i in range(10):
         path.write_text(f";; save {i}\n(def x <CURSOR>)\n")
 
-    assert wait_until(lambda: Status.FILLED in statuses(watcher))
+    wait_until(lambda: Status.FILLED in statuses(watcher), "a fill")
     assert watcher.wait_idle(quiet_s=1.5, timeout=WAIT_S)
     assert engine.calls == 1
     assert path.read_text().startswith(";; save 9\n(def x (inc x))\n;; cljassist:")
@@ -454,7 +446,7 @@ def test_watcher_copes_with_editors_that_save_by_rename(tmp_path, running, edito
         path.write_text(text)
         backup.unlink()
 
-    assert wait_until(lambda: Status.FILLED in statuses(watcher))
+    wait_until(lambda: Status.FILLED in statuses(watcher), "a fill")
     assert watcher.wait_idle(quiet_s=1.0, timeout=WAIT_S)
     assert path.read_text().startswith("(def x 1)\n(def y (inc x))\n;; cljassist:")
     assert engine.calls == 1
@@ -473,7 +465,7 @@ def test_watcher_survives_deleted_files_and_ignores_temp_names(tmp_path, running
     after = tmp_path / "src" / "after.clj"
     after.write_text("(def y <CURSOR>)\n")
 
-    assert wait_until(lambda: Status.FILLED in statuses(watcher))
+    wait_until(lambda: Status.FILLED in statuses(watcher), "a fill")
     assert watcher.wait_idle(quiet_s=0.5, timeout=WAIT_S)
     assert [r.file for r in engine.requests] == [str(after)]
     assert "internal error" not in err.getvalue()
@@ -589,8 +581,10 @@ def test_main_watch_fills_until_sigterm_and_stops_cleanly(tmp_path, monkeypatch,
         if not started.wait(WAIT_S):
             return  # main_watch failed before watching: nothing to stop
         path.write_text(SOURCE)
-        wait_until(lambda: MARKER not in path.read_text())
-        os.kill(os.getpid(), signal.SIGTERM)  # main_watch's handler turns it into a clean stop
+        try:
+            wait_until(lambda: MARKER not in path.read_text(), "the marker to be filled", timeout=WAIT_S)
+        finally:  # stop the watch even when the wait failed: the assertions below then say what is missing
+            os.kill(os.getpid(), signal.SIGTERM)  # main_watch's handler turns it into a clean stop
 
     helper = threading.Thread(target=user)
     helper.start()
@@ -629,8 +623,8 @@ def test_real_model_and_repl_fill_a_saved_demo_file_or_say_why(nrepl_server, nre
     path = project / "src" / "demo" / "todo.clj"
     try:
         path.write_text(text)
-        assert wait_until(lambda: any(o.status in (Status.FILLED, Status.NOT_FILLED) for o in watcher.outcomes()),
-                          timeout=180)
+        wait_until(lambda: any(o.status in (Status.FILLED, Status.NOT_FILLED) for o in watcher.outcomes()),
+                   "a fill, or the reason for none", timeout=180)
         assert watcher.wait_idle(quiet_s=1.0, timeout=60)
     finally:
         watcher.stop()
