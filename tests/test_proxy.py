@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from cljassist.repl.client import NreplClient
 from cljassist.repl.discovery import PORT_FILE
 from cljassist.repl.local_server import base_classpath
 from tests.emacs_live import assert_kept_as_emacs_reported, needs_emacs, run_live_emacs_test
-from tests.fakes import ScriptedModel
+from tests.fakes import ScriptedModel, generate_until_released
 from tests.waiting import wait_until
 
 LOCAL = "127.0.0.1"
@@ -68,13 +67,11 @@ class GatedModel(ScriptedModel):
 
     def generate_candidates(self, prompt, n, max_tokens, stop, deadline_s=None, cancelled=None, skip=0):
         self.started.set()
-        deadline = time.monotonic() + WAIT
-        while not self.release.wait(0.01):
-            if cancelled is not None and cancelled():
-                self.saw_cancel.set()
-                raise Cancelled("cancelled during generation")
-            if time.monotonic() > deadline:
-                raise AssertionError("GatedModel was never released")
+        try:
+            generate_until_released(self.release, cancelled)
+        except Cancelled:
+            self.saw_cancel.set()
+            raise
         return super().generate_candidates(prompt, n, max_tokens, stop, deadline_s, cancelled, skip)
 
 
