@@ -46,6 +46,11 @@ class LineClient:
     def send_json(self, message: dict) -> None:
         self.send_raw(json.dumps(message).encode() + b"\n")
 
+    def ask(self, message: dict) -> dict:
+        """Send one request and read the next reply."""
+        self.send_json(message)
+        return self.read()
+
     def read(self) -> dict:
         line = self.stream.readline()
         assert line, "the daemon closed the connection"

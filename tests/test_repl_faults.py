@@ -33,6 +33,7 @@ from cljassist.types import CompletionRequest, ReplStatus
 from cljassist.verify import repl_compile
 from tests.fakes import ScriptedModel
 from tests.fixtures_repl import TEST_JVM_OPTS, nrepl_missing_reason
+from tests.test_daemon import LineClient
 from tests.waiting import wait_until
 
 CODE = "(ns faults.core (:require [clojure.string :as str]))\n\n(defn shout [s]\n  "
@@ -267,8 +268,8 @@ def test_serve_follows_a_repl_restarted_on_another_port_and_an_explicit_one_stay
             terminal = connect_or_start_nrepl(settings, tmp_path, False, Printer(printer_out))
             try:
                 terminal.client.eval(CODE + "s)", timeout=WAIT)  # the user loads their namespace
-                line = _DaemonLine(daemon)
-                before = line.complete(1)
+                line = LineClient(daemon.port)
+                before = _complete_over(line, daemon, 1)
                 assert before["repl"] == "used" and before["suggestions"][0]["checks"]["compiles"] is True, before
                 assert explicit.engine.complete(request(1)).repl is ReplStatus.USED
 
@@ -280,7 +281,8 @@ def test_serve_follows_a_repl_restarted_on_another_port_and_an_explicit_one_stay
                 wait_until(lambda: _evaluates(terminal.client, CODE + "s)"), "the prompt's client to reconnect")
                 assert terminal.client.endpoint == second.endpoint and terminal.from_port_file
 
-                after = wait_until(lambda: (r := line.complete(2))["repl"] == "used" and r, "serve to use the new REPL")
+                after = wait_until(lambda: (r := _complete_over(line, daemon, 2))["repl"] == "used" and r,
+                                   "serve to use the new REPL")
                 assert after["suggestions"][0]["checks"]["compiles"] is True, after
                 assert front.provider.client.endpoint == second.endpoint
 
@@ -298,30 +300,13 @@ def test_serve_follows_a_repl_restarted_on_another_port_and_an_explicit_one_stay
             second.stop()
 
 
-class _DaemonLine:
-    """One connection to the daemon, as an editor holds it."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        import socket
-
-        self.daemon = daemon
-        self.sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=WAIT)
-        self.stream = self.sock.makefile("rb")
-
-    def complete(self, i: int) -> dict:
-        import json
-
-        req = request(i)
-        message = {"op": "complete", "token": self.daemon.token, "id": i, "prefix": req.prefix, "suffix": req.suffix,
-                   "file": "faults.clj"}
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-        reply = json.loads(self.stream.readline())
-        assert reply.get("id") == i and "error" not in reply, reply
-        return reply
-
-    def close(self) -> None:
-        self.stream.close()
-        self.sock.close()
+def _complete_over(line: LineClient, daemon: Daemon, i: int) -> dict:
+    """Completion asked over one connection to the daemon, as an editor holds it."""
+    req = request(i)
+    reply = line.ask({"op": "complete", "token": daemon.token, "id": i, "prefix": req.prefix, "suffix": req.suffix,
+                      "file": "faults.clj"})
+    assert reply.get("id") == i and "error" not in reply, reply
+    return reply
 
 
 def _evaluates(client: NreplClient, code: str) -> bool:

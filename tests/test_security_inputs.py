@@ -30,6 +30,7 @@ from cljassist.frontends.service import CompletionService
 from cljassist.frontends.watch import MarkerFiller, Status
 from cljassist.types import CompletionResult, Suggestion
 from tests.fakes import ScriptedModel
+from tests.test_daemon import LineClient
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
@@ -242,31 +243,6 @@ def test_write_if_unchanged_within_refuses_a_target_outside(tmp_path):
 # the daemon
 
 
-class Client:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.stream = self.sock.makefile("rb")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def ask(self, message: dict) -> dict:
-        self.send(json.dumps(message).encode() + b"\n")
-        return self.read()
-
-    def read(self) -> dict:
-        line = self.stream.readline()
-        assert line, "the daemon closed the connection"
-        return decode_line(line)[0]
-
-    def at_eof(self) -> bool:
-        return self.stream.readline() == b""
-
-    def close(self) -> None:
-        self.stream.close()
-        self.sock.close()
-
-
 @pytest.fixture
 def served(tmp_path):
     service = CompletionService(Engine(ScriptedModel(["(inc x)", "x"]), Settings(candidates=2)))
@@ -281,9 +257,9 @@ def ping(daemon: Daemon, id=1) -> dict:
 
 
 def test_a_lone_surrogate_in_code_is_a_bad_request_not_an_internal_error(served):
-    client = Client(served.port)
+    client = LineClient(served.port)
     raw = b'{"op": "complete", "id": 7, "token": "%s", "code": "(inc \\ud800<CURSOR>)"}\n' % served.token.encode()
-    client.send(raw)
+    client.send_raw(raw)
     reply = client.read()
     assert reply["id"] == 7 and "'code' is not valid Unicode text" in reply["error"]
     assert "internal error" not in reply["error"]
@@ -291,16 +267,16 @@ def test_a_lone_surrogate_in_code_is_a_bad_request_not_an_internal_error(served)
 
 
 def test_a_lone_surrogate_in_the_id_is_echoed_escaped(served):
-    client = Client(served.port)
-    client.send(b'{"op": "ping", "id": "\\udc80", "token": "%s"}\n' % served.token.encode())
+    client = LineClient(served.port)
+    client.send_raw(b'{"op": "ping", "id": "\\udc80", "token": "%s"}\n' % served.token.encode())
     assert client.read()["pong"] is True
 
 
 @pytest.mark.parametrize("nested", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
                                     b"(" * 100_000 + b")" * 100_000])
 def test_a_line_nested_100000_deep_gets_an_error_and_the_connection_lives(served, nested):
-    client = Client(served.port)
-    client.send(nested + b"\n")
+    client = LineClient(served.port)
+    client.send_raw(nested + b"\n")
     assert "malformed message" in client.read()["error"]
     assert client.ask(ping(served))["pong"] is True
     reader_threads = [t for t in threading.enumerate() if t.name.startswith("cljassist-conn-")]
@@ -309,34 +285,34 @@ def test_a_line_nested_100000_deep_gets_an_error_and_the_connection_lives(served
 
 @pytest.mark.parametrize("opening,closing", [(b"[", b"]"), (b"(", b")"), (b"{:a ", b"}")])
 def test_deep_edn_with_the_token_is_an_error_too(served, opening, closing):
-    client = Client(served.port)
-    client.send(b'{:op "ping" :token "%s" :id ' % served.token.encode() + opening * 50_000 + b"1" + closing * 50_000
+    client = LineClient(served.port)
+    client.send_raw(b'{:op "ping" :token "%s" :id ' % served.token.encode() + opening * 50_000 + b"1" + closing * 50_000
                 + b"}\n")
     assert client.read()["error"] in ("malformed message: nested too deeply", "'id' must be a string, a number or null")
     assert client.ask(ping(served))["pong"] is True
 
 
 def test_a_structured_id_is_refused_not_echoed(served):
-    client = Client(served.port)
+    client = LineClient(served.port)
     reply = client.ask({"op": "ping", "id": [[["deep"]]], "token": served.token})
     assert reply == {"id": None, "error": "'id' must be a string, a number or null"}
 
 
 def test_connections_past_the_cap_are_told_and_closed(served, monkeypatch):
     monkeypatch.setattr(daemon_module, "MAX_CONNECTIONS", 3)
-    clients = [Client(served.port) for _ in range(3)]
+    clients = [LineClient(served.port) for _ in range(3)]
     for client in clients:
         assert client.ask(ping(served))["pong"] is True
-    extra = Client(served.port)
+    extra = LineClient(served.port)
     assert "too many connections" in extra.read()["error"] and extra.at_eof()
     clients.pop().close()
     wait_until(lambda: served.connection_count < 3, "the daemon to forget the closed connection")
-    assert Client(served.port).ask(ping(served))["pong"] is True
+    assert LineClient(served.port).ask(ping(served))["pong"] is True
 
 
 def test_an_idle_connection_is_closed_and_logged(served, monkeypatch, capfd):
     monkeypatch.setattr(daemon_module, "IDLE_TIMEOUT_S", 0.3)
-    client = Client(served.port)
+    client = LineClient(served.port)
     assert client.ask(ping(served))["pong"] is True
     assert client.at_eof()  # the daemon closed it: nothing sent for IDLE_TIMEOUT_S
     assert "idle for 0.3 s, disconnected" in capfd.readouterr().err
@@ -353,9 +329,8 @@ def test_a_client_waiting_for_its_reply_is_not_idle(tmp_path, monkeypatch):
 
     service = CompletionService(SlowEngine(ScriptedModel(["(inc x)"]), Settings(candidates=1)))
     with Daemon(service, tmp_path) as daemon:
-        client = Client(daemon.port)
-        client.send(json.dumps({"op": "complete", "id": 1, "token": daemon.token, "prefix": "(f ", "suffix": ")"})
-                    .encode() + b"\n")
+        client = LineClient(daemon.port)
+        client.send_json({"op": "complete", "id": 1, "token": daemon.token, "prefix": "(f ", "suffix": ")"})
         time.sleep(0.6)  # three idle timeouts pass while the reply is awaited
         release.set()
         assert client.read()["suggestions"]
@@ -364,14 +339,14 @@ def test_a_client_waiting_for_its_reply_is_not_idle(tmp_path, monkeypatch):
 
 def test_a_client_that_never_reads_is_dropped_at_the_queue_bound(served, monkeypatch, capfd):
     monkeypatch.setattr(daemon_module, "MAX_QUEUED_BYTES", 1024 * 1024)
-    client = Client(served.port)
+    client = LineClient(served.port)
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     big_id = "x" * (1024 * 1024)
     line = json.dumps(ping(served, big_id)).encode() + b"\n"
     sent = 0
     try:
         for _ in range(64):  # 64 MiB of replies asked for; the kernel's buffers hold a few
-            client.send(line)
+            client.send_raw(line)
             sent += 1
     except OSError:
         pass  # the daemon dropped us mid-way: what the test wants
