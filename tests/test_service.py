@@ -131,56 +131,41 @@ def test_engine_stops_inside_generation_when_cancelled():
 
 # ------------------------------------------------------------------------------ prefetch
 
-def test_prefetch_runs_only_when_no_request_waits():
-    engine = GatedEngine()
-    service = CompletionService(engine)
-    try:
-        busy = service.submit(CompletionRequest("(a", ")"), buffer="other")
-        assert engine.started.wait(5)
-        ahead = service.prefetch([CompletionRequest("(b\n  ", ")")], buffer="b")
-        waiting = service.submit(CompletionRequest("(c", ")"), buffer="c")
-        engine.release.set()
-        busy.result(10), waiting.result(10), ahead[0].result(10)
-        assert [r.prefix for r, _ in engine.calls] == ["(a", "(c", "(b\n  "]  # the prefetch came last
-    finally:
-        engine.release.set()
-        service.close()
+def test_prefetch_runs_only_when_no_request_waits(engine_and_service):
+    engine, service = engine_and_service
+    busy = service.submit(CompletionRequest("(a", ")"), buffer="other")
+    assert engine.started.wait(5)
+    ahead = service.prefetch([CompletionRequest("(b\n  ", ")")], buffer="b")
+    waiting = service.submit(CompletionRequest("(c", ")"), buffer="c")
+    engine.release.set()
+    busy.result(10), waiting.result(10), ahead[0].result(10)
+    assert [r.prefix for r, _ in engine.calls] == ["(a", "(c", "(b\n  "]  # the prefetch came last
 
 
-def test_a_request_drops_its_own_prefetch_keeps_the_one_ahead_and_cancels_stale_ones():
-    engine = GatedEngine()
-    service = CompletionService(engine)
-    try:
-        blocker = service.submit(CompletionRequest("(z", ")"), buffer="z")
-        assert engine.started.wait(5)
-        same, ahead = service.prefetch([CompletionRequest("(f x)", ""), CompletionRequest("(f x)\n", "")], buffer="a")
-        (stale,) = service.prefetch([CompletionRequest("(g", "")], buffer="a")
-        mine = service.submit(CompletionRequest("(f x)", ""), buffer="a")
-        assert same.cancelled and stale.cancelled and not ahead.cancelled
-        engine.release.set()
-        blocker.result(10), mine.result(10), ahead.result(10)
-        assert [r.prefix for r, _ in engine.calls] == ["(z", "(f x)", "(f x)\n"]
-    finally:
-        engine.release.set()
-        service.close()
+def test_a_request_drops_its_own_prefetch_keeps_the_one_ahead_and_cancels_stale_ones(engine_and_service):
+    engine, service = engine_and_service
+    blocker = service.submit(CompletionRequest("(z", ")"), buffer="z")
+    assert engine.started.wait(5)
+    same, ahead = service.prefetch([CompletionRequest("(f x)", ""), CompletionRequest("(f x)\n", "")], buffer="a")
+    (stale,) = service.prefetch([CompletionRequest("(g", "")], buffer="a")
+    mine = service.submit(CompletionRequest("(f x)", ""), buffer="a")
+    assert same.cancelled and stale.cancelled and not ahead.cancelled
+    engine.release.set()
+    blocker.result(10), mine.result(10), ahead.result(10)
+    assert [r.prefix for r, _ in engine.calls] == ["(z", "(f x)", "(f x)\n"]
 
 
-def test_a_running_prefetch_yields_to_the_user_and_is_queued_again_when_still_ahead():
-    engine = GatedEngine()
-    service = CompletionService(engine)
-    try:
-        (ahead,) = service.prefetch([CompletionRequest("(f x)\n", "")], buffer="a")
-        assert engine.started.wait(5)  # the prefetch is running
-        mine = service.submit(CompletionRequest("(f x)", ""), buffer="a")
-        with pytest.raises(Cancelled):
-            ahead.result(10)
-        engine.release.set()
-        mine.result(10)
-        wait_until(lambda: len(engine.calls) >= 3, "the prefetch to run again")
-        assert [r.prefix for r, _ in engine.calls] == ["(f x)\n", "(f x)", "(f x)\n"]
-    finally:
-        engine.release.set()
-        service.close()
+def test_a_running_prefetch_yields_to_the_user_and_is_queued_again_when_still_ahead(engine_and_service):
+    engine, service = engine_and_service
+    (ahead,) = service.prefetch([CompletionRequest("(f x)\n", "")], buffer="a")
+    assert engine.started.wait(5)  # the prefetch is running
+    mine = service.submit(CompletionRequest("(f x)", ""), buffer="a")
+    with pytest.raises(Cancelled):
+        ahead.result(10)
+    engine.release.set()
+    mine.result(10)
+    wait_until(lambda: len(engine.calls) >= 3, "the prefetch to run again")
+    assert [r.prefix for r, _ in engine.calls] == ["(f x)\n", "(f x)", "(f x)\n"]
 
 
 def test_likely_next_requests_after_an_accept_include_the_next_line_indented():
