@@ -317,7 +317,8 @@ def test_the_proxy_answers_a_bad_report_with_an_err_and_goes_on(proxied):
 
 def test_the_proxy_adds_its_ops_to_the_upstreams_describe(proxied):
     ops = nrepl_ask(proxied, "d", "describe")["ops"]
-    assert set(ops) == {"eval", "cljassist/complete", "cljassist/accepted", "cljassist/retained"}
+    assert set(ops) == {"eval", "cljassist/complete", "cljassist/accepted", "cljassist/retained",
+                        "cljassist/warm"}
     assert "sid" in ops["cljassist/retained"]["requires"]
 
 
