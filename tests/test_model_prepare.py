@@ -38,7 +38,7 @@ def test_when_the_build_fails_the_shipped_file_is_used_and_said_so(default_model
     def broken(source, out):
         raise RuntimeError("llama_model_quantize returned 1")
 
-    monkeypatch.setattr(prepare, "_quantize", broken)
+    monkeypatch.setattr(prepare, "quantize", broken)
     assert runtime_model_path(default_model_file, tmp_path) == default_model_file
     assert "could not re-encode it as q8_0: llama_model_quantize returned 1" in capsys.readouterr().err
 

@@ -19,6 +19,7 @@ import pytest
 
 from cljassist.errors import ModelNotFound
 from cljassist.model.fim import FAMILY_KEY, detect_fim_format, load_fim_table
+from cljassist.model import merge
 from cljassist.model.gguf_info import read_gguf_metadata
 from cljassist.train import export
 from cljassist.train.export import ExportError, build_model_gguf, ensure_shipped_model, sha256_file
@@ -480,7 +481,7 @@ def test_end_to_end_matches_transformers(base, tmp_path, monkeypatch):
     out = build_model_gguf(d, base, tmp_path / "e2e.gguf", quant="f16")
 
     with monkeypatch.context() as mp:  # the same export with the rotary permutation "forgotten"
-        mp.setattr(export, "permute_rows", lambda w, n_head, n_head_kv=None: w)
+        mp.setattr(merge, "permute_rows", lambda w, n_head, n_head_kv=None: w)
         wrong = build_model_gguf(d, base, tmp_path / "wrong.gguf", quant="f16")
 
     prompts = PROMPTS + E2E_PROMPTS

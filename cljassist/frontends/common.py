@@ -18,7 +18,7 @@ def load_model(settings: Settings):
 
     def local_model():
         from cljassist.model.llama import LocalModel
-        from cljassist.model.locate import adapter_to_load, chosen_named_model, model_path_to_load
+        from cljassist.model.locate import chosen_named_model, model_path_to_load
 
         origin = settings.model_origin or "--model"
         named = chosen_named_model(settings.model, origin)  # a named model brings its score table; a path none
@@ -29,7 +29,7 @@ def load_model(settings: Settings):
                                n_threads=settings.threads, token_healing=False)
         return LocalModel(model_path_to_load(settings.model, origin=origin), n_ctx=settings.n_ctx, n_threads=settings.threads,
                           token_healing=settings.token_healing, calibration=named.calibration if named else None,
-                          speculate=speculate, draft=draft, lora=adapter_to_load(settings.model, origin=origin))
+                          speculate=speculate, draft=draft)
 
     if not settings.backend:
         return local_model()

@@ -175,7 +175,6 @@ class LocalModel:
         calibration: Calibration | None = None,
         speculate: bool = False,
         draft: LocalModel | None = None,
-        lora: Path | None = None,
         kept_prompts: int = KV_STATES.value,
         kept_bytes: int = KV_STATES_MEMORY.value,
     ) -> None:
@@ -183,7 +182,6 @@ class LocalModel:
         ``speculate``: guess tokens ahead and check them in one pass (prompt lookup, and ``draft``,
         a smaller model of the same tokenizer, where lookup finds nothing); off: plain greedy.
         The draft is then this model's: preloaded with it, cancelled with its request, closed with it.
-        ``lora``: a llama.cpp LoRA GGUF applied to every evaluation (a tuned named model's adapter).
         ``kept_prompts``, ``kept_bytes``: how many evaluated prompts are kept aside, in how much memory."""
         self.path = Path(path)
         self.calibration = calibration
@@ -224,7 +222,6 @@ class LocalModel:
                     # a full-size sliding-window cache can be cut back to any
                     # position, which the per-branch rewind needs (Gemma 3 etc.)
                     swa_full=True,
-                    lora_path=str(lora) if lora is not None else None,
                     verbose=False,
                 )
         except Exception as e:  # llama_cpp raises ValueError/RuntimeError with little detail

@@ -117,8 +117,12 @@ def model_path_to_load(explicit: str | None, configured: str | None = None, orig
     chosen = _chosen(explicit, configured, origin)
     if isinstance(chosen, Path):
         return chosen
-    adapter_path(chosen)  # a tuned model without its adapter is not loadable: say so before the base is built
+    adapter = adapter_path(chosen)  # a tuned model without its adapter is not loadable: said before the base is built
     path = installed_model_path(chosen)
+    if adapter is not None:
+        from cljassist.model.merge import ensure_tuned_model  # noqa: PLC0415 - only tuned models need it
+
+        return ensure_tuned_model(chosen.name, adapter, path)
     reencode = getattr(chosen.source, "reencode", None)
     if reencode:
         from cljassist.model.prepare import RUNTIME_TYPE, runtime_model_path  # noqa: PLC0415
@@ -129,11 +133,4 @@ def model_path_to_load(explicit: str | None, configured: str | None = None, orig
     return path
 
 
-def adapter_to_load(explicit: str | None, configured: str | None = None, origin: str = "--model") -> Path | None:
-    """The LoRA adapter the engine loads beside :func:`model_path_to_load`'s file: a tuned named
-    model's (verified), else None."""
-    chosen = _chosen(explicit, configured, origin)
-    return None if isinstance(chosen, Path) else adapter_path(chosen)
-
-
-__all__ = ["adapter_path", "adapter_to_load", "chosen_named_model", "default_model_path", "installed_model_path", "resolve_model_path", "model_path_to_load"]
+__all__ = ["adapter_path", "chosen_named_model", "default_model_path", "installed_model_path", "resolve_model_path", "model_path_to_load"]

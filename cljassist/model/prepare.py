@@ -46,7 +46,7 @@ def _ensure_q8_0(source: Path, cache_dir: Path) -> Path:
     with locked(cache_dir / ".build.lock"):
         if out.is_file() and _recorded(sidecar, source) == sha256_file(out):
             return out
-        _quantize(source, out)
+        quantize(source, out)
         write_atomic(sidecar, json.dumps({
             "source": str(source), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns,
             "type": RUNTIME_TYPE, "sha256": sha256_file(out),
@@ -62,11 +62,13 @@ def _recorded(sidecar: Path, source: Path) -> str | None:
     return data.get("sha256") if data.get("source") == str(source) else None
 
 
-def _quantize(source: Path, out: Path) -> None:
+def quantize(source: Path, out: Path, ftype: int | None = None) -> None:
+    """``source`` written to ``out`` (atomically) by llama.cpp's own quantizer, as the llama file
+    type ``ftype`` (``general.file_type``; default Q8_0), quantized tensors re-quantized."""
     import llama_cpp  # noqa: PLC0415 - only when a build is needed
 
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0 if ftype is None else ftype
     params.allow_requantize = True  # the source is quantized already
     params.nthread = max(1, len(os.sched_getaffinity(0)))
     from cljassist.model.llama import _stderr_to  # noqa: PLC0415 - llama.cpp logs every tensor
@@ -78,4 +80,4 @@ def _quantize(source: Path, out: Path) -> None:
             raise RuntimeError(f"llama_model_quantize returned {rc}")
 
 
-__all__ = ["runtime_model_path", "RUNTIME_TYPE"]
+__all__ = ["runtime_model_path", "quantize", "RUNTIME_TYPE"]

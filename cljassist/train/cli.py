@@ -49,6 +49,12 @@ def _command(sub, name: str, add_arguments, handler, help: str, description: str
     p.set_defaults(func=handler)
 
 
+def _commands(sub, table) -> None:
+    """`_command` for each (name, add_arguments, handler, help, description) of `table`."""
+    for name, add_arguments, handler, help, description in table:
+        _command(sub, name, add_arguments, handler, help, description)
+
+
 def _add_data(sub) -> None:
     from cljassist.train.fim_data import add_data_arguments, main_data
 
@@ -65,23 +71,34 @@ def _add_export(sub) -> None:
 
 
 def _add_fit(sub) -> None:
-    from cljassist.train.fit import add_fit_arguments, main_fit  # imports only numpy until it runs
+    # imports only numpy until one runs
+    from cljassist.train.fit import add_fit_arguments, add_pack_arguments, main_fit, main_pack
 
-    _command(sub, "fit", add_fit_arguments, main_fit,
-             help="LoRA fine-tune of the GGUF base on FIM data (needs the 'train' extra)")
-
-
-def _add_pack(sub) -> None:
-    from cljassist.train.fit import add_pack_arguments, main_pack
-
-    _command(sub, "pack", add_pack_arguments, main_pack,
-             help="tokenize FIM data once into a compact bundle (for a machine that only trains)",
-             description="Tokenize train.jsonl/valid.jsonl with the base's tokenizer into BUNDLE_DIR (bundle.npz, "
-                         "bundle.json, stats.json); `cljassist train fit BUNDLE_DIR ...` trains on it without "
-                         "tokenizing. Needs the 'train' extra.")
+    _commands(sub, (
+        ("pack", add_pack_arguments, main_pack,
+         "tokenize FIM data once into a compact bundle (for a machine that only trains)",
+         "Tokenize train.jsonl/valid.jsonl with the base's tokenizer into BUNDLE_DIR (bundle.npz, bundle.json, "
+         "stats.json); `cljassist train fit BUNDLE_DIR ...` trains on it without tokenizing. Needs the 'train' extra."),
+        ("fit", add_fit_arguments, main_fit, "LoRA fine-tune of the GGUF base on FIM data (needs the 'train' extra)",
+         None),
+    ))
 
 
-_SUBCOMMANDS = [_add_corpus, _add_data, _add_pack, _add_fit, _add_export]
+def _add_gpu(sub) -> None:
+    from cljassist.train.gpu import add_collect_arguments, add_prep_arguments, main_collect, main_prep
+
+    _commands(sub, (
+        ("gpu-prep", add_prep_arguments, main_prep,
+         "prepare a GPU training run: base pieces, data and wheels in .gpu/, and the device calls",
+         "Fill an ignored folder of this repository with what the GPU machine needs (the base GGUF in pieces "
+         "that fit a call, the token bundle, wheels) and print the calls (docs/training/gpu_run.md)."),
+        ("gpu-collect", add_collect_arguments, main_collect, "join and verify the adapter the GPU run left in $OUT",
+         "Join the pieces the run's last call brought back, check them against SHA256SUMS, and print the LoRA "
+         "GGUF's size and sha256 (what models.toml pins)."),
+    ))
+
+
+_SUBCOMMANDS = [_add_corpus, _add_data, _add_fit, _add_export, _add_gpu]
 
 
 def build_parser() -> argparse.ArgumentParser:
