@@ -2,7 +2,7 @@
 that every request is answered, superseded requests come back cancelled, the daemon stays
 responsive (pings) and its memory stays flat.
 
-    python3 scripts/load_test.py [--clients 16] [--seconds 60] [--dir DIR] [--buffers B]
+    python3 scripts/load_test.py [--clients 16] [--seconds 60] [--dir DIR] [--buffers B] [--shared-buffers]
                                  [--no-repl | --local-nrepl | --nrepl HOST:PORT]
                                  [--model GGUF] [-n 1] [--max-new-tokens 16] [--json OUT.json]
 
@@ -13,19 +13,31 @@ What it does:
   `.cljassist-port` and reads the port and token from it. Without a REPL by default; `--local-nrepl`
   first starts `python3 -m cljassist nrepl DIR` (Debian jars) and requires the project's
   namespaces in it, `--nrepl HOST:PORT` uses a running one.
-* Warm-up: one completion answered (the first model call), then the daemon's RSS, thread count and
-  open files are read from /proc as the "before" figures.
-* N client threads, loopback only, each with its own connection and buffer name, each bounded by
-  --seconds and --max-requests. A loop picks a file of the project and a cursor (seeded, different
-  per client) and sends a `complete` (with --buffers B, client i types in one file only, the
-  (i mod B)-th: N clients over B buffers, as editors sharing a few open files); one loop in four (seeded) sends a second `complete` for the
-  same buffer in the same write, so the first must come back cancelled (superseded); then a `ping`,
-  to see the daemon answer while it is busy. It waits for every reply (a missing one after
-  --reply-timeout is an error), then sleeps a think time of 50-200 ms.
+* Warm-up: one completion answered in every file the clients will type in (at most KV_STATES of
+  them, the evaluated prompts the daemon keeps), so the daemon's kept prompts are in the "before"
+  figures; then its RSS, thread count and open files are read from /proc as the "before" figures.
+* N client threads, loopback only, each with its own connection, each bounded by --seconds and
+  --max-requests. A loop picks a file of the project and a cursor (seeded, different per client)
+  and sends a `complete`. With --buffers B, client i types in one file only, the (i mod B)-th.
+  Each client has a buffer name of its own (N buffers queueing for one model) unless
+  --shared-buffers is given: then a request's buffer is its file, so N clients over B files are B
+  buffers, as several editors or tools on one open file, and by the daemon's rule a newer request
+  for a buffer cancels an older one, another client's included. One loop in four (seeded) sends a
+  second `complete` for the same buffer in the same write, so the first must come back cancelled
+  (superseded); then a `ping`, to see the daemon answer while it is busy. It waits for every reply
+  (a missing one after --reply-timeout is an error), then sleeps a think time of 50-200 ms.
+* RSS is sampled every 0.5 s while the clients run; "flat" is judged on the second half of that
+  series (mid-run to the last sample), after the kept prompts and allocator pools have settled.
 * After the clients are done and a short settle: RSS, threads and open files again ("after"), and
   VmHWM (peak). Then SIGTERM; the daemon must exit and remove its port file (killed on timeout).
 
-Errors are: any error reply other than a superseded request's cancellation, a missing reply, a
+Latency is reported twice: send -> answer over the requests answered with suggestions (or none),
+and send -> any reply over every complete request, cancellations included; a cancellation comes
+back fast, so only the first is the time a user waits for a suggestion.
+
+Errors are: any error reply other than a superseded request's cancellation (with
+--shared-buffers, a request superseded by another client's newer one for its buffer is counted
+apart, with its send -> cancellation latency, and is no error), a missing reply, a
 reply for an unknown id or of an unknown shape, a closed connection, a traceback in the daemon's
 output, a daemon that dies or does not stop cleanly. The exit status is 1 when there was any error
 or a superseded request was not cancelled, 2 when the daemon could not be started, else 0.
@@ -57,6 +69,7 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cljassist.budgets import KV_STATES  # noqa: E402
 from cljassist.frontends.daemon import PORT_FILE_NAME, PortFile, read_port_file  # noqa: E402
 from cljassist.frontends.protocol import decode_line, encode_line  # noqa: E402
 from cljassist.types import CURSOR_MARKER  # noqa: E402
@@ -131,6 +144,19 @@ def client_files(files: list[str], index: int, buffers: int) -> list[str]:
     return [files[index % buffers]] if buffers else list(files)
 
 
+def files_to_warm(files: list[str], clients: int, buffers: int) -> list[str]:
+    """The files the clients will type in, in order, at most KV_STATES of them: the daemon keeps no
+    more evaluated prompts than that, so warming more would only replace the first ones."""
+    typed = {path for index in range(clients) for path in client_files(files, index, buffers)}
+    return [path for path in files if path in typed][:KV_STATES.value]
+
+
+def buffer_name(index: int, path: str, shared: bool) -> str:
+    """The buffer a client's request is for: the file itself when clients share buffers (what an
+    editor sends), else one of the client's own."""
+    return f"load-file:{path}" if shared else f"load-client-{index}"
+
+
 def namespace_of(text: str) -> str | None:
     match = re.search(r"^\(ns\s+([^\s()\[\]{}]+)", text, re.MULTILINE)
     return match.group(1) if match else None
@@ -198,6 +224,9 @@ class ClientTally:
     latency_ms: list[float] = field(default_factory=list)  # answered requests, send -> reply
     engine_ms: list[float] = field(default_factory=list)  # the daemon's own "ms" of those replies
     cancel_ms: list[float] = field(default_factory=list)  # superseded requests, send -> cancelled reply
+    superseded_by_other: int = 0  # shared buffers: cancelled by another client's newer request
+    by_other_ms: list[float] = field(default_factory=list)  # those, send -> cancelled reply
+    reply_ms: list[float] = field(default_factory=list)  # every complete request, send -> its reply
     ping_ms: list[float] = field(default_factory=list)
     sources: Counter = field(default_factory=Counter)  # answered requests by the reply's "source"
 
@@ -211,7 +240,8 @@ class Pending:
 
 
 class LoadClient(threading.Thread):
-    """One editor: its own connection and buffer; loops until the deadline or its request cap."""
+    """One editor: its own connection, and its own buffer unless the clients share them; loops
+    until the deadline or its request cap."""
 
     def __init__(self, index: int, port: int, token: str, sources: dict[str, str], options: argparse.Namespace,
                  deadline: float, errors: ErrorLog) -> None:
@@ -225,7 +255,7 @@ class LoadClient(threading.Thread):
         self.deadline = deadline
         self.errors = errors
         self.rng = random.Random(options.seed * 1_000_003 + index)  # seeded, different per client
-        self.buffer = f"load-client-{index}"
+        self.shared_buffers = options.shared_buffers
         self.tally = ClientTally()
         self.sock: socket.socket | None = None
         self.stream = None
@@ -273,7 +303,8 @@ class LoadClient(threading.Thread):
         line, column = pick_cursor(text, self.rng)
         request_id = self._next_id()
         return request_id, {"op": "complete", "token": self.token, "id": request_id, "code": text,
-                            "line": line, "column": column, "file": path, "buffer": self.buffer}
+                            "line": line, "column": column, "file": path,
+                            "buffer": buffer_name(self.index, path, self.shared_buffers)}
 
     def _one_loop(self) -> None:
         path = self.rng.choice(self.files)
@@ -354,9 +385,16 @@ class LoadClient(threading.Thread):
             return
         if "error" in reply:
             cancelled = reply.get("cancelled") is True
-            if item.kind == "superseded" and cancelled and "superseded" in str(reply["error"]):
+            superseded = cancelled and "superseded" in str(reply["error"])
+            if item.kind == "superseded" and superseded:
                 tally.superseded_cancelled += 1
                 tally.cancel_ms.append(elapsed)
+                tally.reply_ms.append(elapsed)
+            elif superseded and self.shared_buffers:
+                # Another client's newer request for the same buffer: the daemon's rule, not a fault.
+                tally.superseded_by_other += 1
+                tally.by_other_ms.append(elapsed)
+                tally.reply_ms.append(elapsed)
             elif cancelled:
                 self.errors.add(f"{item.kind} request cancelled unexpectedly", str(reply["error"]))
             else:
@@ -368,6 +406,7 @@ class LoadClient(threading.Thread):
             self.errors.add("protocol: reply without a suggestions list", repr(reply)[:300])
             return
         source = str(reply.get("source", "model"))
+        tally.reply_ms.append(elapsed)
         if item.kind == "superseded":
             # A cache answer takes well under a millisecond: the engine's worker, when idle, can finish
             # it before the daemon has read the newer request from the same write. That is not a
@@ -487,11 +526,11 @@ def stop_process(process: subprocess.Popen, timeout: float) -> tuple[float, bool
 
 
 def warm_up(port: int, token: str, path: str, text: str, timeout: float) -> dict[str, Any]:
-    """One completion answered on a connection of its own (closed afterwards, so the "before"
-    figures hold no client); the reply."""
+    """One completion in ``path`` answered on a connection of its own (closed afterwards, so the
+    "before" figures hold no client); the reply."""
     line, column = pick_cursor(text, random.Random(0))
     message = {"op": "complete", "token": token, "id": "warm-up", "code": text, "line": line, "column": column,
-               "file": path, "buffer": "load-warm-up"}
+               "file": path, "buffer": f"load-warm-up:{path}"}
     with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
         sock.sendall(encode_line(message, "json"))
         with sock.makefile("rb") as stream:
@@ -538,6 +577,8 @@ class Report:
     seed: int
     files: int
     buffers: int = 0  # the files the clients type in (0: every client in every file)
+    shared_buffers: bool = False  # a request's buffer is its file (else each client has its own)
+    warmed_files: int = 0  # files completed in before the "before" figures
     loops: int = 0
     requests_sent: int = 0
     answered_with_suggestions: int = 0
@@ -546,14 +587,17 @@ class Report:
     superseded_cancelled: int = 0
     superseded_answered: int = 0
     superseded_from_cache: int = 0
+    superseded_by_other: int = 0
     every_superseded_cancelled: bool = True
     answered_by_source: dict[str, int] = field(default_factory=dict)
     pings: int = 0
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     error_count: int = 0
-    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    latency_ms: dict[str, float | None] = field(default_factory=dict)  # answered requests, send -> answer
+    reply_ms: dict[str, float | None] = field(default_factory=dict)  # every complete, send -> any reply
     engine_ms: dict[str, float | None] = field(default_factory=dict)
     cancel_ms: dict[str, float | None] = field(default_factory=dict)
+    by_other_ms: dict[str, float | None] = field(default_factory=dict)
     ping_ms: dict[str, float | None] = field(default_factory=dict)
     answered_per_s: float = 0.0
     replies_per_s: float = 0.0
@@ -583,7 +627,7 @@ def merge_tallies(report: Report, tallies: list[ClientTally], seconds_ran: float
         return [x for t in tallies for x in getattr(t, name)]
 
     for name in ("loops", "with_suggestions", "empty", "superseded_sent", "superseded_cancelled",
-                 "superseded_answered", "superseded_from_cache", "pings"):
+                 "superseded_answered", "superseded_from_cache", "superseded_by_other", "pings"):
         value = total(name)
         target = {"with_suggestions": "answered_with_suggestions", "empty": "answered_empty"}.get(name, name)
         setattr(report, target, value)
@@ -591,30 +635,37 @@ def merge_tallies(report: Report, tallies: list[ClientTally], seconds_ran: float
     report.answered_by_source = dict(sum((t.sources for t in tallies), Counter()))
     report.every_superseded_cancelled = report.superseded_cancelled == report.superseded_sent
     report.latency_ms = summarize(joined("latency_ms"))
+    report.reply_ms = summarize(joined("reply_ms"))
     report.engine_ms = summarize(joined("engine_ms"))
     report.cancel_ms = summarize(joined("cancel_ms"))
+    report.by_other_ms = summarize(joined("by_other_ms"))
     report.ping_ms = summarize(joined("ping_ms"))
     answered = report.answered_with_suggestions + report.answered_empty
     if seconds_ran > 0:
         report.answered_per_s = round(answered / seconds_ran, 2)
-        superseded_replies = report.superseded_cancelled + report.superseded_answered + report.superseded_from_cache
+        superseded_replies = (report.superseded_cancelled + report.superseded_answered + report.superseded_from_cache
+                              + report.superseded_by_other)
         report.replies_per_s = round((answered + superseded_replies) / seconds_ran, 2)
 
 
 def rss_figures(before: ProcSnapshot, after: ProcSnapshot | None, sampled: list[float]) -> dict[str, float | None]:
-    """before/after/peak MiB, and the samples taken under load (first, last, min, max: flat memory
-    shows as last ~ first). The peak is VmHWM, or the highest sample when that is higher: the
-    kernel updates VmHWM lazily, so it can trail a sampled VmRSS by a few hundred KiB."""
+    """before/after/peak MiB, and the samples taken under load (first, last, min, max), and the
+    sample at mid-run with the growth from it to the last: flat memory shows as a second-half growth
+    near zero (the first half holds what settles once: prompts kept, allocator pools). The peak is
+    VmHWM, or the highest sample when that is higher: the kernel updates VmHWM lazily, so it can
+    trail a sampled VmRSS by a few hundred KiB."""
     def r(x: float | None) -> float | None:
         return None if x is None else round(x, 1)
 
     hwm = after.peak_rss_mib if after else before.peak_rss_mib
+    mid = sampled[(len(sampled) - 1) // 2] if len(sampled) >= 2 else None
     return {"before": r(before.rss_mib), "after": r(after.rss_mib) if after else None,
             "peak": r(max([hwm, *sampled])),
             "under_load_first": r(sampled[0]) if sampled else None,
             "under_load_last": r(sampled[-1]) if sampled else None,
             "under_load_min": r(min(sampled)) if sampled else None,
-            "under_load_max": r(max(sampled)) if sampled else None}
+            "under_load_max": r(max(sampled)) if sampled else None,
+            "mid_run": r(mid), "second_half_growth": r(sampled[-1] - mid) if mid is not None else None}
 
 
 def count_tracebacks(log: Path) -> tuple[int, str]:
@@ -667,12 +718,14 @@ def _run_against_daemon(options: argparse.Namespace, work: Path, project: Path, 
     print(f"daemon pid {process.pid} on {LOOPBACK}:{info.port} in {project} (log {log})", flush=True)
     report = Report(clients=options.clients, seconds_asked=options.seconds, seconds_ran=0.0, model=None,
                     repl=None, candidates=options.candidates, max_new_tokens=options.max_new_tokens,
-                    seed=options.seed, files=len(sources), buffers=options.buffers)
+                    seed=options.seed, files=len(sources), buffers=options.buffers,
+                    shared_buffers=options.shared_buffers)
     errors = ErrorLog()
     try:
-        first_path = sorted(sources)[0]
-        warm = warm_up(info.port, info.token, first_path, sources[first_path], options.reply_timeout)
-        report.repl = warm.get("repl")
+        warmed = files_to_warm(sorted(sources), options.clients, options.buffers)
+        replies = [warm_up(info.port, info.token, path, sources[path], options.reply_timeout) for path in warmed]
+        report.repl = replies[-1].get("repl")
+        report.warmed_files = len(warmed)
         report.model = _ping_model(info)
         time.sleep(options.settle)  # the warm-up connection's threads end
         before = read_proc_snapshot(process.pid)
@@ -758,13 +811,18 @@ def judge(report: Report) -> None:
 def leak_warnings(report: Report) -> list[str]:
     """What looks like a leak without being a failure by itself (the daemon may have started a
     thread or opened a file for good after the warm-up): threads or open files not back to their
-    count once the clients are gone, RSS grown by more than RSS_GROWTH_WARN_MIB."""
+    count once the clients are gone; RSS grown by more than RSS_GROWTH_WARN_MIB over the second half
+    of the run (before -> after where too few samples were taken), since before -> after also holds
+    the prompts the daemon keeps by design (up to KV_STATES_MEMORY) when cursors wander."""
     warnings = []
     for name, figures in (("threads", report.threads), ("open files", report.open_fds)):
         if figures.get("after") is not None and figures["after"] > figures["before"]:
             warnings.append(f"{name} {figures['before']} before the clients, {figures['after']} after")
     rss = report.rss_mib
-    if rss.get("after") is not None and rss["after"] - rss["before"] > RSS_GROWTH_WARN_MIB:
+    if rss.get("second_half_growth") is not None:
+        if rss["second_half_growth"] > RSS_GROWTH_WARN_MIB:
+            warnings.append(f"RSS grew by {rss['second_half_growth']:.1f} MiB over the second half of the run")
+    elif rss.get("after") is not None and rss["after"] - rss["before"] > RSS_GROWTH_WARN_MIB:
         warnings.append(f"RSS grew by {rss['after'] - rss['before']:.1f} MiB")
     return warnings
 
@@ -785,7 +843,9 @@ def format_report(report: Report) -> str:
     lines = [
         f"cljassist daemon load test: {report.clients} clients for {report.seconds_asked:g} s "
         f"(ran {report.seconds_ran:g} s incl. draining), {report.files} files"
-        + (f", typed in {report.buffers} buffers" if report.buffers else "") + f", seed {report.seed}",
+        + (f", typed in {report.buffers} of them" if report.buffers else "")
+        + (", a buffer per file (its clients share it)" if report.shared_buffers else ", a buffer per client")
+        + f", seed {report.seed}",
         f"  daemon        model {report.model}, REPL {report.repl}, -n {report.candidates}, "
         f"--max-new-tokens {report.max_new_tokens}",
         f"  requests      {report.requests_sent} complete sent in {report.loops} loops; answered {answered}: "
@@ -797,19 +857,31 @@ def format_report(report: Report) -> str:
            if report.superseded_from_cache else "")
         + f"  (every one cancelled: {'yes' if report.every_superseded_cancelled else 'NO'})",
         f"                cancelled reply {_ms(report.cancel_ms)}",
+    ]
+    if report.shared_buffers:
+        lines += [
+            f"  by another    {report.superseded_by_other} cancelled by another client's newer request for "
+            f"their buffer (the daemon's rule, no error)",
+            f"                cancelled reply {_ms(report.by_other_ms)}",
+        ]
+    lines += [
         f"  errors        {report.error_count or 'none'}",
     ]
     for kind, info in report.errors.items():
         lines.append(f"    {info['count']:>5} x {kind}: {info['first'][0] if info['first'] else ''}")
     lines += [
-        f"  latency       {_ms(report.latency_ms)}  send -> reply, queueing included",
+        f"  answered      {_ms(report.latency_ms)}  send -> answer, queueing included: the wait for a suggestion",
+        f"  all replies   {_ms(report.reply_ms)}  send -> any reply, fast cancellations included",
         f"  engine        {_ms(report.engine_ms)}  the daemon's own 'ms'",
         f"  ping          {_ms(report.ping_ms)}  while busy",
         f"  throughput    {report.answered_per_s:g} answered/s ({report.replies_per_s:g} replies/s incl. cancelled)",
-        f"  RSS           before {rss.get('before')} MiB, after {rss.get('after')} MiB{delta}, "
-        f"peak {rss.get('peak')} MiB (VmHWM)",
+        f"  RSS           before {rss.get('before')} MiB (after warming {report.warmed_files} file(s)), "
+        f"after {rss.get('after')} MiB{delta}, peak {rss.get('peak')} MiB (VmHWM)",
         f"                under load, sampled every 0.5 s: first {rss.get('under_load_first')}, "
         f"last {rss.get('under_load_last')}, min {rss.get('under_load_min')}, max {rss.get('under_load_max')} MiB",
+        f"                flat: mid-run {rss.get('mid_run')} MiB -> last {rss.get('under_load_last')} MiB, "
+        + (f"{rss['second_half_growth']:+.1f} MiB over the second half" if rss.get("second_half_growth") is not None
+           else "too few samples"),
         f"  threads/fds   threads {threads.get('before')} -> {threads.get('after')}, "
         f"open fds {fds.get('before')} -> {fds.get('after')} (before/after the clients)",
         f"  shutdown      SIGTERM -> exit {down.get('exit_code')} in {down.get('seconds')} s"
@@ -840,6 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="project to serve in place (default: a temporary copy of fixtures/demo)")
     p.add_argument("--buffers", type=int, default=0, metavar="B",
                    help="the clients type in B files, client i in the (i mod B)-th (default: each in every file)")
+    p.add_argument("--shared-buffers", action="store_true",
+                   help="a request's buffer is its file, so clients in one file share its buffer and a newer "
+                        "request cancels another client's older one (default: a buffer per client)")
     repl = p.add_mutually_exclusive_group()
     repl.add_argument("--no-repl", action="store_true", help="serve without a REPL (the default)")
     repl.add_argument("--local-nrepl", action="store_true",

@@ -95,6 +95,23 @@ def test_with_buffers_each_client_types_in_one_file_and_the_clients_share_them()
     assert {chosen[0] for chosen in by_client} == {"a.clj", "b.clj", "c.clj", "d.clj"}  # 16 clients, 4 buffers
     options = lt.build_parser().parse_args(["--buffers", "4"])
     assert options.buffers == 4 and options.clients == 16 and options.seconds == 60
+    assert not options.shared_buffers  # by default each client has a buffer of its own
+    assert lt.build_parser().parse_args(["--buffers", "4", "--shared-buffers"]).shared_buffers
+
+
+def test_shared_buffers_name_the_file_and_own_buffers_the_client():
+    assert lt.buffer_name(3, "src/a.clj", shared=False) == "load-client-3"
+    assert lt.buffer_name(3, "src/a.clj", shared=True) == lt.buffer_name(7, "src/a.clj", shared=True)
+    assert lt.buffer_name(3, "src/a.clj", shared=True) != lt.buffer_name(3, "src/b.clj", shared=True)
+
+
+def test_the_warm_up_covers_every_file_the_clients_type_in_up_to_the_kept_prompts():
+    files = ["a.clj", "b.clj", "c.clj", "d.clj", "e.clj"]
+    assert lt.files_to_warm(files, 16, 4) == ["a.clj", "b.clj", "c.clj", "d.clj"]
+    assert lt.files_to_warm(files, 2, 4) == ["a.clj", "b.clj"]  # two clients type in two files
+    assert lt.files_to_warm(files, 3, 0) == files  # every client in every file
+    many = [f"f{i:03}.clj" for i in range(lt.KV_STATES.value + 5)]
+    assert lt.files_to_warm(many, 1, 0) == many[:lt.KV_STATES.value]  # the daemon keeps no more
 
 
 def test_more_buffers_than_files_is_a_setup_error(tmp_path):
@@ -135,12 +152,73 @@ def test_rss_figures_and_leak_warnings():
     assert rss["before"] == 270.0 and rss["after"] == 272.0
     assert rss["peak"] == 273.0  # a sample above the lazily updated VmHWM wins
     assert (rss["under_load_first"], rss["under_load_last"], rss["under_load_min"]) == (271.0, 272.1, 271.0)
+    assert rss["mid_run"] == 273.0 and rss["second_half_growth"] == pytest.approx(-0.9)
+    assert lt.rss_figures(before, after, [271.0])["second_half_growth"] is None  # one sample: no halves
     report = lt.Report(clients=1, seconds_asked=1, seconds_ran=1, model=None, repl=None, candidates=1,
                        max_new_tokens=16, seed=1, files=1, rss_mib=rss, threads={"before": 4, "after": 4},
                        open_fds={"before": 6, "after": 6})
     assert lt.leak_warnings(report) == []
-    report.threads, report.rss_mib = {"before": 4, "after": 20}, {**rss, "after": 400.0}
-    assert lt.leak_warnings(report) == ["threads 4 before the clients, 20 after", "RSS grew by 130.0 MiB"]
+    # The kept prompts make before -> after grow by design; the second half of the run is the leak signal.
+    report.rss_mib = {**rss, "after": 400.0}
+    assert lt.leak_warnings(report) == []
+    report.threads, report.rss_mib = {"before": 4, "after": 20}, {**rss, "second_half_growth": 40.0}
+    assert lt.leak_warnings(report) == ["threads 4 before the clients, 20 after",
+                                        "RSS grew by 40.0 MiB over the second half of the run"]
+    report.rss_mib = {**lt.rss_figures(before, after, []), "after": 400.0}  # no samples: before -> after
+    assert lt.leak_warnings(report)[1] == "RSS grew by 130.0 MiB"
+
+
+def _client(shared: bool):
+    options = lt.build_parser().parse_args(["--shared-buffers"] if shared else [])
+    return lt.LoadClient(0, 1, "token", {"a.clj": "(ns a)\n"}, options, time.monotonic(), lt.ErrorLog())
+
+
+SUPERSEDED = {"error": "superseded by a newer request for load-file:a.clj", "cancelled": True}
+
+
+def test_with_shared_buffers_a_request_cancelled_by_another_client_is_counted_apart():
+    client = _client(shared=True)
+    client._record(lt.Pending("complete", 0.0), {"id": "c0-1", **SUPERSEDED}, 0.25)
+    client._record(lt.Pending("superseded", 0.0), {"id": "c0-2", **SUPERSEDED}, 0.01)
+    client._record(lt.Pending("complete", 0.0), {"id": "c0-3", "suggestions": [{"text": "x"}], "ms": 90}, 2.0)
+    tally = client.tally
+    assert client.errors.total() == 0
+    assert tally.superseded_by_other == 1 and tally.by_other_ms == [pytest.approx(250.0)]
+    assert tally.superseded_cancelled == 1 and tally.cancel_ms == [pytest.approx(10.0)]  # the same-write pair
+    assert tally.latency_ms == [pytest.approx(2000.0)]  # answered only
+    assert sorted(tally.reply_ms) == [pytest.approx(10.0), pytest.approx(250.0), pytest.approx(2000.0)]
+
+
+def test_with_own_buffers_a_cancelled_request_is_an_error():
+    client = _client(shared=False)
+    client._record(lt.Pending("complete", 0.0), {"id": "c0-1", **SUPERSEDED}, 0.25)
+    assert client.tally.superseded_by_other == 0 and client.tally.reply_ms == []
+    assert client.errors.counts == {"complete request cancelled unexpectedly": 1}
+    shared = _client(shared=True)  # shared or not, a cancellation for another reason is an error
+    shared._record(lt.Pending("complete", 0.0), {"id": "c0-1", "error": "client gone", "cancelled": True}, 0.1)
+    assert shared.errors.counts == {"complete request cancelled unexpectedly": 1}
+
+
+def test_the_summary_labels_answers_apart_from_all_replies_and_cancellations_by_others():
+    tallies = [lt.ClientTally(sent=4, with_suggestions=1, superseded_sent=1, superseded_cancelled=1,
+                              superseded_by_other=2, latency_ms=[2500.0], cancel_ms=[5.0], by_other_ms=[30.0, 40.0],
+                              reply_ms=[2500.0, 5.0, 30.0, 40.0])]
+    report = lt.Report(clients=4, seconds_asked=60, seconds_ran=60, model="m", repl="off", candidates=1,
+                       max_new_tokens=16, seed=1, files=4, buffers=4, shared_buffers=True)
+    lt.merge_tallies(report, tallies, 2.0)
+    lt.judge(report)
+    assert report.ok, report.failures  # cancellations by another client are no error
+    assert report.superseded_by_other == 2 and report.by_other_ms["n"] == 2
+    assert report.latency_ms["n"] == 1 and report.reply_ms["n"] == 4
+    assert report.replies_per_s == 2.0 and report.answered_per_s == 0.5
+    text = lt.format_report(report)
+    assert "a buffer per file (its clients share it)" in text
+    assert "  answered      p50 2500 ms  p95 2500 ms  max 2500 ms  (n=1)  send -> answer" in text
+    assert "  all replies   p50 35 ms" in text and "(n=4)  send -> any reply, fast cancellations included" in text
+    assert "  by another    2 cancelled by another client's newer request" in text
+    own = lt.Report(clients=4, seconds_asked=60, seconds_ran=60, model="m", repl="off", candidates=1,
+                    max_new_tokens=16, seed=1, files=4, buffers=4)
+    assert "a buffer per client" in lt.format_report(own) and "by another" not in lt.format_report(own)
 
 
 # ------------------------------------------------------------------------------- clients, in process
@@ -175,10 +253,10 @@ class NeverSupersedingService(CompletionService):
         return super().submit(request, buffer=f"{buffer}-{next(self._serial)}", n=n)
 
 
-def _run_clients(tmp_path, service, clients=2, requests=6, rate="1.0"):
+def _run_clients(tmp_path, service, clients=2, requests=6, rate="1.0", shared=False):
     options = lt.build_parser().parse_args(
         ["--seconds", "30", "--max-requests", str(requests), "--supersede-rate", rate, "--think-ms", "0-5",
-         "--reply-timeout", "30"])
+         "--reply-timeout", "30"] + (["--shared-buffers"] if shared else []))
     sources = {"src/demo/core.clj": (ROOT / "fixtures/demo/src/demo/core.clj").read_text()}
     errors = lt.ErrorLog()
     daemon = Daemon(service, tmp_path).start()
@@ -194,7 +272,7 @@ def _run_clients(tmp_path, service, clients=2, requests=6, rate="1.0"):
         daemon.stop()
         service.close()
     report = lt.Report(clients=clients, seconds_asked=30, seconds_ran=1, model=None, repl=None, candidates=1,
-                       max_new_tokens=16, seed=1, files=1)
+                       max_new_tokens=16, seed=1, files=1, shared_buffers=shared)
     lt.merge_tallies(report, [t.tally for t in threads], 1.0)
     report.errors, report.error_count = errors.as_json(), errors.total()
     lt.judge(report)
@@ -208,6 +286,26 @@ def test_clients_count_answers_cancellations_and_pings_against_a_working_daemon(
     assert report.superseded_sent == report.superseded_cancelled == 6
     assert report.answered_with_suggestions == 6 and report.pings == 6
     assert report.latency_ms["n"] == 6 and report.ping_ms["n"] == 6
+
+
+def test_clients_sharing_a_buffer_cancel_each_other_without_errors(tmp_path):
+    # Two clients in one file, one buffer: each one's request cancels the other's older one.
+    report = _run_clients(tmp_path, CompletionService(SlowEngine(delay_s=0.1)), rate="0", shared=True)
+    assert report.ok, report.failures
+    assert report.error_count == 0 and report.superseded_by_other > 0
+    answered = report.answered_with_suggestions + report.answered_empty
+    assert answered + report.superseded_by_other == report.requests_sent == 12
+    assert report.reply_ms["n"] == 12 and report.latency_ms["n"] == answered
+
+
+def test_with_shared_buffers_a_same_write_pair_still_cancels_its_first(tmp_path):
+    (tmp_path / "working").mkdir()
+    (tmp_path / "broken").mkdir()
+    report = _run_clients(tmp_path / "working", CompletionService(SlowEngine()), rate="1.0", shared=True)
+    assert report.ok, report.failures
+    assert report.superseded_sent == report.superseded_cancelled == 6
+    report = _run_clients(tmp_path / "broken", NeverSupersedingService(SlowEngine()), rate="1.0", shared=True)
+    assert not report.ok and report.superseded_answered == 6
 
 
 def test_a_superseded_request_that_is_not_cancelled_fails_the_run(tmp_path):
