@@ -52,7 +52,6 @@ import json
 import os
 import re
 import struct
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,12 +61,11 @@ import numpy as np
 
 from cljassist.errors import CljassistError, ModelLoadError, ModelNotFound
 from cljassist.model.model_cache import (  # noqa: F401 - sha256_file and default_cache_dir are part of this API
+    built_once,
     default_cache_dir,
-    locked as _locked,
-    recorded_sha as _recorded_sha,
     sha256_file,
 )
-from cljassist.fileio import replacing, write_atomic
+from cljassist.fileio import replacing
 from cljassist.model.fim import FAMILY_KEY as FIM_FAMILY_KEY  # read by detect_fim_format
 
 ADAPTER_FORMAT = 1
@@ -645,18 +643,9 @@ def ensure_tuned_model(name: str, lora_gguf: Path, base_gguf: Path, cache_dir: s
     LoRA GGUF: ``<name>-<LoRA sha256[:12]>.gguf`` beside a ``.sha256`` of it, re-hashed at every
     use and rebuilt when it does not match."""
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cdir.mkdir(parents=True, exist_ok=True)
     out = cdir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{sha256_file(lora_gguf)[:12]}.gguf"
-    sum_path = out.with_name(out.name + ".sha256")
-    with _locked(cdir / ".build.lock"):
-        if out.is_file() and _recorded_sha(sum_path) == sha256_file(out):
-            return out
-        print(f"cljassist: building {name} from {base_gguf.name} and its adapter (once; cached in {cdir})",
-              file=sys.stderr)
-        build_tuned_gguf(lora_gguf, base_gguf, out)
-        write_atomic(sum_path, f"{sha256_file(out)}  {out.name}\n")
-    return out
-
+    return built_once(out, lambda path: build_tuned_gguf(lora_gguf, base_gguf, path),
+                      f"building {name} from {base_gguf.name} and its adapter")
 
 __all__ = ["build_model_gguf", "build_tuned_gguf", "ensure_tuned_model", "read_lora_gguf", "load_adapter",
            "Adapter", "ExportError", "permute_rows", "unpermute_rows", "gguf_tensor_name", "gguf_lora_b", "hf_lora_b",

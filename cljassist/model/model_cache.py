@@ -6,7 +6,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 from pathlib import Path
+from typing import Callable
+
+from cljassist.fileio import write_atomic
 
 
 def default_cache_dir() -> Path:
@@ -44,3 +48,20 @@ def locked(path: Path):
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def built_once(out: Path, build: Callable[[Path], None], announce: str) -> Path:
+    """``out``, built by ``build(out)`` unless it is there and matches the checksum recorded beside
+    it (``<out>.sha256``, re-hashed at every use, so a damaged file is rebuilt); ``announce`` is
+    printed on stderr before a build. Under the cache's lock: two processes build once."""
+    from cljassist.fileio import write_atomic  # noqa: PLC0415 - fileio imports nothing of the model layer
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sum_path = out.with_name(out.name + ".sha256")
+    with locked(out.parent / ".build.lock"):
+        if out.is_file() and recorded_sha(sum_path) == sha256_file(out):
+            return out
+        print(f"cljassist: {announce} (once; cached in {out.parent})", file=sys.stderr)
+        build(out)
+        write_atomic(sum_path, f"{sha256_file(out)}  {out.name}\n")
+    return out

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cljassist.errors import CljassistError, ModelNotFound
-from cljassist.fileio import replacing, write_atomic
+from cljassist.fileio import replacing
 from cljassist.model.merge import (  # noqa: F401 - the names tests and scripts import from here
     ADAPTER_SHA_KEY,
     ARCHITECTURES,
@@ -48,7 +48,7 @@ from cljassist.model.merge import (  # noqa: F401 - the names tests and scripts 
     read_raw_gguf,
     sha256_file,
 )
-from cljassist.model.model_cache import locked as _locked, recorded_sha as _recorded_sha
+from cljassist.model.model_cache import built_once
 
 SHIPPED_ADAPTER_DIR = Path(__file__).resolve().parents[1] / "resources" / "model"
 
@@ -131,32 +131,24 @@ def ensure_shipped_model(cache_dir: str | os.PathLike[str] | None = None, *,
     missing = [n for n in ("adapter.npz", "adapter.json") if not (adir / n).is_file()]
     if missing:
         raise ModelNotFound(f"no fine-tuned cljassist model is shipped: {adir} has no {' or '.join(missing)}")
-    cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cdir.mkdir(parents=True, exist_ok=True)
     digest = adapter_digest(adir)
     try:
         family = json.loads((adir / "adapter.json").read_text(encoding="utf-8")).get("fim_family") or "cljassist"
     except (OSError, ValueError, AttributeError) as e:
         raise ExportError(f"cannot read {adir / 'adapter.json'}: {e}") from e
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", str(family))
+    cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out = cdir / f"{stem}-{quant}-{digest[:12]}.gguf"
-    sum_path = out.with_name(out.name + ".sha256")
 
-    with _locked(cdir / ".build.lock"):
-        if out.is_file():
-            recorded = _recorded_sha(sum_path)
-            if recorded is not None and sha256_file(out) == recorded:
-                return out
-        if base_gguf is None:
+    def build(path: Path) -> None:
+        base = base_gguf
+        if base is None:
             from cljassist.model.locate import default_model_path  # noqa: PLC0415
 
-            base_gguf = default_model_path()
-        print(f"cljassist: building the fine-tuned model {out.name} from {Path(base_gguf).name} "
-              f"(once; cached in {cdir})", file=sys.stderr)
-        build_model_gguf(adir, base_gguf, out, quant=quant)
-        write_atomic(sum_path, f"{sha256_file(out)}  {out.name}\n")
-    return out
+            base = default_model_path()
+        build_model_gguf(adir, base, path, quant=quant)
 
+    return built_once(out, build, f"building the fine-tuned model {out.name}")
 
 def main_export(args: argparse.Namespace) -> int:
     """``cljassist train export ADAPTER_DIR OUT.gguf [--quant q8_0|f16] [--base GGUF]``."""
